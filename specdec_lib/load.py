@@ -1,0 +1,741 @@
+"""Step time versus batch size, speculation's speedup under load, and request rate <-> running batch (pure).
+
+The model of one vLLM decode step on one GPU of a tensor-parallel group (every number per GPU, in bytes,
+FLOP and seconds):
+
+    step = max(bytes read / (bandwidth · η_mem), FLOP / (peak · η_compute))      roofline
+         + TP communication: 2 all-reduces per layer, ring: 2(tp−1)/tp · message / (link · η_link) + latency
+         + overhead_s + num_layers · overhead_s_per_layer                          launches, small kernels, CPU
+
+bytes read = the GPU's share of the weights (linear layers at the precision, lm_head in 16 bit) + the KV cache of
+B sequences at context L; FLOP = 2 · params · B·q tokens + attention 4 · head_dim · heads · B·q·(L+q). A batch of
+B sequences each processing q tokens: q = 1 for ordinary decoding, q = k + 1 when the target verifies k drafts.
+
+Speculation (one verification step): the draft runs k sequential single-token steps for the whole batch at its
+own TP (0 s for n-gram), then the target runs one step with q = k + 1; it yields E(α, k) tokens per sequence
+(speculation.expected_tokens_per_step). The baseline runs one q = 1 step per token. So
+
+    speedup(B) = T_target(B, 1) · E / (k · T_draft(B, 1) + T_target(B, k + 1))
+
+which is Leviathan et al.'s Theorem 3.8 with c = T_draft/T_target and the verification's own cost kept.
+
+Load (Little's law): the running batch B = QPS × E2E(B), E2E = prefill + output_tokens · TPOT(B), solved
+consistently by bisection. The efficiency factors come from calibration (data/calibration/); see
+``benchmarks/validate_calibration.py`` for how well they predict measured steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import speculation
+
+__all__ = [
+    "StepFactors", "DEFAULT_FACTORS", "StepTime", "Deployment", "Workload", "SpeculativeStep", "SpeedupResult",
+    "BatchAtLoad", "QpsResult", "Sensitivity", "StepObservation", "FitResult",
+    "step_time_breakdown", "step_time_s", "draft_step_time_s", "cost_ratio", "spec_step_time", "speedup_vs_batch",
+    "crossover_batch", "prefill_time_s", "batch_from_qps", "capacity_qps", "speedup_at_qps", "crossover_qps", "sensitivity",
+    "fit_step_factors", "fit_from_latency_sweep", "observations_from_latency_sweep",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# factors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepFactors:
+    """How far real kernels fall short of the hardware's peaks, and the fixed costs of a step."""
+
+    memory_efficiency: float  # η_mem: achieved / peak HBM bandwidth while streaming weights and KV
+    compute_efficiency: float  # η_compute: achieved / dense peak tensor-core rate
+    overhead_s: float  # fixed cost per step (launch of the step, sampling, scheduler share)
+    overhead_s_per_layer: float  # per decoder layer per step (small kernels: norms, rotary, cache writes)
+    interconnect_efficiency: float = 0.7  # achieved / peak per-direction link bandwidth in all-reduce
+    allreduce_latency_s: float = 15e-6  # fixed cost of one all-reduce (small messages)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("memory_efficiency", "compute_efficiency", "interconnect_efficiency"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v <= 1):
+                raise ValueError(f"{name}={v!r}: expected a fraction in (0, 1]")
+        for name in ("overhead_s", "overhead_s_per_layer", "allreduce_latency_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r}: expected seconds >= 0")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StepFactors":
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"factors: unknown fields {sorted(unknown)}; expected some of {sorted(names)}")
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+# Fitted by benchmarks/validate_calibration.py (fit_step_factors over all 138 steps in
+# data/calibration/h100_step_timings.json; written to data/calibration/h100_fitted_factors.json, and a test
+# checks the two agree). Measured with plain PyTorch kernels in CUDA graphs on one H100 SXM: vLLM's fused kernels
+# have less per-layer overhead, so these factors err towards slower small-batch steps. The two interconnect
+# values are assumptions (one GPU cannot measure an all-reduce): NVLink 4 at 70 % of 450 GB/s per direction and
+# 15 µs per all-reduce.
+DEFAULT_FACTORS = StepFactors(
+    memory_efficiency=0.80,
+    compute_efficiency=0.44,
+    overhead_s=4.424e-05,
+    overhead_s_per_layer=8.566e-05,
+    interconnect_efficiency=0.7,
+    allreduce_latency_s=15e-6,
+    source="H100 SXM calibration (data/calibration/h100_fitted_factors.json); interconnect values assumed",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one step
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One forward step on one GPU of the group, with its parts (seconds) and what it moved and computed."""
+
+    total_s: float
+    memory_s: float  # bytes / (bandwidth · η_mem)
+    compute_s: float  # FLOP / (peak · η_compute)
+    communication_s: float
+    overhead_s: float
+    weight_bytes: int  # per GPU
+    kv_bytes: int  # per GPU, read this step
+    flops: float  # per GPU
+    bound: str  # "memory" | "compute"
+    assumptions: tuple[str, ...]
+
+
+def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
+    return v
+
+
+def _positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+            or (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{name}={v!r}: expected a finite number {'>' if strict else '>='} {minimum}")
+    return float(v)
+
+
+def _linear_params_per_layer(m: Any) -> int:
+    h, q_size, kv_size = m.hidden_size, m.num_attention_heads * m.head_dim, m.num_kv_heads * m.head_dim
+    return h * q_size + 2 * h * kv_size + q_size * h + 3 * h * m.intermediate_size
+
+
+def _matmul_rate(gpu: Any, precision: Any) -> tuple[float, str]:
+    compute = getattr(precision, "compute", "bf16")
+    if compute == "fp8" and getattr(gpu, "fp8_flops_per_s", None):
+        return gpu.fp8_flops_per_s, "fp8"
+    if compute == "int8":
+        return gpu.int8_ops_per_s, "int8"
+    return gpu.bf16_flops_per_s, "bf16"
+
+
+def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
+                        context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
+                        include_communication: bool = True) -> StepTime:
+    """Time of one step of ``model`` for ``batch_size`` sequences each processing ``tokens_per_seq`` new tokens
+    after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
+    mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
+    f = factors or DEFAULT_FACTORS
+    tp = _positive_int("tp", tp)
+    b = _positive_number("batch_size", batch_size, strict=False)
+    q = _positive_int("tokens_per_seq", tokens_per_seq)
+    ctx = _positive_int("context_len", context_len, minimum=0)
+    kvb = _positive_int("kv_dtype_bytes", kv_dtype_bytes)
+    if model.num_attention_heads % tp:
+        raise ValueError(f"tp={tp}: {model.name} has {model.num_attention_heads} attention heads, which tp must "
+                         "divide (vLLM refuses otherwise)")
+    layers, h, d = model.num_layers, model.hidden_size, model.head_dim
+    linear = layers * _linear_params_per_layer(model)
+    lm_head = model.vocab_size * h
+    weight_bytes = precision.weight_bytes(linear) // tp + 2 * lm_head // tp + 2 * (2 * layers + 1) * h
+    kv_heads_per_gpu = max(1, model.num_kv_heads // tp)
+    kv_bytes_per_token = layers * 2 * kv_heads_per_gpu * d * kvb
+    kv_bytes = int(b * (ctx + q) * kv_bytes_per_token)
+    tokens = b * q
+    rate, rate_kind = _matmul_rate(gpu, precision)
+    linear_flops = 2.0 * tokens * (linear + lm_head) / tp
+    attn_flops = 4.0 * d * (model.num_attention_heads / tp) * layers * tokens * (ctx + q)
+    compute_s = (linear_flops / rate + attn_flops / gpu.bf16_flops_per_s) / f.compute_efficiency
+    memory_s = (weight_bytes + kv_bytes) / (gpu.bandwidth_bytes_per_s * f.memory_efficiency)
+    comm_s = 0.0
+    if include_communication and tp > 1:
+        message = tokens * h * 2  # bf16 hidden states
+        per_allreduce = 2 * (tp - 1) / tp * message / (gpu.interconnect_bytes_per_s * f.interconnect_efficiency)
+        gather = (tp - 1) / tp * tokens * model.vocab_size * 2 / (gpu.interconnect_bytes_per_s *
+                                                                 f.interconnect_efficiency)
+        comm_s = 2 * layers * (per_allreduce + f.allreduce_latency_s) + gather + f.allreduce_latency_s
+    overhead = f.overhead_s + layers * f.overhead_s_per_layer
+    total = max(memory_s, compute_s) + comm_s + overhead
+    assumptions = (
+        f"{model.name} at {precision.name} on {gpu.name}, TP {tp}: per GPU {weight_bytes / 1e9:.2f} GB weights "
+        f"(lm_head 16-bit), KV {kv_bytes_per_token} B/token ({kv_heads_per_gpu} KV heads per GPU, {kvb}-byte KV)",
+        f"{b:g} sequences × {q} tokens at context {ctx}; matmuls at the {rate_kind} peak {rate / 1e12:.0f} TFLOP/s "
+        f"× η_compute {f.compute_efficiency:.2f}; bandwidth {gpu.bandwidth_bytes_per_s / 1e12:.2f} TB/s × η_mem "
+        f"{f.memory_efficiency:.2f}",
+        (f"TP all-reduce: 2 per layer, ring over {gpu.interconnect_bytes_per_s / 1e9:.0f} GB/s × "
+         f"{f.interconnect_efficiency:.2f} + {f.allreduce_latency_s * 1e6:.0f} µs each, plus the logits gather"
+         if include_communication and tp > 1 else "no TP communication"),
+        f"overhead {f.overhead_s * 1e3:.2f} ms + {f.overhead_s_per_layer * 1e6:.0f} µs per layer; factors: "
+        f"{f.source or 'given by the caller'}",
+    )
+    return StepTime(total_s=total, memory_s=memory_s, compute_s=compute_s, communication_s=comm_s,
+                    overhead_s=overhead, weight_bytes=weight_bytes, kv_bytes=kv_bytes, flops=linear_flops + attn_flops,
+                    bound="memory" if memory_s >= compute_s else "compute", assumptions=assumptions)
+
+
+def step_time_s(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
+                context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
+                include_communication: bool = True) -> float:
+    """Seconds for one step (see ``step_time_breakdown``)."""
+    return step_time_breakdown(model, precision, gpu, tp, batch_size, tokens_per_seq, context_len, factors,
+                               kv_dtype_bytes=kv_dtype_bytes, include_communication=include_communication).total_s
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a deployment and speculation under load
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What runs where: the target at its TP and, for speculation, how drafts are made.
+
+    method: "draft_model" (a separate small model at ``draft_tp``), "eagle" (one extra decoder layer of the
+    target's shape plus the target's lm_head, at the target's TP), "ngram" (prompt lookup on the CPU:
+    ``ngram_step_s`` per step, no GPU time), or "none".
+    """
+
+    target: Any  # catalog.ModelSpec
+    target_precision: Any  # catalog.Precision
+    gpu: Any  # catalog.GPU
+    tp: int
+    method: str = "draft_model"
+    draft: Any = None  # catalog.ModelSpec for "draft_model"
+    draft_precision: Any = None
+    draft_tp: int = 1
+    kv_dtype_bytes: int = 2
+    ngram_step_s: float = 0.0
+    factors: StepFactors = DEFAULT_FACTORS
+
+    def __post_init__(self) -> None:
+        if self.method not in ("draft_model", "eagle", "ngram", "none"):
+            raise ValueError(f"method={self.method!r}: expected 'draft_model', 'eagle', 'ngram' or 'none'")
+        if self.method == "draft_model" and (self.draft is None or self.draft_precision is None):
+            raise ValueError("draft=None: method 'draft_model' needs a draft ModelSpec and draft_precision")
+        _positive_int("tp", self.tp)
+        _positive_int("draft_tp", self.draft_tp)
+        _positive_number("ngram_step_s", self.ngram_step_s, strict=False)
+
+    def describe(self) -> str:
+        t = f"{self.target.name} {self.target_precision.name} TP {self.tp} on {self.gpu.name}"
+        if self.method == "draft_model":
+            return f"{t}; draft {self.draft.name} {self.draft_precision.name} TP {self.draft_tp}"
+        return f"{t}; {self.method}"
+
+
+def target_step_time(dep: Deployment, batch_size: float, tokens_per_seq: int, context_len: int) -> StepTime:
+    return step_time_breakdown(dep.target, dep.target_precision, dep.gpu, dep.tp, batch_size, tokens_per_seq,
+                               context_len, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+
+
+def draft_step_time_s(dep: Deployment, batch_size: float, context_len: int) -> float:
+    """One single-token draft step for the whole batch (0 for "none"; ``ngram_step_s`` for n-gram)."""
+    if dep.method == "none":
+        return 0.0
+    if dep.method == "ngram":
+        return dep.ngram_step_s
+    if dep.method == "eagle":
+        head = replace(dep.target, num_layers=1)
+        return step_time_s(head, dep.target_precision, dep.gpu, dep.tp, batch_size, 1, context_len, dep.factors,
+                           kv_dtype_bytes=dep.kv_dtype_bytes)
+    return step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, batch_size, 1, context_len,
+                       dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+
+
+def cost_ratio(dep: Deployment, batch_size: float, context_len: int) -> float:
+    """c(B) = one draft step / one ordinary target step, at batch B (Leviathan's c, but load-dependent)."""
+    return draft_step_time_s(dep, batch_size, context_len) / target_step_time(dep, batch_size, 1, context_len).total_s
+
+
+@dataclass(frozen=True)
+class SpeculativeStep:
+    """One verification round: k draft steps then one target step over k + 1 positions."""
+
+    draft_s: float  # all k draft steps
+    verify_s: float  # the target's step with q = k + 1
+    total_s: float
+
+
+def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
+    k = _positive_int("k", k)
+    draft = k * draft_step_time_s(dep, batch_size, context_len) if dep.method != "ngram" else dep.ngram_step_s
+    verify = target_step_time(dep, batch_size, k + 1, context_len).total_s
+    return SpeculativeStep(draft_s=draft, verify_s=verify, total_s=draft + verify)
+
+
+@dataclass(frozen=True)
+class SpeedupResult:
+    speedup: float  # baseline time per token / speculative time per token (> 1: faster)
+    alpha: float
+    k: int
+    batch_size: float
+    context_len: int
+    expected_tokens: float
+    c: float  # draft step / target step at this batch
+    baseline_step_s: float
+    verify_step_s: float
+    draft_s: float  # all k draft steps of one round
+    baseline_tpot_s: float
+    spec_tpot_s: float
+    bound: str  # what limits the baseline step: "memory" | "compute"
+    assumptions: tuple[str, ...]
+
+
+def speedup_vs_batch(dep: Deployment, alpha: float, k: int, batch_size: float, context_len: int) -> SpeedupResult:
+    """Speculation's speedup on time per output token at a running batch of ``batch_size`` sequences."""
+    if dep.method == "none":
+        raise ValueError("method='none': a deployment without speculation has no speedup to compute")
+    e = speculation.expected_tokens_per_step(alpha, _positive_int("k", k))
+    base = target_step_time(dep, batch_size, 1, context_len)
+    spec = spec_step_time(dep, batch_size, k, context_len)
+    c = (spec.draft_s / k) / base.total_s
+    spec_tpot = spec.total_s / e
+    assumptions = (
+        f"{dep.describe()}; α = {alpha:.3f} per token (independent positions), k = {k}: "
+        f"E = {e:.3f} tokens per round (Leviathan et al. 2023, eq. 1)",
+        f"every sequence in the batch speculates every step (vLLM V1 at fixed k); mean context {context_len} tokens",
+        *( ("n-gram: draft GPU time 0, proposal cost "
+            f"{dep.ngram_step_s * 1e3:.2f} ms per round; rounds without a proposal are not modelled",)
+           if dep.method == "ngram" else ()),
+        *base.assumptions,
+    )
+    return SpeedupResult(speedup=base.total_s / spec_tpot, alpha=alpha, k=k, batch_size=batch_size,
+                         context_len=context_len, expected_tokens=e, c=c, baseline_step_s=base.total_s,
+                         verify_step_s=spec.verify_s, draft_s=spec.draft_s, baseline_tpot_s=base.total_s,
+                         spec_tpot_s=spec_tpot, bound=base.bound, assumptions=assumptions)
+
+
+def crossover_batch(dep: Deployment, alpha: float, k: int, context_len: int, max_batch: int = 1024) -> int | None:
+    """Smallest integer running batch at which speculation no longer pays (speedup ≤ 1); None if it pays up to
+    ``max_batch``; 1 if it never pays."""
+    _positive_int("max_batch", max_batch)
+    for b in range(1, max_batch + 1):
+        if speedup_vs_batch(dep, alpha, k, b, context_len).speedup <= 1.0:
+            return b
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load: QPS <-> batch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt_tokens: int
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        _positive_int("prompt_tokens", self.prompt_tokens)
+        _positive_int("output_tokens", self.output_tokens)
+
+    @property
+    def mean_context_len(self) -> int:
+        """Mean context over a request's decode: prompt + half the output."""
+        return self.prompt_tokens + self.output_tokens // 2
+
+
+def prefill_time_s(dep: Deployment, prompt_tokens: int) -> float:
+    """One request's prefill on the target (and the draft, which must also prefill): q = prompt, context 0."""
+    t = target_step_time(dep, 1, prompt_tokens, 0).total_s
+    if dep.method == "draft_model":
+        t += step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, 1, prompt_tokens, 0, dep.factors,
+                         kv_dtype_bytes=dep.kv_dtype_bytes)
+    elif dep.method == "eagle":
+        t += step_time_s(replace(dep.target, num_layers=1), dep.target_precision, dep.gpu, dep.tp, 1,
+                         prompt_tokens, 0, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+    return t
+
+
+@dataclass(frozen=True)
+class BatchAtLoad:
+    """The steady state at a request rate: running batch, latencies, and whether the server keeps up."""
+
+    qps: float
+    speculative: bool
+    batch_size: float  # mean running batch (Little's law)
+    tpot_s: float
+    e2e_s: float  # prefill + decode, no queueing; inf when saturated
+    prefill_utilisation: float  # share of GPU time spent on prefills
+    saturated: bool  # the rate exceeds what max_batch sequences can sustain: a queue grows without bound
+    capacity_qps: float  # requests per second at max_batch
+    assumptions: tuple[str, ...]
+
+
+def _tpot(dep: Deployment, b: float, wl: Workload, speculative: bool, alpha: float, k: int) -> float:
+    ctx = wl.mean_context_len
+    if speculative:
+        e = speculation.expected_tokens_per_step(alpha, k)
+        return spec_step_time(dep, b, k, ctx).total_s / e
+    return target_step_time(dep, b, 1, ctx).total_s
+
+
+def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculative: bool, alpha: float = 0.0,
+                   k: int = 1, max_batch: int = 256) -> BatchAtLoad:
+    """Solve B = QPS × E2E(B) (Little's law) with E2E(B) = prefill + output_tokens × TPOT(B) / (1 − ρ_prefill).
+
+    ρ_prefill = QPS × prefill time: the share of GPU time taken by prefills, which continuous batching interleaves
+    with decode steps and so stretches every step. Bisection on B in [0, max_batch]; if even max_batch sequences
+    cannot keep up (or prefills alone fill the GPU) the result is ``saturated`` and E2E is infinite (the queue
+    grows). ``max_batch`` stands for vLLM's max_num_seqs or the KV-cache limit, whichever is smaller.
+    """
+    qps = _positive_number("qps", qps)
+    _positive_int("max_batch", max_batch)
+    pre = prefill_time_s(dep, workload.prompt_tokens)
+    rho = qps * pre
+    cap = capacity_qps(dep, workload, speculative=speculative, alpha=alpha, k=k, max_batch=max_batch)
+
+    assumptions = (
+        f"Little's law B = QPS × E2E(B); prompt {workload.prompt_tokens}, output {workload.output_tokens} tokens; "
+        f"prefill {pre * 1e3:.1f} ms per request takes {rho:.0%} of GPU time",
+        f"running batch capped at {max_batch} (vLLM max_num_seqs / KV capacity); no queueing below saturation "
+        "(mean values, not a queueing-theory tail)",
+        ("speculative: α = %.3f, k = %d" % (alpha, k)) if speculative else "baseline: no speculation",
+    )
+    if rho >= 1:
+        return BatchAtLoad(qps, speculative, float(max_batch), math.inf, math.inf, rho, True, cap, assumptions)
+
+    def g(b: float) -> float:
+        return qps * (pre + workload.output_tokens * _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)) - b
+
+    if g(max_batch) > 0:
+        tpot = _tpot(dep, max_batch, workload, speculative, alpha, k) / (1 - rho)
+        return BatchAtLoad(qps, speculative, float(max_batch), tpot, math.inf, rho, True, cap, assumptions)
+    lo, hi = 0.0, float(max_batch)  # g(0) > 0 >= g(max_batch)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if g(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * max(1.0, hi):
+            break
+    b = hi
+    tpot = _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)
+    return BatchAtLoad(qps, speculative, b, tpot, pre + workload.output_tokens * tpot, rho, False, cap, assumptions)
+
+
+def capacity_qps(dep: Deployment, workload: Workload, *, speculative: bool, alpha: float = 0.0, k: int = 1,
+                 max_batch: int = 256) -> float:
+    """The highest request rate with a steady state: λ with λ · (prefill + output · TPOT(max_batch) / (1 − λ ·
+    prefill)) = max_batch (the same Little's-law model as ``batch_from_qps``, at the batch cap); bisection."""
+    _positive_int("max_batch", max_batch)
+    pre = prefill_time_s(dep, workload.prompt_tokens)
+    decode = workload.output_tokens * _tpot(dep, max_batch, workload, speculative, alpha, k)
+
+    def h(lam: float) -> float:
+        return lam * (pre + decode / (1 - lam * pre)) - max_batch
+
+    lo, hi = 0.0, 1.0 / pre
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if h(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * hi:
+            break
+    return lo
+
+
+@dataclass(frozen=True)
+class QpsResult:
+    qps: float
+    speedup: float  # baseline E2E / speculative E2E; 0 when only speculation saturates; capacity ratio if both do
+    baseline: BatchAtLoad
+    speculative: BatchAtLoad
+    assumptions: tuple[str, ...]
+
+
+def speedup_at_qps(dep: Deployment, qps: float, workload: Workload, alpha: float, k: int,
+                   max_batch: int = 256) -> QpsResult:
+    """Speculation versus baseline at one request rate, each at its own consistent running batch.
+
+    Below saturation: ratio of mean E2E latencies. When only speculation saturates its latency grows without
+    bound (speedup 0); when only the baseline does, speculation wins without bound (inf); when both do, the ratio
+    of their capacities (the rates at which they drain a queue)."""
+    base = batch_from_qps(dep, qps, workload, speculative=False, max_batch=max_batch)
+    spec = batch_from_qps(dep, qps, workload, speculative=True, alpha=alpha, k=k, max_batch=max_batch)
+    if base.saturated and spec.saturated:
+        s, how = (spec.capacity_qps / base.capacity_qps if base.capacity_qps > 0 else math.nan), "capacity ratio"
+    elif spec.saturated:
+        s, how = 0.0, "speculation saturates, the baseline does not"
+    elif base.saturated:
+        s, how = math.inf, "the baseline saturates, speculation does not"
+    else:
+        s, how = base.e2e_s / spec.e2e_s, "ratio of mean E2E latencies"
+    return QpsResult(qps, s, base, spec, (f"speedup at QPS {qps:g}: {how}", *spec.assumptions))
+
+
+def crossover_qps(dep: Deployment, workload: Workload, alpha: float, k: int, *, max_batch: int = 256,
+                  qps_max: float | None = None) -> float | None:
+    """Lowest QPS at which speculation stops paying (speedup ≤ 1), by a scan then bisection; None if it pays up to
+    ``qps_max`` (default: the baseline's capacity)."""
+    if qps_max is None:
+        probe = batch_from_qps(dep, 1e-6, workload, speculative=False, max_batch=max_batch)
+        qps_max = probe.capacity_qps
+    qps_max = _positive_number("qps_max", qps_max)
+
+    def s(q: float) -> float:
+        return speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup
+
+    grid = [qps_max * i / 64 for i in range(1, 65)]
+    if s(grid[0]) <= 1:
+        lo_q = 0.0
+        hi_q = grid[0]
+        if s(1e-9 * qps_max) <= 1:
+            return 0.0
+    else:
+        prev = grid[0]
+        for q in grid[1:]:
+            if s(q) <= 1:
+                lo_q, hi_q = prev, q
+                break
+            prev = q
+        else:
+            return None
+    lo_q = max(lo_q, 1e-9 * qps_max)
+    for _ in range(60):
+        mid = 0.5 * (lo_q + hi_q)
+        if s(mid) <= 1:
+            hi_q = mid
+        else:
+            lo_q = mid
+    return hi_q
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sensitivity
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Elasticities d ln(output) / d ln(input): +0.5 means a 1 % rise in the input raises the output by 0.5 %."""
+
+    value: float
+    elasticities: dict[str, float]
+    most_sensitive: str
+    assumptions: tuple[str, ...]
+
+
+def sensitivity(func: Callable[..., float], inputs: Mapping[str, float], *, integer_inputs: Iterable[str] = ("k",),
+                rel_step: float = 0.01) -> Sensitivity:
+    """Elasticity of ``func(**inputs)`` with respect to each input (central differences of ±rel_step; integer
+    inputs such as k by ±1 and a 2-unit span). Which input has the largest |elasticity| is the one the verdict
+    hinges on. Example: ``sensitivity(lambda alpha, k, c: speculation.speedup(alpha, k, c), dict(alpha=.7, k=5,
+    c=.1))``. Inputs at 0 or inputs whose perturbation leaves the function's domain are reported as NaN."""
+    ints = set(integer_inputs)
+    base = float(func(**inputs))
+    el: dict[str, float] = {}
+    for name, x in inputs.items():
+        try:
+            if name in ints:
+                lo, hi = dict(inputs), dict(inputs)
+                lo[name], hi[name] = max(1, int(x) - 1), int(x) + 1
+                dx = hi[name] - lo[name]
+                el[name] = (func(**hi) - func(**lo)) / dx * x / base
+            elif x == 0:
+                el[name] = math.nan
+            else:
+                lo, hi = dict(inputs), dict(inputs)
+                lo[name], hi[name] = x * (1 - rel_step), x * (1 + rel_step)
+                el[name] = (func(**hi) - func(**lo)) / (2 * rel_step * x) * x / base
+        except ValueError:
+            el[name] = math.nan
+    finite = {k: v for k, v in el.items() if math.isfinite(v)}
+    most = max(finite, key=lambda n: abs(finite[n])) if finite else ""
+    return Sensitivity(value=base, elasticities=el, most_sensitive=most, assumptions=(
+        f"elasticities at {dict(inputs)}; central differences ±{rel_step:.0%} (integers ±1)",))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# calibration
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepObservation:
+    """One measured step (or a TPOT read as one baseline step) with what ran."""
+
+    model: Any
+    precision: Any
+    gpu: Any
+    tp: int
+    batch_size: float
+    tokens_per_seq: int
+    context_len: int
+    measured_s: float
+    include_communication: bool = True
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    factors: StepFactors
+    predicted_s: tuple[float, ...]
+    measured_s: tuple[float, ...]
+    median_abs_pct_error: float
+    fitted: tuple[str, ...]
+    assumptions: tuple[str, ...]
+
+
+def _predict(obs: StepObservation, f: StepFactors) -> StepTime:
+    return step_time_breakdown(obs.model, obs.precision, obs.gpu, obs.tp, obs.batch_size, obs.tokens_per_seq,
+                               obs.context_len, f, include_communication=obs.include_communication)
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def fit_step_factors(observations: Sequence[StepObservation], *, prior: StepFactors = DEFAULT_FACTORS,
+                     fit_per_layer_overhead: bool | None = None, fit_compute: bool = True) -> FitResult:
+    """Fit η_mem, η_compute and the overheads to measured steps, minimising the squared relative error.
+
+    For each (η_mem, η_compute) on a grid (then a finer grid around the best), the overheads enter linearly and
+    are solved by weighted least squares (non-negative). Per-layer and fixed overhead can only be told apart
+    with models of different depths: by default the per-layer term is fitted only when the observations span
+    more than one layer count, otherwise it stays at 0 and the fixed term absorbs it. A parameter the data
+    cannot see (η_compute when no step is compute-bound) stays at the value closest to ``prior``.
+    """
+    if len(observations) < 2:
+        raise ValueError(f"observations: {len(observations)} given, expected at least 2 measured steps")
+    for i, o in enumerate(observations):
+        _positive_number(f"observations[{i}].measured_s", o.measured_s)
+    depths = {o.model.num_layers for o in observations}
+    per_layer = (len(depths) > 1) if fit_per_layer_overhead is None else fit_per_layer_overhead
+    zero = replace(prior, overhead_s=0.0, overhead_s_per_layer=0.0)
+
+    def solve(em: float, ec: float) -> tuple[float, StepFactors]:
+        f = replace(zero, memory_efficiency=em, compute_efficiency=ec)
+        r = [_predict(o, f).total_s for o in observations]
+        m = [o.measured_s for o in observations]
+        n = [o.model.num_layers for o in observations]
+        w = [1.0 / x ** 2 for x in m]
+        y = [mi - ri for mi, ri in zip(m, r)]
+
+        def fixed_only() -> tuple[float, float]:
+            return max(0.0, sum(wi * yi for wi, yi in zip(w, y)) / sum(w)), 0.0
+
+        def layer_only() -> tuple[float, float]:
+            return 0.0, max(0.0, sum(wi * yi * ni for wi, yi, ni in zip(w, y, n)) / sum(wi * ni * ni
+                                                                                      for wi, ni in zip(w, n)))
+        if per_layer:
+            s_w, s_n, s_nn = sum(w), sum(wi * ni for wi, ni in zip(w, n)), sum(wi * ni * ni for wi, ni in zip(w, n))
+            s_y, s_ny = sum(wi * yi for wi, yi in zip(w, y)), sum(wi * ni * yi for wi, ni, yi in zip(w, n, y))
+            det = s_w * s_nn - s_n * s_n
+            o0, o1 = ((s_y * s_nn - s_n * s_ny) / det, (s_w * s_ny - s_n * s_y) / det) if det > 0 else (-1, -1)
+            if o0 < 0 or o1 < 0:
+                cands = [fixed_only(), layer_only()]
+                o0, o1 = min(cands, key=lambda c: sum(wi * (yi - c[0] - c[1] * ni) ** 2
+                                                      for wi, yi, ni in zip(w, y, n)))
+        else:
+            o0, o1 = fixed_only()
+        loss = sum(wi * (yi - o0 - o1 * ni) ** 2 for wi, yi, ni in zip(w, y, n))
+        # a vanishing pull towards the prior decides between equally good values the data cannot tell apart
+        loss += 1e-9 * ((em - prior.memory_efficiency) ** 2 + (ec - prior.compute_efficiency) ** 2)
+        return loss, replace(f, overhead_s=o0, overhead_s_per_layer=o1)
+
+    def grid(lo_m, hi_m, lo_c, hi_c, step):
+        ms = [round(lo_m + i * step, 6) for i in range(int(round((hi_m - lo_m) / step)) + 1)]
+        cs = [round(lo_c + i * step, 6) for i in range(int(round((hi_c - lo_c) / step)) + 1)] if fit_compute \
+            else [prior.compute_efficiency]
+        best = None
+        for em in ms:
+            if not 0 < em <= 1:
+                continue
+            for ec in cs:
+                if not 0 < ec <= 1:
+                    continue
+                cand = solve(em, ec)
+                if best is None or cand[0] < best[0]:
+                    best = cand
+        return best
+
+    _, f = grid(0.2, 1.0, 0.1, 1.0, 0.04)
+    _, f = grid(f.memory_efficiency - 0.04, f.memory_efficiency + 0.04, f.compute_efficiency - 0.04,
+                f.compute_efficiency + 0.04, 0.01 if len(observations) > 60 else 0.004)
+    pred = tuple(_predict(o, f).total_s for o in observations)
+    meas = tuple(o.measured_s for o in observations)
+    mape = _median([abs(p - m) / m for p, m in zip(pred, meas)])
+    fitted = ("memory_efficiency", *(("compute_efficiency",) if fit_compute else ()), "overhead_s",
+              *(("overhead_s_per_layer",) if per_layer else ()))
+    return FitResult(factors=replace(f, source=f"fitted to {len(observations)} measured steps"), predicted_s=pred,
+                     measured_s=meas, median_abs_pct_error=mape, fitted=fitted, assumptions=(
+                         "least squares on relative error; grid 0.04 then 0.01/0.004 on the efficiencies",
+                         "interconnect factors not fitted (kept from the prior)"
+                         if any(o.tp > 1 and o.include_communication for o in observations)
+                         else "single-GPU steps: interconnect factors not fitted",
+                     ))
+
+
+def observations_from_latency_sweep(records: Iterable[Mapping[str, Any]], *, model: Any, precision: Any, gpu: Any,
+                                    tp: int) -> list[StepObservation]:
+    """Turn a baseline (no speculation) concurrency sweep into step observations.
+
+    Records follow runs.py's schema; those with an ``error`` or no ``tpot_s`` are skipped. Per concurrency level:
+    the median TPOT is one step at a running batch equal to the concurrency (a closed loop keeps that many
+    requests in flight; prefill interleaving is ignored), at a context of median prompt + half the median output.
+    """
+    groups: dict[float, list[Mapping[str, Any]]] = {}
+    for i, r in enumerate(records):
+        if r.get("error") or r.get("tpot_s") is None:
+            continue
+        conc = r.get("concurrency")
+        if conc is None:
+            raise ValueError(f"records[{i}].concurrency=None: expected the closed-loop concurrency of a sweep")
+        groups.setdefault(float(conc), []).append(r)
+    out = []
+    for conc, rs in sorted(groups.items()):
+        tpot = _median([float(r["tpot_s"]) for r in rs])
+        prompt = _median([float(r.get("prompt_tokens") or 0) for r in rs])
+        completion = _median([float(r.get("completion_tokens") or 0) for r in rs])
+        out.append(StepObservation(model=model, precision=precision, gpu=gpu, tp=tp, batch_size=conc,
+                                   tokens_per_seq=1, context_len=int(prompt + completion / 2), measured_s=tpot,
+                                   label=f"concurrency {conc:g} ({len(rs)} requests)"))
+    return out
+
+
+def fit_from_latency_sweep(records: Iterable[Mapping[str, Any]], *, model: Any, precision: Any, gpu: Any, tp: int,
+                           prior: StepFactors = DEFAULT_FACTORS) -> FitResult:
+    """Fit the step factors to a baseline latency sweep taken against the user's own endpoint.
+
+    One model means one depth, so the overhead is fitted as a fixed per-step term (per-layer = 0); η_compute is
+    seen only if the sweep reaches compute-bound batches, otherwise it stays at the prior's value.
+    """
+    obs = observations_from_latency_sweep(records, model=model, precision=precision, gpu=gpu, tp=tp)
+    if len(obs) < 2:
+        raise ValueError(f"records: {len(obs)} concurrency level(s) with a TPOT, expected at least 2")
+    res = fit_step_factors(obs, prior=prior, fit_per_layer_overhead=False)
+    return replace(res, factors=replace(res.factors, source=f"fitted to a latency sweep ({len(obs)} levels) of "
+                                                            f"{model.name} TP {tp} on {gpu.name}"),
+                   assumptions=(*res.assumptions, "TPOT at concurrency C read as one step at batch C"))

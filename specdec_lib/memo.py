@@ -1,0 +1,409 @@
+"""The HTML decision memo: one self-contained file that opens offline, prints, and can be mailed or archived.
+
+Jinja2 with autoescape on renders every piece of user text (scenario names, notes, run metadata) escaped; the
+only unescaped inserts are plotly.js itself (inlined once, `plotly.offline.get_plotlyjs()`) and plotly's own
+figure HTML (`fig.to_html(full_html=False, include_plotlyjs=False)`, which JSON-escapes `</`), and no user text
+goes into a figure. The memo takes no API key: nothing here can write one, and run folders never hold one
+(`runs.py` refuses secrets in metadata and records).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import plotly.offline
+
+from specdec_lib import decision as dec
+from specdec_lib import plots, vllm_command
+from specdec_lib.scenario import Scenario, production_temperature_median
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "memo.html.j2"
+GIB = 1024 ** 3
+LATENCY_COLUMNS = ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p99", "E2E p50", "E2E p99")
+_LATENCY_KEYS = {"TTFT p50": "ttft_p50_s", "TTFT p99": "ttft_p99_s", "TPOT p50": "tpot_p50_s",
+                 "TPOT p99": "tpot_p99_s", "ITL p99": "itl_p99_s", "E2E p50": "e2e_p50_s", "E2E p99": "e2e_p99_s"}
+ILLUSTRATIVE_ALPHAS = (0.5, 0.65, 0.8)  # load curves drawn when the workload's alpha is not known
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    return env
+
+
+def _figure_html(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False,
+                       config={"displaylogo": False, "responsive": True, "displayModeBar": False})
+
+
+def format_value(value: Any, unit: str) -> str:
+    """A reason's number for display: fractions as %, bytes as GiB, ratios as 1:N, x as 1.23x."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, str):
+        return value
+    if unit == "fraction":
+        return f"{value:.1%}"
+    if unit == "bytes":
+        return f"{value / GIB:.1f} GiB"
+    if unit == "ratio":
+        return f"1:{value:.1f}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "requests":
+        return f"{value:,.0f} requests"
+    if unit in ("alpha", "temperature"):
+        return f"{value:.2f}"
+    return f"{value:g} {unit}".strip()
+
+
+def _gib(n: float | None) -> str:
+    return "—" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _scenario_rows(s: Scenario) -> list[tuple[str, str]]:
+    return [
+        ("target model", f"{s.target_model} ({s.target_precision})"),
+        ("speculation", s.method if s.method != "draft_model" else f"draft model {s.draft_model} ({s.draft_precision})"),
+        ("GPUs", f"{s.num_gpus} x {s.gpu}, tensor parallel {s.tensor_parallel_size}"
+                 + (f", draft TP {s.draft_tensor_parallel_size}" if s.draft_model else "")),
+        ("gpu_memory_utilization", f"{s.gpu_memory_utilization:g}"),
+        ("KV cache dtype", s.kv_cache_dtype),
+        ("context length (max_model_len)", f"{s.context_len:,} tokens"),
+        ("draft tokens per step (k)", str(s.num_speculative_tokens)),
+        ("load", f"{s.qps:g} requests/s"),
+        ("primary SLO", s.slo),
+        ("acceptance monitoring in place", "yes" if s.monitoring_in_place else "no"),
+        ("acceptance validated at production temperature", "yes" if s.acceptance_validated_at_production_temperature
+         else "no"),
+        ("endpoint", s.endpoint_url or "none"),
+        ("median temperature", f"{production_temperature_median(s):g}"),
+    ]
+
+
+def _memory_rows(plan) -> list[tuple[str, str, str]]:
+    comps = plots.memory_components(plan)
+    rows = [(name, _gib(comps["with draft"][name]), _gib(comps["without draft"][name]))
+            for name in comps["with draft"]]
+    rows.append(("KV cache capacity", f"{plan.kv_capacity_tokens:,} tokens",
+                 f"{plan.kv_capacity_tokens_without_draft:,} tokens"))
+    rows.append((f"concurrent requests of {plan.context_len:,} tokens (per replica)",
+                 f"{plan.max_concurrent_seqs:,}", f"{plan.max_concurrent_seqs_without_draft:,}"))
+    rows.append(("target weights share of GPU memory", f"{plan.target_weights_fraction_of_memory:.1%}", ""))
+    if plan.draft:
+        rows.append(("draft weights share of memory left after target", f"{plan.draft_fraction_of_available:.1%}", ""))
+    return rows
+
+
+def _run_metadata_rows(meta: dict) -> list[tuple[str, str]]:
+    keys = ("run_id", "kind", "status", "created_utc", "finished_utc", "endpoint", "served_model", "vllm_version",
+            "speculative", "parameters", "host", "workbook_version")
+    rows = []
+    for key in keys:
+        if key in meta:
+            value = meta[key]
+            rows.append((key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)))
+    return rows
+
+
+def _measurement(run, role: str) -> dict:
+    from specdec_lib import runs, speculation
+
+    summary = runs.summarise(run)
+    acceptance_rows, latency_rows = [], []
+    for label, group in summary["groups"].items():
+        acc, lat = group["acceptance"], group["latency"]
+        k = acc.get("num_speculative_tokens")
+        if acc.get("draft_tokens") and k:
+            rate = acc["accepted_tokens"] / acc["draft_tokens"]
+            alpha = speculation.alpha_from_v1_rate(rate, k)
+            band = speculation.verdict_band(alpha).name.replace("_", " ")
+            pcts = " / ".join("—" if acc.get(f"per_request_p{q}") is None else f"{acc[f'per_request_p{q}']:.2f}"
+                              for q in (10, 50, 90))
+            acceptance_rows.append((label, _fmt_t(group.get("temperature")), lat["succeeded"], f"{rate:.3f}", k,
+                                    f"{alpha:.3f}", pcts, band))
+        latency_rows.append((label, f"{lat['succeeded']} ({lat['errors']})",
+                             *[_ms(lat.get(_LATENCY_KEYS[c])) for c in LATENCY_COLUMNS],
+                             "—" if lat.get("output_tokens_per_s") is None else f"{lat['output_tokens_per_s']:.1f}"))
+    return {"role": role, "run_id": run.metadata.get("run_id", run.path.name),
+            "metadata_rows": _run_metadata_rows(run.metadata),
+            "acceptance_rows": acceptance_rows, "latency_rows": latency_rows, "summary": summary}
+
+
+def _fmt_t(t) -> str:
+    return "—" if t is None else f"{t:g}"
+
+
+def _overall_latency(summary: dict) -> dict[str, float | None]:
+    """Latency percentiles over every group of a run (recomputed from the records, not averaged)."""
+    out = {}
+    for column in ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99"):
+        values = [g["latency"].get(_LATENCY_KEYS[column]) for g in summary["groups"].values()]
+        values = [v for v in values if v is not None]
+        out[column] = values[0] if len(values) == 1 else (max(values) if values else None)
+    return out
+
+
+def _risks(s: Scenario, decision: dec.Decision, plan, evidence: dec.Evidence) -> list[str]:
+    risks = []
+    for r in decision.reasons:
+        if r.status == "failed":
+            risks.append(f"{r.statement}: failed ({format_value(r.value, r.unit)}, {r.source}). {r.detail}".strip())
+        elif r.status == "unknown":
+            risks.append(f"{r.statement}: unknown. {r.detail}".strip())
+    if s.target_precision.startswith("int4"):
+        risks.append("INT4 target: the source reports a real acceptance penalty for INT4 targets; prefer INT8 and "
+                     "measure acceptance before and after any quantization change (alert on a drop > 5 points).")
+    risks += [
+        "Temperature drift: acceptance falls as temperature rises (the source's example: 0.81 at T=0 to 0.38 at "
+        "T=1.0). A greedy benchmark says nothing about T=0.8 traffic.",
+        "Load: the vLLM team measured 1.4-1.8x slowdowns at high QPS with the same configurations that gave "
+        "1.5-2.8x at QPS 1. Above the crossover, speculation costs throughput"
+        + (f" (predicted crossover: {evidence.crossover_qps:.3g} requests/s)." if evidence.crossover_qps else "."),
+        "Mixed workloads: P50 can improve while P99 regresses; compare P99 with and without speculation at "
+        "production concurrency before shipping.",
+        "TTFT: the draft adds a prefill; TTFT can rise slightly even when TPOT improves.",
+        "Metric definitions: vLLM V1's accepted/draft ratio is not the V0 gauge the source's thresholds were "
+        "written for; at k=5, alpha 0.7 reads as 0.39 in V1. Convert before comparing.",
+    ]
+    if plan is not None and plan.draft:
+        lost = plan.max_concurrent_seqs_without_draft - plan.max_concurrent_seqs
+        risks.append(f"KV cache squeeze: the draft costs {lost:,} concurrent full-context requests per replica "
+                     f"({plan.max_concurrent_seqs_without_draft:,} -> {plan.max_concurrent_seqs:,}).")
+    return risks
+
+
+def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[dict[str, str]]:
+    """Metrics, PromQL over vLLM 0.32's counters, thresholds (V1 ratio converted from the source's alpha bands)."""
+    from specdec_lib import speculation
+
+    k = s.num_speculative_tokens
+    v1_off = speculation.v1_rate_from_alpha(dec.ALPHA_OFF_BELOW, k)
+    v1_win = speculation.v1_rate_from_alpha(dec.ALPHA_WIN_ABOVE, k)
+    rows = [
+        {"what": "Acceptance ratio (V1: accepted / draft tokens)",
+         "promql": "sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
+                   "sum(rate(vllm:spec_decode_num_draft_tokens_total[5m]))",
+         "threshold": f"< {v1_off:.3f} for 15 min (= alpha 0.5 at k={k}): turn speculation off; "
+                      f"{v1_off:.3f}-{v1_win:.3f} (alpha 0.5-0.65): investigate",
+         "why": "The source's first signal; its 0.5/0.65 bands are alpha, converted here to V1's prefix-only ratio."},
+        {"what": "Mean acceptance length (tokens per verify step)",
+         "promql": "1 + sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
+                   "sum(rate(vllm:spec_decode_num_drafts_total[5m]))",
+         "threshold": f"< {1 + k * v1_off:.2f} (alpha 0.5 at k={k})",
+         "why": "E = (1 - alpha^(k+1)) / (1 - alpha); alpha follows from it."},
+        {"what": "Acceptance by draft position",
+         "promql": "sum by (position) (rate(vllm:spec_decode_num_accepted_tokens_per_pos_total[5m])) / "
+                   "ignoring(position) group_left sum(rate(vllm:spec_decode_num_drafts_total[5m]))",
+         "threshold": "last positions near 0: lower k",
+         "why": "Shows whether k is too large; conditional ratios of consecutive positions estimate alpha."},
+        {"what": "TPOT P50 / P99 vs the baseline",
+         "promql": "histogram_quantile(0.99, sum by (le) (rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
+         "threshold": "P99 above the baseline without speculation",
+         "why": "The gain speculation is for; P99 regresses first under mixed workloads."},
+        {"what": "TTFT P50 / P99",
+         "promql": "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))",
+         "threshold": "above the TTFT SLO",
+         "why": "The draft's prefill can raise TTFT."},
+        {"what": "Running requests vs the crossover batch",
+         "promql": "max(vllm:num_requests_running)",
+         "threshold": (f"> {math.floor(crossover_batch)} sustained (predicted crossover)" if crossover_batch
+                       else "above the measured crossover batch"),
+         "why": "Above the crossover speculation costs throughput; the k schedule should already turn it off."},
+        {"what": "KV cache usage and preemptions",
+         "promql": "max(vllm:kv_cache_usage_perc); sum(rate(vllm:num_preemptions_total[5m]))",
+         "threshold": "usage > 0.9 sustained or any preemptions",
+         "why": "The draft's weights and KV come out of the same budget (the squeeze)."},
+        {"what": "Output throughput",
+         "promql": "sum(rate(vllm:generation_tokens_total[5m]))",
+         "threshold": "below the baseline at the same request rate",
+         "why": "The source: measure throughput at production concurrency, not single requests."},
+        {"what": "Acceptance per temperature bucket",
+         "promql": "(per request) --per-request-spec-decode-metrics summary; or one deployment per temperature class",
+         "threshold": "P10 of per-request alpha < 0.5",
+         "why": "vLLM's counters carry no temperature label; the source asks for P10/P50/P90 by temperature."},
+    ]
+    return rows
+
+
+def build_context(scenario: Scenario, *, run=None, baseline_run=None,
+                  generated_utc: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, computed once (the CLI's --json prints the decision part of it)."""
+    from specdec_lib import speculation
+
+    memory_error = load_error = None
+    plan = None
+    try:
+        plan = dec.plan_memory_for(scenario)
+    except ValueError as exc:
+        memory_error = str(exc)
+    evidence = dec.Evidence()
+    try:
+        evidence = dec.evidence_for(scenario, run=run, memory_plan=plan) if plan is not None else \
+            dec.Evidence(notes=(memory_error or "",))
+    except ValueError as exc:
+        memory_error = memory_error or str(exc)
+    alpha, _ = dec.workload_alpha(scenario, evidence)
+    prediction = None
+    try:
+        prediction = dec.predict_load(scenario, alpha=alpha, memory_plan=plan)
+    except (ValueError, ImportError) as exc:
+        load_error = str(exc)
+    if prediction is not None:
+        evidence = dec.with_load(evidence, prediction)
+    decision = dec.decide(scenario, evidence)
+
+    figures: dict[str, str] = {}
+    if plan is not None:
+        gpu_memory = plan.memory_bytes_per_gpu
+        figures["memory"] = _figure_html(plots.memory_figure(plots.memory_components(plan),
+                                                             memory_bytes_per_gpu=gpu_memory))
+    k = scenario.num_speculative_tokens
+    speedup_rows: list[tuple[str, str]] = [("draft tokens per step k", str(k))]
+    c = prediction.cost_ratio if prediction else None
+    if c is not None and scenario.method != "none":
+        alphas = [i / 100 for i in range(0, 100)]
+        ks = sorted({max(1, k - 2), k, k + 2})
+        curves = {kk: [speculation.speedup(a, kk, c) for a in alphas] for kk in ks}
+        breaks = {kk: speculation.break_even_alpha(kk, c) for kk in ks}
+        figures["alpha"] = _figure_html(plots.speedup_vs_alpha_figure(
+            alphas, curves, break_even_by_k={k: breaks[k]}, marked_alpha=alpha))
+        speedup_rows += [("draft/target step cost c (batch 1)", f"{c:.3f}"),
+                         (f"break-even alpha at k={k}", f"{breaks[k]:.3f}")]
+    if prediction is not None and prediction.curve_x:
+        figures["load"] = _figure_html(plots.speedup_vs_load_figure(
+            prediction.curve_x, prediction.curves, x_label="requests per second",
+            crossover=prediction.crossover_qps, marked_x=scenario.qps, marked_label="scenario QPS",
+            title="Predicted speedup vs request rate (load model)"))
+        speedup_rows += [
+            ("alpha used", "unknown: curves for illustrative alphas" if alpha is None else f"{alpha:.3f}"),
+            ("batch size at the scenario QPS", "—" if prediction.batch_at_qps is None
+             else f"{prediction.batch_at_qps:.2f}"),
+            ("predicted speedup at the scenario QPS", "—" if prediction.speedup_at_qps is None
+             else f"{prediction.speedup_at_qps:.2f}x"),
+            ("crossover batch size", "none in range" if prediction.crossover_batch is None
+             else f"{prediction.crossover_batch:.1f}"),
+            ("crossover request rate", "none in range" if prediction.crossover_qps is None
+             else f"{prediction.crossover_qps:.3g} requests/s"),
+        ]
+        speedup_rows += [("note", n) for n in prediction.notes]
+
+    measurements = []
+    if run is not None:
+        measurements.append(_measurement(run, "Measurement run"))
+    if baseline_run is not None:
+        measurements.append(_measurement(baseline_run, "Baseline run (speculation off)"))
+    if evidence.measured:
+        figures["acceptance"] = _figure_html(plots.acceptance_by_temperature_figure(
+            [m.temperature for m in evidence.measured], [m.alpha for m in evidence.measured],
+            v1_rates=[m.v1_rate for m in evidence.measured],
+            production_temperatures=sorted({c.temperature for c in scenario.workload})))
+    if run is not None:
+        k_run = next((g["acceptance"]["num_speculative_tokens"] for g in measurements[0]["summary"]["groups"].values()
+                      if g["acceptance"]["num_speculative_tokens"]), None)
+        per_request = [r["acceptance_rate"] for r in run.records
+                       if r.get("error") is None and r.get("acceptance_rate") is not None]
+        if per_request and k_run:
+            alphas_req = [speculation.alpha_from_v1_rate(min(max(v, 0.0), 1.0), k_run) for v in per_request]
+            figures["histogram"] = _figure_html(plots.acceptance_histogram_figure(
+                alphas_req, title="Per-request acceptance (alpha, converted from V1 per-request rates)"))
+        with_lat = _overall_latency(measurements[0]["summary"])
+        without_lat = _overall_latency(measurements[1]["summary"]) if baseline_run is not None else None
+        figures["latency"] = _figure_html(plots.latency_percentiles_figure(
+            with_lat, without_lat, title="Latency percentiles" + (" with and without speculation"
+                                                                  if without_lat else " (measurement run)")))
+
+    command = _command_block(scenario, evidence.crossover_batch)
+    legacy = _legacy_block(scenario, evidence.crossover_batch)
+    workload_rows = []
+    for name, share, a, source in dec.class_alphas(scenario, evidence):
+        c_ = next(c for c in scenario.workload if c.name == name)
+        workload_rows.append({"name": name, "share": f"{share:.0%}", "temperature": f"{c_.temperature:g}",
+                              "prompt_tokens": f"{c_.prompt_tokens:,}", "output_tokens": f"{c_.output_tokens:,}",
+                              "alpha": "unknown" if a is None else f"{a:.3f}",
+                              "source": source if a is not None else "—"})
+    return {
+        "scenario": scenario,
+        "scenario_rows": _scenario_rows(scenario),
+        "workload_rows": workload_rows,
+        "decision": decision,
+        "deciding": decision.deciding,
+        "evidence": evidence,
+        "memory_error": memory_error,
+        "memory_rows": _memory_rows(plan) if plan is not None else [],
+        "memory_findings": list(plan.findings) if plan is not None else [],
+        "memory_vllm_errors": list(plan.vllm_errors) if plan is not None else [],
+        "load_error": load_error,
+        "speedup_rows": speedup_rows,
+        "figures": figures,
+        "measurements": measurements,
+        "latency_columns": LATENCY_COLUMNS,
+        "risks": _risks(scenario, decision, plan, evidence),
+        "command": command,
+        "legacy": legacy,
+        "monitoring": monitoring_plan(scenario, evidence.crossover_batch),
+        "v1_off": f"{speculation.v1_rate_from_alpha(dec.ALPHA_OFF_BELOW, k):.3f}",
+        "v1_win": f"{speculation.v1_rate_from_alpha(dec.ALPHA_WIN_ABOVE, k):.3f}",
+        "generated_utc": generated_utc or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "workbook_version": _workbook_version(),
+        "checked_vllm_version": vllm_command.CHECKED_VLLM_VERSION,
+        "fmt_value": lambda r: format_value(r.value, r.unit),
+    }
+
+
+def _command_block(scenario: Scenario, crossover_batch: float | None) -> dict:
+    try:
+        cmd = vllm_command.serve_command(scenario, crossover_batch=crossover_batch)
+    except ValueError as exc:
+        return {"error": str(exc), "applies_to": vllm_command.TODAY.label()}
+    return {"error": None, "shell": cmd.shell(), "applies_to": cmd.applies_to.label(), "notes": list(cmd.notes),
+            "config": json.dumps(cmd.speculative_config, indent=2) if cmd.speculative_config else None}
+
+
+def _legacy_block(scenario: Scenario, crossover_batch: float | None) -> dict:
+    try:
+        cmd = vllm_command.legacy_command(scenario, crossover_batch=crossover_batch)
+    except ValueError as exc:
+        return {"error": str(exc), "applies_to": "vLLM <= 0.8.2"}
+    flags = [(a, vllm_command.LEGACY_FLAG_VERSIONS[a].label(), vllm_command.LEGACY_FLAG_VERSIONS[a].evidence)
+             for a in cmd.argv if a in vllm_command.LEGACY_FLAG_VERSIONS]
+    return {"error": None, "shell": cmd.shell(), "applies_to": cmd.applies_to.label(), "flags": flags}
+
+
+def _workbook_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("specdec-workbook")
+    except Exception:  # not installed (running from a checkout): say so rather than invent a number
+        return "(not installed)"
+
+
+def render_memo(scenario: Scenario, *, run=None, baseline_run=None, generated_utc: str | None = None) -> str:
+    """The memo as one HTML string (plotly.js inlined once)."""
+    context = build_context(scenario, run=run, baseline_run=baseline_run, generated_utc=generated_utc)
+    template = _environment().get_template(TEMPLATE_NAME)
+    return template.render(plotly_js=plotly.offline.get_plotlyjs(), **context)
+
+
+def write_memo(scenario: Scenario, path: str | Path, *, run_dir: str | Path | None = None,
+               baseline_run_dir: str | Path | None = None) -> Path:
+    """Render and write the memo; run folders are read with `runs.load_run`."""
+    from specdec_lib import runs
+
+    run = runs.load_run(run_dir) if run_dir else None
+    baseline = runs.load_run(baseline_run_dir) if baseline_run_dir else None
+    html = render_memo(scenario, run=run, baseline_run=baseline)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path

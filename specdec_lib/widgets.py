@@ -1,0 +1,829 @@
+"""Interactive controls for the notebooks: every `if` a notebook would need lives here, where tests reach it.
+
+Each notebook calls one `*_page()` function and displays `page.widget`. A `Page` keeps its controls, its plotly
+`FigureWidget`s and its message line by name, so a test can set `page.controls["temperature"].value` and read
+`page.figures["speedup"].data` without a browser.
+
+Design choices:
+- Figures are built once and updated in place (`fig.batch_update()`): the front end restyles the plot rather than
+  re-rendering the output, so nothing flickers.
+- Cheap pure-math pages recompute on every slider event through a `Debouncer` (a trailing-edge timer on the
+  kernel's event loop); pages that simulate use `continuous_update=False`; anything that talks to an endpoint sits
+  behind a button.
+- Errors never reach the notebook as a traceback: the library's `ValueError` text (or "nothing answers at URL")
+  goes into the page's message widget.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import html
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+DEFAULT_ENDPOINT_URL = "http://127.0.0.1:8000"
+LOCAL_DEMO_COMMAND = "python -m specdec_lib.localserver demo"
+DEBOUNCE_S = 0.08
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small building blocks
+# ---------------------------------------------------------------------------------------------------------------
+class Debouncer:
+    """Call `fn` once, `wait_s` after the last of a burst of calls (trailing edge).
+
+    Inside a running kernel the comm handler runs on an asyncio loop, so the call is scheduled there with
+    `call_later`; with no running loop (headless execution, tests, benchmarks) the call happens at once, so the
+    figure is already updated when the setter returns.
+    """
+
+    def __init__(self, fn: Callable[[], None], wait_s: float = DEBOUNCE_S):
+        self._fn = fn
+        self._wait_s = wait_s
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __call__(self, *_args) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._wait_s <= 0:
+            self._fn()
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = loop.call_later(self._wait_s, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._fn()
+
+    def flush(self) -> None:
+        """Run a pending call now (used by tests that drive a live kernel)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._fire()
+
+
+def endpoint_url_default() -> str:
+    """The live notebooks' endpoint: env SPECDEC_ENDPOINT, else a local server on port 8000."""
+    return os.environ.get("SPECDEC_ENDPOINT", "").strip() or DEFAULT_ENDPOINT_URL
+
+
+def autorun_requested() -> bool:
+    """True when env SPECDEC_AUTORUN=1: the live notebooks press their run button themselves (headless tests)."""
+    return os.environ.get("SPECDEC_AUTORUN", "").strip() in {"1", "true", "yes"}
+
+
+def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure) -> None:
+    """Copy traces and layout of `new_fig` into `fig_widget` inside one batch update.
+
+    With the same number and types of traces each trace is updated property by property (a restyle in the
+    browser); otherwise the trace list is replaced. Either way the output cell is never re-rendered.
+    """
+    new_traces = list(new_fig.data)
+    same_shape = len(new_traces) == len(fig_widget.data) and all(
+        old.type == new.type for old, new in zip(fig_widget.data, new_traces)
+    )
+    with fig_widget.batch_update():
+        if same_shape:
+            for old, new in zip(fig_widget.data, new_traces):
+                props = new.to_plotly_json()
+                props.pop("type", None)
+                old.update(props, overwrite=True)
+        else:
+            fig_widget.data = ()
+            fig_widget.add_traces(new_traces)
+        fig_widget.layout.update(new_fig.layout.to_plotly_json(), overwrite=True)
+
+
+def to_figure_widget(fig: go.Figure) -> go.FigureWidget:
+    return go.FigureWidget(fig)
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    """One line for the page's message widget; `kind` is "error", "warning", "info" or "ok"."""
+    colours = {"error": "#b00020", "warning": "#8a5a00", "info": "#1f4e79", "ok": "#1b5e20"}
+    if not text:
+        return ""
+    return f'<div style="color:{colours[kind]};white-space:pre-wrap">{html.escape(text)}</div>'
+
+
+def error_text(exc: BaseException) -> str:
+    """What the user reads for an exception: the library's ValueError text as is, others with their type."""
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One notebook page: what to display, and its parts by name for tests and benchmarks."""
+    widget: widgets.Widget
+    controls: dict
+    figures: dict
+    message: widgets.HTML
+    outputs: dict
+    refresh: Callable[[], None]
+
+
+def _guarded(update: Callable[[], str | None], message: widgets.HTML) -> Callable[[], None]:
+    """Run `update`; show any error in `message` instead of a traceback.
+
+    `update` may return a warning line to show; returning None clears the message.
+    """
+
+    def run() -> None:
+        try:
+            note = update()
+        except Exception as exc:  # noqa: BLE001 - the UI edge: every failure becomes a readable message
+            message.value = message_html(error_text(exc), "error")
+        else:
+            message.value = message_html(note, "warning") if note else ""
+
+    return run
+
+
+def new_message() -> widgets.HTML:
+    """The page's message line (errors and warnings); tests find it by its CSS class."""
+    message = widgets.HTML(value="")
+    message.add_class("specdec-message")
+    return message
+
+
+def _wire(controls: dict, update: Callable[[], str | None], message: widgets.HTML,
+          wait_s: float = DEBOUNCE_S) -> Callable[[], None]:
+    """Observe every control's value through one debouncer; run the update once now; return the refresher."""
+    guarded = _guarded(update, message)
+    debounced = Debouncer(guarded, wait_s)
+    for control in controls.values():
+        control.observe(lambda _change: debounced(), names="value")
+    guarded()
+    return guarded
+
+
+def _new_figure() -> go.FigureWidget:
+    return go.FigureWidget(layout=go.Layout(height=380, template="plotly_white"))
+
+
+def _grid(controls: dict, names: list[str], columns: int = 2) -> widgets.Widget:
+    chosen = [controls[n] for n in names]
+    per_column = -(-len(chosen) // columns)
+    return widgets.HBox([widgets.VBox(chosen[i:i + per_column]) for i in range(0, len(chosen), per_column)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scenario controls: one widget per Scenario input, and the Scenario they describe
+# ---------------------------------------------------------------------------------------------------------------
+CONTEXT_LENGTHS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+TP_SIZES = (1, 2, 4, 8)
+_STYLE = {"description_width": "170px"}
+_WIDE = widgets.Layout(width="460px")
+
+
+def _options_with(names: list[str], value: str | None) -> list[str]:
+    """Catalog names, plus the scenario's own spelling (e.g. an "-Instruct" id) so the dropdown can show it."""
+    return names if value is None or value in names else [value, *names]
+
+
+def scenario_controls(scenario) -> dict[str, widgets.Widget]:
+    """Every control a planner moves, preset from `scenario` (names match Scenario fields where one exists)."""
+    from specdec_lib import catalog
+
+    model_names = sorted(catalog.models())
+    first = scenario.workload[0]
+    c = {
+        "target_model": widgets.Dropdown(options=_options_with(model_names, scenario.target_model),
+                                         value=scenario.target_model, description="Target model"),
+        "target_config": widgets.Text(value="", placeholder="…or a path to its config.json",
+                                      description="Target config.json"),
+        "draft_model": widgets.Dropdown(options=["(none)", *_options_with(model_names, scenario.draft_model)],
+                                        value=scenario.draft_model or "(none)", description="Draft model"),
+        "draft_config": widgets.Text(value="", placeholder="…or a path to its config.json",
+                                     description="Draft config.json"),
+        "target_precision": widgets.Dropdown(options=sorted(catalog.precisions()), value=scenario.target_precision,
+                                             description="Target precision"),
+        "draft_precision": widgets.Dropdown(options=sorted(catalog.precisions()), value=scenario.draft_precision,
+                                            description="Draft precision"),
+        "gpu": widgets.Dropdown(options=list(catalog.gpus()), value=scenario.gpu, description="GPU"),
+        "num_gpus": widgets.BoundedIntText(value=scenario.num_gpus, min=1, max=64, description="GPU count"),
+        "tensor_parallel_size": widgets.Dropdown(options=list(TP_SIZES), value=scenario.tensor_parallel_size,
+                                                 description="Tensor parallel"),
+        "gpu_memory_utilization": widgets.FloatSlider(value=scenario.gpu_memory_utilization, min=0.5, max=0.98,
+                                                      step=0.01, description="gpu_memory_utilization",
+                                                      readout_format=".2f"),
+        "context_len": widgets.SelectionSlider(options=_int_options(CONTEXT_LENGTHS, scenario.context_len),
+                                               value=scenario.context_len, description="Context (tokens)"),
+        "temperature": widgets.FloatSlider(value=first.temperature, min=0.0, max=2.0, step=0.05,
+                                           description="Temperature", readout_format=".2f",
+                                           disabled=len(scenario.workload) > 1,
+                                           tooltip="one request class; edit a mixed workload in 06"),
+        "num_speculative_tokens": widgets.IntSlider(value=scenario.num_speculative_tokens, min=1, max=10,
+                                                    description="k (draft tokens)"),
+        "qps": widgets.FloatLogSlider(value=scenario.qps, base=10, min=-1, max=2, step=0.05,
+                                      description="QPS", readout_format=".2f"),
+        "alpha": widgets.FloatSlider(value=first.alpha if first.alpha is not None else 0.7, min=0.0, max=0.99,
+                                     step=0.01, description="α (per-token)", readout_format=".2f"),
+        "alpha_measured": widgets.Checkbox(value=first.alpha is not None, description="α is measured",
+                                           indent=False),
+    }
+    for w in c.values():
+        w.style = _STYLE
+        if not isinstance(w, widgets.Checkbox):
+            w.layout = _WIDE
+    return c
+
+
+def _int_options(values: tuple[int, ...], current: int) -> list[tuple[str, int]]:
+    return [(f"{v:,}", v) for v in sorted(set(values) | {current})]
+
+
+def resolve_model(name: str | None, config_path: str = ""):
+    """The ModelSpec for a dropdown choice, or for a config.json path when one is typed (it wins)."""
+    from specdec_lib import catalog
+
+    if config_path.strip():
+        return catalog.model_from_hf_config(config_path.strip())
+    if name is None:
+        return None
+    return catalog.get_model(name)
+
+
+def scenario_from_controls(base, c: dict[str, widgets.Widget]):
+    """The Scenario the controls describe (validation errors are the Scenario's own ValueErrors)."""
+    draft = c["draft_model"].value
+    draft = None if draft == "(none)" else draft
+    target_name = c["target_model"].value
+    if c["target_config"].value.strip():
+        target_name = resolve_model(None, c["target_config"].value).name
+    if draft is not None and c["draft_config"].value.strip():
+        draft = resolve_model(None, c["draft_config"].value).name
+    method = base.method
+    if draft is None:
+        method = "none" if base.method in ("draft_model", "eagle", "eagle3") else base.method
+    elif method not in ("draft_model", "eagle", "eagle3"):
+        method = "draft_model"
+    tp = int(c["tensor_parallel_size"].value)
+    workload = base.workload
+    alpha = float(c["alpha"].value) if c["alpha_measured"].value else None
+    if len(workload) == 1:
+        workload = (dataclasses.replace(workload[0], temperature=float(c["temperature"].value), alpha=alpha),)
+    return dataclasses.replace(
+        base,
+        target_model=target_name, draft_model=draft, method=method,
+        target_precision=c["target_precision"].value, draft_precision=c["draft_precision"].value,
+        gpu=c["gpu"].value, num_gpus=int(c["num_gpus"].value), tensor_parallel_size=tp,
+        # vLLM 0.32's draft-model proposer refuses a draft TP other than the target's.
+        draft_tensor_parallel_size=tp if base.draft_tensor_parallel_size != 1 or tp == 1 else 1,
+        gpu_memory_utilization=float(c["gpu_memory_utilization"].value),
+        context_len=int(c["context_len"].value),
+        num_speculative_tokens=int(c["num_speculative_tokens"].value),
+        qps=float(c["qps"].value), workload=workload,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared pieces of the offline pages
+# ---------------------------------------------------------------------------------------------------------------
+def default_scenario():
+    from specdec_lib.scenario import DEFAULT_SCENARIO
+
+    return DEFAULT_SCENARIO
+
+
+def models_from_controls(c: dict):
+    """(target ModelSpec, draft ModelSpec or None) from the dropdowns or typed config.json paths."""
+    target = resolve_model(c["target_model"].value, c["target_config"].value)
+    draft_name = c["draft_model"].value
+    draft_path = c["draft_config"].value if "draft_config" in c else ""
+    if draft_name == "(none)" and not draft_path.strip():
+        return target, None
+    return target, resolve_model(None if draft_name == "(none)" else draft_name, draft_path)
+
+
+def plan_from_controls(base, c: dict):
+    """`memory.plan_memory` for what the controls say (models may come from config.json files)."""
+    from specdec_lib import memory
+
+    target, draft = models_from_controls(c)
+    tp = int(c["tensor_parallel_size"].value)
+    return memory.plan_memory(
+        target, draft, gpu=c["gpu"].value, num_gpus=int(c["num_gpus"].value), tp=tp,
+        draft_tp=1 if base.draft_tensor_parallel_size == 1 else None,
+        target_precision=c["target_precision"].value, draft_precision=c["draft_precision"].value,
+        gpu_memory_utilization=float(c["gpu_memory_utilization"].value), kv_cache_dtype=base.kv_cache_dtype,
+        context_len=int(c["context_len"].value))
+
+
+def memory_figure_for(plan) -> go.Figure:
+    from specdec_lib import plots
+
+    title = f"Memory per GPU: {plan.target} {plan.target_precision}" + (
+        f" + {plan.draft} {plan.draft_precision}" if plan.draft else "") + f" on {plan.num_gpus}× {plan.gpu}"
+    return plots.memory_figure(plots.memory_components(plan), memory_bytes_per_gpu=plan.memory_bytes_per_gpu,
+                               title=title)
+
+
+def _rows_html(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><td style='padding-right:1em'>{html.escape(k)}</td><td><b>{html.escape(v)}</b></td></tr>"
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def memory_summary_html(plan) -> str:
+    """The memory plan's key numbers and its findings, in GiB and tokens."""
+    from specdec_lib import display
+
+    rows = [
+        ("Target weights per GPU", display.format_gib(plan.target_weights_bytes_per_gpu)),
+        ("Draft weights per GPU", display.format_gib(plan.draft_weights_bytes_per_gpu) if plan.draft else "no draft"),
+        ("KV cache per GPU", display.format_gib(max(0, plan.kv_budget_bytes_per_gpu))),
+        ("KV cache size (vLLM's startup line)", f"{plan.kv_capacity_tokens:,} tokens"),
+        (f"Sequences of {plan.context_len:,} tokens at once, per replica",
+         f"{plan.max_concurrent_seqs:,} with the draft, {plan.max_concurrent_seqs_without_draft:,} without"),
+    ]
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in plan.findings)
+    errors = "".join(f"<li style='color:#b00020'>{html.escape(e)}</li>" for e in plan.vllm_errors)
+    return _rows_html(rows) + f"<ul>{items}{errors}</ul>"
+
+
+def quantization_table_html(gpu: str, num_gpus: int, gpu_memory_utilization: float, context_len: int) -> str:
+    """The source's 70B + 8B quantization table, recomputed for this GPU kind and count."""
+    from specdec_lib import display, memory
+
+    rows = memory.source_quantization_table(gpu, num_gpus, gpu_memory_utilization=gpu_memory_utilization,
+                                            context_len=context_len)
+    head = ("<tr><th>target</th><th>draft</th><th>source: weights</th><th>weights</th><th>KV cache (all GPUs)</th>"
+            "<th>fits?</th><th>sequences at context</th></tr>")
+    body = "".join(
+        f"<tr><td>{r.target_precision}</td><td>{r.draft_precision}</td><td>~{r.source_total_gb:g} GB</td>"
+        f"<td>{display.format_gb(r.weights_bytes)}</td><td>{display.format_gib(max(0, r.kv_budget_bytes))}</td>"
+        f"<td>{'yes' if r.fits else 'no'}</td><td>{r.max_concurrent_seqs:,}</td></tr>" for r in rows)
+    return (f"<b>The source's table, recomputed for Llama-3.1-70B + 8B on {num_gpus}× {html.escape(gpu)} "
+            f"(TP {num_gpus}, utilization {gpu_memory_utilization:.2f})</b><table>{head}{body}</table>")
+
+
+def decision_html(decision) -> str:
+    """The verdict and every reason, as the source's framework groups them."""
+    colour = {"use": "#1b5e20", "measure more": "#8a5a00", "leave off": "#b00020"}[decision.verdict]
+    mark = {"passed": "✓", "failed": "✗", "unknown": "?"}
+    rows = []
+    for r in decision.reasons:
+        value = "" if r.value is None else (f"{r.value:.3g}" if isinstance(r.value, float) else str(r.value))
+        rows.append(f"<tr><td>{mark[r.status]}</td><td>{html.escape(r.group)}</td><td>{html.escape(r.statement)}</td>"
+                    f"<td>{html.escape(value)}</td><td>{html.escape(r.threshold)}</td><td>{html.escape(r.source)}</td></tr>")
+    return (f"<h3 style='color:{colour}'>Verdict: {html.escape(decision.verdict)}</h3>"
+            "<table><tr><th></th><th>group</th><th>condition</th><th>value</th><th>passes when</th><th>source</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _layout(*parts: widgets.Widget) -> widgets.VBox:
+    return widgets.VBox(list(parts))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 02 memory budget
+# ---------------------------------------------------------------------------------------------------------------
+MEMORY_CONTROLS = ["target_model", "target_config", "target_precision", "draft_model", "draft_config",
+                   "draft_precision", "gpu", "num_gpus", "tensor_parallel_size", "gpu_memory_utilization",
+                   "context_len"]
+
+
+def memory_budget_page(scenario=None) -> Page:
+    """Stacked memory bar with and without the draft, the plan's findings, and the source's quantization table."""
+    base = scenario or default_scenario()
+    controls = {n: w for n, w in scenario_controls(base).items() if n in MEMORY_CONTROLS}
+    fig = _new_figure()
+    summary, table, message = widgets.HTML(), widgets.HTML(), new_message()
+    table_key: list = [None]
+
+    def update() -> str | None:
+        plan = plan_from_controls(base, controls)
+        update_figure_in_place(fig, memory_figure_for(plan))
+        summary.value = memory_summary_html(plan)
+        key = (controls["gpu"].value, int(controls["num_gpus"].value),
+               float(controls["gpu_memory_utilization"].value), int(controls["context_len"].value))
+        if key != table_key[0]:
+            table_key[0] = key
+            try:
+                table.value = quantization_table_html(*key)
+            except ValueError as exc:
+                table.value = message_html(f"The source's table cannot be recomputed here: {exc}", "info")
+        return None
+
+    refresh = _wire(controls, update, message)
+    widget = _layout(_grid(controls, MEMORY_CONTROLS), message, fig, summary, table)
+    return Page(widget=widget, controls=controls, figures={"memory": fig}, message=message,
+                outputs={"summary": summary, "table": table}, refresh=refresh)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 06 mixed workload (simulation)
+# ---------------------------------------------------------------------------------------------------------------
+def _heavy_slider(kind, **kwargs) -> widgets.Widget:
+    """A slider that reports only on release: these drive a simulation, not a formula."""
+    w = kind(continuous_update=False, style=_STYLE, layout=_WIDE, **kwargs)
+    return w
+
+
+def mixed_workload_controls() -> dict[str, widgets.Widget]:
+    """The source's 60/40 example as the starting point: structured at 0.82, creative at 0.38, QPS 1, k = 5."""
+    return {
+        "structured_share": _heavy_slider(widgets.FloatSlider, value=0.6, min=0.05, max=0.95, step=0.05,
+                                          description="structured share", readout_format=".2f"),
+        "structured_alpha": _heavy_slider(widgets.FloatSlider, value=0.82, min=0.0, max=0.99, step=0.01,
+                                          description="structured α", readout_format=".2f"),
+        "creative_alpha": _heavy_slider(widgets.FloatSlider, value=0.38, min=0.0, max=0.99, step=0.01,
+                                        description="creative α", readout_format=".2f"),
+        "qps": _heavy_slider(widgets.FloatLogSlider, value=1.0, base=10, min=-1, max=1.3, step=0.05,
+                             description="QPS", readout_format=".2f"),
+        "num_speculative_tokens": _heavy_slider(widgets.IntSlider, value=5, min=1, max=10,
+                                                description="k (draft tokens)"),
+        "draft_cost_scale": _heavy_slider(widgets.FloatSlider, value=1.0, min=0.1, max=2.0, step=0.05,
+                                          description="draft cost × (1 = 8B draft)", readout_format=".2f"),
+        "num_requests": _heavy_slider(widgets.IntSlider, value=600, min=200, max=3000, step=100,
+                                      description="requests simulated"),
+    }
+
+
+def simulate_mix(values: dict):
+    """Run the with/without comparison for the control values; returns (Comparison, weighted mean α)."""
+    from specdec_lib import simulate as sim
+
+    example = sim.source_mixed_example(num_speculative_tokens=int(values["num_speculative_tokens"]),
+                                       draft_cost_scale=float(values["draft_cost_scale"]))
+    structured, creative = example.workload.classes
+    share = float(values["structured_share"])
+    workload = sim.Workload((
+        dataclasses.replace(structured, share=share, alpha=float(values["structured_alpha"])),
+        dataclasses.replace(creative, share=round(1.0 - share, 10), alpha=float(values["creative_alpha"])),
+    ))
+    qps = float(values["qps"])
+    requests = sim.make_requests(workload, num_requests=int(values["num_requests"]), qps=qps, seed=0)
+    comparison = sim.compare(requests, example.step_time, example.speculation,
+                             baseline_server=example.baseline_server, speculative_server=example.speculative_server,
+                             qps=qps, seed=0)
+    mean_alpha = share * float(values["structured_alpha"]) + (1 - share) * float(values["creative_alpha"])
+    return comparison, mean_alpha
+
+
+def mix_percentiles(summary, metric: str) -> dict[str, float]:
+    """{"all P50": s, "all P99": s, "<class> P50": s, ...} for one latency metric of a simulate.Summary."""
+    out = {f"all {s.upper()}": getattr(getattr(summary.overall, metric), s) for s in ("p50", "p99")}
+    for name, latency in summary.by_class.items():
+        out.update({f"{name} {s.upper()}": getattr(getattr(latency, metric), s) for s in ("p50", "p99")})
+    return out
+
+
+def mixed_workload_summary_html(comparison, mean_alpha: float) -> str:
+    def change(metric: str, stat: str, cls: str | None = None) -> str:
+        r = comparison.ratio(metric, stat, cls)
+        return f"{(r - 1) * 100:+.0f} %"
+
+    rows = [("Weighted mean α of the mix", f"{mean_alpha:.2f}"),
+            ("End-to-end latency with speculation, P50 / P99", f"{change('e2e', 'p50')} / {change('e2e', 'p99')}"),
+            ("TPOT with speculation, P50 / P99", f"{change('tpot', 'p50')} / {change('tpot', 'p99')}")]
+    for name in comparison.baseline.by_class:
+        rows.append((f"  {name}: TPOT P50 / P99", f"{change('tpot', 'p50', name)} / {change('tpot', 'p99', name)}"))
+    p50_better = comparison.ratio("e2e", "p50") < 1
+    p99_worse = comparison.ratio("e2e", "p99") > 1
+    if p50_better and p99_worse:
+        verdict = ("P50 improves while P99 regresses: the source's mixed-workload signature. "
+                   "The average hides the regression.")
+    elif p50_better:
+        verdict = "Both P50 and P99 improve for this mix and load."
+    elif p99_worse:
+        verdict = "Speculation slows this mix at P50 and P99: leave it off at this load."
+    else:
+        verdict = "P50 is slower, P99 is not: look at the per-class rows."
+    return _rows_html(rows) + f"<p><b>{html.escape(verdict)}</b> (negative = faster with speculation; " \
+        "simulated, step times from the source's 70B INT8 + 8B BF16 on 2× H100, see simulate.py)</p>"
+
+
+def mixed_workload_page() -> Page:
+    """P50 and P99 with and without speculation for a two-class mix (continuous-batching simulation)."""
+    from specdec_lib import plots
+
+    controls = mixed_workload_controls()
+    tpot_fig, e2e_fig = _new_figure(), _new_figure()
+    summary, message = widgets.HTML(), new_message()
+
+    def update() -> str | None:
+        comparison, mean_alpha = simulate_mix({n: w.value for n, w in controls.items()})
+        for metric, fig in (("tpot", tpot_fig), ("e2e", e2e_fig)):
+            update_figure_in_place(fig, plots.latency_percentiles_figure(
+                mix_percentiles(comparison.speculative, metric), mix_percentiles(comparison.baseline, metric),
+                title=f"Simulated {metric.upper()} at {comparison.qps:.2f} QPS: whole mix and by class"))
+        summary.value = mixed_workload_summary_html(comparison, mean_alpha)
+        return None
+
+    refresh = _wire(controls, update, message, wait_s=0.0)
+    widget = _layout(_grid(controls, list(controls)), message, summary, tpot_fig, e2e_fig)
+    return Page(widget=widget, controls=controls, figures={"tpot": tpot_fig, "e2e": e2e_fig},
+                message=message, outputs={"summary": summary}, refresh=refresh)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speed: the load model (pure) for the controls
+# ---------------------------------------------------------------------------------------------------------------
+QPS_GRID_POINTS = 40
+
+
+def deployment_from_controls(c: dict, draft_override=None):
+    """A `load.Deployment` for the controls (draft at the target's TP, as vLLM 0.32 requires)."""
+    from specdec_lib import catalog, load
+
+    target, draft = models_from_controls(c)
+    if draft_override is not None:
+        draft = draft_override
+    tp = int(c["tensor_parallel_size"].value)
+    return load.Deployment(
+        target=target, target_precision=catalog.get_precision(c["target_precision"].value),
+        gpu=catalog.get_gpu(c["gpu"].value), tp=tp, method="draft_model" if draft is not None else "none",
+        draft=draft, draft_precision=catalog.get_precision(c["draft_precision"].value) if draft else None,
+        draft_tp=tp)
+
+
+def speedup_alpha_figure(c_ratio: float, k: int, alpha: float | None, label: str = "assumed α") -> go.Figure:
+    """Speedup over α at batch 1 for k − 2, k, k + 2, with each break-even α (Leviathan et al. Theorem 3.8)."""
+    from specdec_lib import plots, speculation
+
+    alphas = [i / 100 for i in range(0, 100)]
+    ks = sorted({max(1, k - 2), k, k + 2})
+    curves = {kk: [speculation.speedup(a, kk, c_ratio) for a in alphas] for kk in ks}
+    return plots.speedup_vs_alpha_figure(
+        alphas, curves, break_even_by_k={k: speculation.break_even_alpha(k, c_ratio)}, marked_alpha=alpha,
+        marked_label=label, title=f"Speedup vs α at batch 1 (draft cost c = {c_ratio:.3f} of a target step)")
+
+
+def qps_curve(dep, workload, alpha: float, k: int, qps_max: float) -> tuple[list[float], list[float]]:
+    """Predicted speedup over a log grid of request rates up to `qps_max` (below the baseline's capacity)."""
+    from specdec_lib import load
+
+    lo = min(0.05, qps_max / 20)
+    xs = [lo * (qps_max / lo) ** (i / (QPS_GRID_POINTS - 1)) for i in range(QPS_GRID_POINTS)]
+    return xs, [load.speedup_at_qps(dep, q, workload, alpha, k).speedup for q in xs]
+
+
+def load_prediction(dep, workload, alpha: float, k: int, qps: float, context_len: int) -> dict:
+    """Everything page 03 shows: c, break-even α, speedup at batch 1 and at QPS, crossovers, the QPS curve."""
+    from specdec_lib import load, speculation
+
+    c_ratio = load.cost_ratio(dep, 1, context_len)
+    capacity = load.batch_from_qps(dep, 1e-6, workload, speculative=False).capacity_qps
+    xs, ys = qps_curve(dep, workload, alpha, k, 0.98 * capacity)
+    return {
+        "c": c_ratio,
+        "break_even_alpha": speculation.break_even_alpha(k, c_ratio),
+        "speedup_batch1": load.speedup_vs_batch(dep, alpha, k, 1, context_len).speedup,
+        "speedup_at_qps": load.speedup_at_qps(dep, qps, workload, alpha, k),
+        "crossover_qps": load.crossover_qps(dep, workload, alpha, k),
+        "crossover_batch": load.crossover_batch(dep, alpha, k, context_len),
+        "baseline_capacity_qps": capacity,
+        "v1_rate": speculation.v1_rate_from_alpha(alpha, k),
+        "qps_x": xs, "qps_speedup": ys,
+    }
+
+
+def _fmt_opt(value, fmt: str, none: str) -> str:
+    return none if value is None else format(value, fmt)
+
+
+def load_summary_html(p: dict, alpha: float, k: int, qps: float) -> str:
+    at_qps = p["speedup_at_qps"]
+    rows = [
+        ("Draft cost c (one draft step / one target step, batch 1)", f"{p['c']:.3f}"),
+        (f"Break-even α at k = {k}", f"{p['break_even_alpha']:.2f}"),
+        (f"What vLLM V1 would report for α = {alpha:.2f} (accepted / draft tokens)", f"{p['v1_rate']:.2f}"),
+        ("Predicted speedup at batch 1", f"{p['speedup_batch1']:.2f}×"),
+        (f"Predicted speedup at {qps:.2f} QPS (running batch {at_qps.baseline.batch_size:.1f})",
+         f"{at_qps.speedup:.2f}×"),
+        ("Speculation stops paying above", _fmt_opt(p["crossover_qps"], ".2f", "never below capacity") + " QPS, "
+         + _fmt_opt(p["crossover_batch"], "", "no") + " sequences in a batch"),
+        ("Baseline capacity", f"{p['baseline_capacity_qps']:.1f} QPS"),
+    ]
+    return _rows_html(rows) + ("<p>Roofline model with calibration factors (load.py); the α here is per-token "
+                               "acceptance, the quantity the source's 0.5 / 0.65 thresholds describe.</p>")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 03 break-even and load
+# ---------------------------------------------------------------------------------------------------------------
+BREAK_EVEN_CONTROLS = ["alpha", "num_speculative_tokens", "qps", "target_model", "target_config", "target_precision",
+                       "draft_model", "draft_config", "draft_precision", "gpu", "tensor_parallel_size", "context_len"]
+
+
+def _workload_for(base):
+    from specdec_lib import load
+
+    first = base.workload[0]
+    return load.Workload(prompt_tokens=first.prompt_tokens, output_tokens=first.output_tokens)
+
+
+def break_even_page(scenario=None) -> Page:
+    """Speedup vs α with the break-even line, and speedup vs QPS with the crossover, for one deployment."""
+    from specdec_lib import plots
+
+    base = scenario or default_scenario()
+    controls = {n: w for n, w in scenario_controls(base).items() if n in BREAK_EVEN_CONTROLS}
+    alpha_fig, qps_fig = _new_figure(), _new_figure()
+    summary, message = widgets.HTML(), new_message()
+    workload = _workload_for(base)
+
+    def update() -> str | None:
+        dep = deployment_from_controls(controls)
+        if dep.draft is None:
+            raise ValueError("draft_model='(none)': choose a draft model to compare speculation with the baseline")
+        alpha = float(controls["alpha"].value)
+        k = int(controls["num_speculative_tokens"].value)
+        qps = float(controls["qps"].value)
+        p = load_prediction(dep, workload, alpha, k, qps, int(controls["context_len"].value))
+        update_figure_in_place(alpha_fig, speedup_alpha_figure(p["c"], k, alpha))
+        update_figure_in_place(qps_fig, plots.speedup_vs_load_figure(
+            p["qps_x"], {f"α = {alpha:.2f}, k = {k}": p["qps_speedup"]}, crossover=p["crossover_qps"],
+            marked_x=qps, title=f"Predicted speedup vs load ({workload.prompt_tokens} in, "
+                                f"{workload.output_tokens} out per request)"))
+        summary.value = load_summary_html(p, alpha, k, qps)
+        return None
+
+    refresh = _wire(controls, update, message)
+    widget = _layout(_grid(controls, BREAK_EVEN_CONTROLS), message, widgets.HBox([alpha_fig, qps_fig]), summary)
+    return Page(widget=widget, controls=controls, figures={"alpha": alpha_fig, "qps": qps_fig}, message=message,
+                outputs={"summary": summary}, refresh=refresh)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 00 start here
+# ---------------------------------------------------------------------------------------------------------------
+START_CONTROLS = ["target_model", "target_precision", "draft_model", "draft_precision", "gpu", "num_gpus",
+                  "tensor_parallel_size", "gpu_memory_utilization", "context_len", "temperature",
+                  "num_speculative_tokens", "qps", "alpha", "alpha_measured", "target_config", "draft_config"]
+
+
+def decide_scenario(scenario, plan=None):
+    """The source's verdict for a scenario: memory plan, load prediction (when α is known), decision."""
+    from specdec_lib import decision
+
+    plan = plan if plan is not None else decision.plan_memory_for(scenario)
+    evidence = decision.evidence_for(scenario, memory_plan=plan)
+    alpha, _ = decision.workload_alpha(scenario, evidence)
+    predict = getattr(decision, "predict_load", None)
+    if predict is not None and scenario.speculative:
+        evidence = decision.with_load(evidence, predict(scenario, alpha=alpha, memory_plan=plan))
+    return decision.decide(scenario, evidence)
+
+
+def start_here_page(scenario=None) -> Page:
+    """Every control of the scenario; the memory bar, the speedup curve, and the verdict with its reasons."""
+    from specdec_lib import load
+
+    base = scenario or default_scenario()
+    controls = scenario_controls(base)
+    memory_fig, alpha_fig = _new_figure(), _new_figure()
+    summary, verdict, message = widgets.HTML(), widgets.HTML(), new_message()
+    state = {"scenario": base}
+
+    def update() -> str | None:
+        s = scenario_from_controls(base, controls)
+        state["scenario"] = s
+        plan = plan_from_controls(base, controls)
+        update_figure_in_place(memory_fig, memory_figure_for(plan))
+        dep = deployment_from_controls(controls)
+        alpha = float(controls["alpha"].value)
+        k = int(controls["num_speculative_tokens"].value)
+        rows = [("KV cache per GPU / sequences at context",
+                 f"{max(0, plan.kv_budget_bytes_per_gpu) / 2**30:.1f} GiB / {plan.max_concurrent_seqs:,} "
+                 f"(without the draft: {plan.max_concurrent_seqs_without_draft:,})")]
+        if dep.draft is not None:
+            c_ratio = load.cost_ratio(dep, 1, s.context_len)
+            label = "measured α" if controls["alpha_measured"].value else "assumed α"
+            update_figure_in_place(alpha_fig, speedup_alpha_figure(c_ratio, k, alpha, label))
+            at_qps = load.speedup_at_qps(dep, s.qps, _workload_for(s), alpha, k)
+            rows.append((f"Predicted speedup at {s.qps:.2f} QPS with {label} {alpha:.2f}", f"{at_qps.speedup:.2f}×"))
+        summary.value = _rows_html(rows)
+        try:
+            verdict.value = decision_html(decide_scenario(s, plan))
+        except ValueError as exc:
+            verdict.value = message_html(f"No verdict: {exc}", "warning")
+        return "; ".join(plan.vllm_errors) or None
+
+    refresh = _wire(controls, update, message)
+    widget = _layout(_grid(controls, START_CONTROLS), message, summary, widgets.HBox([memory_fig, alpha_fig]),
+                     verdict)
+    return Page(widget=widget, controls=controls, figures={"memory": memory_fig, "alpha": alpha_fig},
+                message=message, outputs={"summary": summary, "verdict": verdict, "state": state}, refresh=refresh)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 01 draft selection
+# ---------------------------------------------------------------------------------------------------------------
+DRAFT_CONTROLS = ["target_model", "target_config", "target_precision", "draft_model", "draft_precision", "gpu",
+                  "tensor_parallel_size", "num_speculative_tokens", "alpha", "context_len"]
+
+
+@dataclass(frozen=True)
+class DraftCandidate:
+    name: str
+    ratio: float                # target params / draft params
+    band: str                   # the source's reading of the ratio
+    same_family: bool
+    same_tokenizer: bool
+    same_vocab_size: bool
+    tp_ok: bool                 # the draft's attention heads divide by the TP it must run at
+    weights_bytes_per_gpu: int
+    cost_ratio: float | None    # c at batch 1 (None when it cannot run at this TP)
+    break_even_alpha: float | None
+    speedup_at_alpha: float | None
+
+
+def draft_candidates(target, c: dict) -> list[DraftCandidate]:
+    """Every catalog model smaller than the target, scored against the source's checklist at this k and α."""
+    from specdec_lib import catalog, load, memory, speculation
+
+    tp = int(c["tensor_parallel_size"].value)
+    k = int(c["num_speculative_tokens"].value)
+    alpha = float(c["alpha"].value)
+    precision = catalog.get_precision(c["draft_precision"].value)
+    out = []
+    for name, spec in sorted(catalog.models().items(), key=lambda kv: -kv[1].params):
+        if spec.params >= target.params:
+            continue
+        pair = catalog.pairing(spec, target)
+        try:
+            memory.check_tp(spec, tp)
+            tp_ok = True
+        except ValueError:
+            tp_ok = False
+        c_ratio = be = gain = None
+        if tp_ok:
+            c_ratio = load.cost_ratio(deployment_from_controls(c, draft_override=spec), 1, int(c["context_len"].value))
+            if c_ratio < 1:  # a draft as slow as the target never breaks even
+                be = speculation.break_even_alpha(k, c_ratio)
+            gain = speculation.speedup(alpha, k, c_ratio)
+        out.append(DraftCandidate(
+            name=name, ratio=pair.ratio, band=pair.verdict, same_family=pair.same_family,
+            same_tokenizer=pair.same_tokenizer, same_vocab_size=pair.same_vocab_size, tp_ok=tp_ok,
+            weights_bytes_per_gpu=memory.weight_bytes(spec, precision, tp if tp_ok else 1),
+            cost_ratio=c_ratio, break_even_alpha=be, speedup_at_alpha=gain))
+    return out
+
+
+def draft_table_html(candidates: list[DraftCandidate], selected: str | None, alpha: float, k: int) -> str:
+    def yes(flag: bool) -> str:
+        return "✓" if flag else "<span style='color:#b00020'>✗</span>"
+
+    head = ("<tr><th>draft</th><th>ratio</th><th>source's reading</th><th>family</th><th>tokenizer</th>"
+            "<th>vocab</th><th>TP ok</th><th>weights/GPU</th><th>c</th><th>break-even α</th>"
+            f"<th>speedup at α={alpha:.2f}, k={k}</th></tr>")
+    rows = []
+    for d in candidates:
+        style = " style='background:#fff3cd'" if d.name == selected else ""
+        rows.append(
+            f"<tr{style}><td>{html.escape(d.name)}</td><td>1:{d.ratio:.1f}</td><td>{html.escape(d.band)}</td>"
+            f"<td>{yes(d.same_family)}</td><td>{yes(d.same_tokenizer)}</td><td>{yes(d.same_vocab_size)}</td>"
+            f"<td>{yes(d.tp_ok)}</td><td>{d.weights_bytes_per_gpu / 2**30:.1f} GiB</td>"
+            f"<td>{_fmt_opt(d.cost_ratio, '.3f', '–')}</td>"
+            f"<td>{_fmt_opt(d.break_even_alpha, '.2f', 'never' if d.cost_ratio else '–')}</td>"
+            f"<td>{_fmt_opt(d.speedup_at_alpha, '.2f', '–')}{'×' if d.speedup_at_alpha else ''}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def draft_selection_page(scenario=None) -> Page:
+    """Every smaller catalog model as a draft for the chosen target: ratio, checklist, c, break-even α."""
+    from specdec_lib import plots
+
+    base = scenario or default_scenario()
+    controls = {n: w for n, w in scenario_controls(base).items() if n in DRAFT_CONTROLS}
+    fig, alpha_fig = _new_figure(), _new_figure()
+    table, message = widgets.HTML(), new_message()
+
+    def update() -> str | None:
+        target, draft = models_from_controls(controls)
+        candidates = draft_candidates(target, controls)
+        if not candidates:
+            raise ValueError(f"target_model={target.name!r}: the catalog has no smaller model to draft with")
+        selected = draft.name if draft is not None else None
+        usable = [d for d in candidates if d.break_even_alpha is not None]
+        update_figure_in_place(fig, plots.draft_candidates_figure(
+            [d.name for d in usable], [d.ratio for d in usable], [d.break_even_alpha for d in usable],
+            [d.same_family for d in usable], selected=selected,
+            title=f"Drafts for {target.name}: size ratio vs the α they need (k = "
+                  f"{controls['num_speculative_tokens'].value})"))
+        chosen = next((d for d in usable if d.name == selected), None)
+        if chosen is not None:
+            update_figure_in_place(alpha_fig, speedup_alpha_figure(
+                chosen.cost_ratio, int(controls["num_speculative_tokens"].value), float(controls["alpha"].value)))
+        table.value = draft_table_html(candidates, selected, float(controls["alpha"].value),
+                                       int(controls["num_speculative_tokens"].value))
+        if draft is not None and chosen is None:
+            return f"draft_model={draft.name!r} cannot be used with this target at TP {controls['tensor_parallel_size'].value}"
+        return None
+
+    refresh = _wire(controls, update, message)
+    widget = _layout(_grid(controls, DRAFT_CONTROLS), message, widgets.HBox([fig, alpha_fig]), table)
+    return Page(widget=widget, controls=controls, figures={"candidates": fig, "alpha": alpha_fig},
+                message=message, outputs={"table": table}, refresh=refresh)

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny local models, real vLLM servers (CPU build) and a kept output folder per test.
+
+Fixtures (session-scoped unless said):
+
+- ``vllm_venv`` -> Path of the ready vLLM virtual environment. Missing or incomplete: the test FAILS (never
+  skips) telling you to run ``./run-tests``, which installs it.
+- ``tiny_models`` -> ``specdec_lib.localserver.TinyModels`` with Path attributes ``target``, ``draft_copy``,
+  ``draft_noise05``, ``draft_noise20``, ``draft_small`` (built once, cached in ``.cache/tiny-models/``).
+- ``vllm_servers`` -> ``specdec_lib.localserver.ServerPool``:
+      ``get(key, model="target", spec=None, extra_args=())`` starts a server on first use and caches it by key;
+      ``get_named(name, extra_args=())`` for "baseline", "ngram", "draft_copy_prob", "draft_copy_greedy",
+      "draft_noise05_prob", "draft_noise20_prob" (see ``localserver.NAMED_SERVERS``; k = 4 everywhere).
+  At most 2 servers run at once (the least recently used is stopped first, and restarts on its next get);
+  all are stopped at session end. Servers run with ``--enforce-eager`` (same numbers, about half the start-up
+  time). No server gets ``--per-request-spec-decode-metrics detailed`` unless asked:
+      ``vllm_servers.get_named("draft_copy_prob", ("--per-request-spec-decode-metrics", "detailed"))``
+  (the extra arguments become part of the key, so that is a separate server). Logs go to
+  ``test-output/vllm-servers/<key>-port<port>.log`` and stay after the run.
+- ``test_output_dir`` (per test) -> ``test-output/<test name>/``, emptied at the start of the test and kept after.
+
+A test that uses ``vllm_servers`` is marked ``vllm`` automatically (``-m "not vllm"`` deselects them); mark
+tests that start servers some other way with ``@pytest.mark.vllm`` yourself.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from specdec_lib import localserver
+
+TEST_OUTPUT_ROOT = localserver.project_root() / "test-output"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "vllm_servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vllm)
+
+
+@pytest.fixture(scope="session")
+def vllm_venv() -> Path:
+    try:
+        return localserver.require_venv()
+    except localserver.HarnessError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(vllm_venv) -> localserver.TinyModels:
+    return localserver.ensure_tiny_models(venv=vllm_venv)
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(tiny_models, vllm_venv):
+    pool = localserver.ServerPool(tiny_models, TEST_OUTPUT_ROOT / "vllm-servers", venv=vllm_venv, max_live=2)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture
+def test_output_dir(request) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", request.node.name).strip("_")
+    path = TEST_OUTPUT_ROOT / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

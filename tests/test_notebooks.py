@@ -1,0 +1,84 @@
+"""Every offline notebook runs headless on the built-in defaults, shows no error, and is committed clean."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+OFFLINE = [
+    "00_start_here",
+    "01_draft_selection",
+    "02_memory_budget",
+    "03_break_even_and_load",
+    "06_mixed_workload",
+    "07_decision_memo",
+]
+LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
+MESSAGE_CLASS = "specdec-message"
+
+
+def execute_notebook(name: str, cwd: Path, timeout_s: int = 300) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh kernel of this interpreter (the .venv's, via the python3 kernel spec)."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=timeout_s, kernel_name="python3", allow_errors=False,
+                            store_widget_state=True, resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return nb
+
+
+def widget_states(nb: nbformat.NotebookNode) -> dict:
+    saved = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    return saved.get("state", {})
+
+
+def page_messages(nb: nbformat.NotebookNode) -> list[str]:
+    """The text of every page message widget (where widgets.py puts errors instead of tracebacks)."""
+    return [s["state"].get("value", "") for s in widget_states(nb).values()
+            if MESSAGE_CLASS in s["state"].get("_dom_classes", [])]
+
+
+def test_every_notebook_is_generated_and_in_reading_order():
+    names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert names == sorted(OFFLINE + LIVE)
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(len(names))]
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_notebook_runs_headless_without_an_endpoint(name, tmp_path, monkeypatch):
+    monkeypatch.delenv("SPECDEC_ENDPOINT", raising=False)
+    monkeypatch.delenv("SPECDEC_AUTORUN", raising=False)
+    nb = execute_notebook(name, tmp_path)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr" and "Traceback" in o.text]
+    # the page rendered as a widget view, and its message line holds no error
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    messages = page_messages(nb)
+    assert messages, "the page has a message widget"
+    assert all("#b00020" not in m for m in messages), messages
+
+
+def test_committed_notebooks_are_clean():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_notebooks_clean.py")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_clean_check_catches_outputs_and_execution_counts(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nb.cells[0].execution_count = 1
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
+    dirty = tmp_path / "dirty.ipynb"
+    nbformat.write(nb, dirty)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_notebooks_clean.py"), str(dirty)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "has 1 output(s)" in result.stdout and "execution_count 1" in result.stdout
+    assert json.loads(dirty.read_text())["cells"][0]["outputs"], "the checker never edits files"
