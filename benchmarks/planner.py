@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import time
@@ -53,7 +54,7 @@ def main() -> None:
         planned, refused, fitting = sweep()
         times_s.append(time.perf_counter() - start)
     median_s = statistics.median(times_s)
-    print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
     print(f"sweep: {len(catalog.precisions())}x{len(catalog.precisions())} precision pairs x {len(catalog.gpus())} "
           f"GPU kinds x TP 1-8 = {planned + refused} combinations ({planned} planned, {refused} refused, "
           f"{fitting} fit)")

@@ -62,6 +62,7 @@ class RandomDecoder:
 
     def __init__(self, arch: dict, device: str, dtype: torch.dtype):
         self.a = arch
+        self.attention = "packed"
         h, i = arch["hidden_size"], arch["intermediate_size"]
         nh, nkv, d = arch["num_attention_heads"], arch["num_kv_heads"], arch["head_dim"]
         self.layers = []
@@ -102,10 +103,15 @@ class RandomDecoder:
             kh = rotate(kh, cos, sin)
             kc[:, :, ctx:ctx + q].copy_(kh.transpose(1, 2))
             vc[:, :, ctx:ctx + q].copy_(vh.transpose(1, 2))
-            # GQA without copying K/V: the `group` query heads sharing a KV head become extra query rows.
-            qg = qh.reshape(b, q, nkv, group, d).permute(0, 2, 3, 1, 4).reshape(b, nkv, group * q, d)
-            o = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask)
-            o = o.reshape(b, nkv, group, q, d).permute(0, 3, 1, 2, 4).reshape(b * q, nh * d)
+            if self.attention == "lower_right":
+                # verification: causal mask aligned to the end of the cache, GQA inside the kernel
+                o = F.scaled_dot_product_attention(qh.transpose(1, 2), kc, vc, attn_mask=mask, enable_gqa=True)
+                o = o.transpose(1, 2).reshape(b * q, nh * d)
+            else:
+                # GQA without copying K/V: the `group` query heads sharing a KV head become extra query rows.
+                qg = qh.reshape(b, q, nkv, group, d).permute(0, 2, 3, 1, 4).reshape(b, nkv, group * q, d)
+                o = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask)
+                o = o.reshape(b, nkv, group, q, d).permute(0, 3, 1, 2, 4).reshape(b * q, nh * d)
             x = x + o @ layer["wo"]
             h = self.rms(x, layer["ln2"])
             g, u = (h @ layer["wgu"]).chunk(2, dim=-1)
@@ -119,7 +125,7 @@ def rotate(t, cos, sin):
     return t * cos + torch.cat((-t2, t1), dim=-1) * sin
 
 
-def time_config(model, batch_size, q, ctx, device, dtype, warmup, reps, use_graph):
+def time_config(model, batch_size, q, ctx, device, dtype, warmup, reps, use_graph, attention):
     a = model.a
     nkv, d, h = a["num_kv_heads"], a["head_dim"], a["hidden_size"]
     caches = [(torch.randn(batch_size, nkv, ctx + q, d, device=device, dtype=dtype),
@@ -130,7 +136,12 @@ def time_config(model, batch_size, q, ctx, device, dtype, warmup, reps, use_grap
     ang = torch.cat([torch.outer(pos, inv)] * 2, dim=-1)
     cos, sin = ang.cos().to(dtype)[:, None, :], ang.sin().to(dtype)[:, None, :]
     mask = None
-    if q > 1:
+    model.attention = "packed"
+    if q > 1 and attention == "lower_right":
+        from torch.nn.attention.bias import causal_lower_right
+        mask = causal_lower_right(q, ctx + q)
+        model.attention = "lower_right"
+    elif q > 1:
         group = a["num_attention_heads"] // nkv
         row_tok = torch.arange(group * q, device=device) % q
         keys = torch.arange(ctx + q, device=device)
@@ -178,7 +189,7 @@ def time_config(model, batch_size, q, ctx, device, dtype, warmup, reps, use_grap
     kv_bytes = sum(c.numel() * c.element_size() for pair in caches for c in pair)
     del caches, graph
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "reps": reps,
-            "mode": mode, "kv_cache_bytes_allocated": kv_bytes}
+            "mode": mode, "attention": model.attention, "kv_cache_bytes_allocated": kv_bytes}
 
 
 def microbench(device, dtype):
@@ -246,6 +257,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new configuration after this")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, to check the code")
+    ap.add_argument("--attention", choices=["lower_right", "packed"], default="lower_right",
+                    help="verification attention: lower-right causal mask with GQA in the kernel (flash-capable), "
+                         "or GQA packed into query rows with an explicit boolean mask (the first run's choice)")
     ap.add_argument("--max-gpu-bytes", type=float, default=66e9, help="skip configs whose weights+KV exceed this")
     args = ap.parse_args()
     t_start = time.monotonic()
@@ -255,7 +269,11 @@ def main() -> None:
     batches = [1, 4] if args.smoke else [1, 4, 16, 64, 128, 256]
     qs = [1, 6] if args.smoke else [1, 4, 6]
     ctxs = [32] if args.smoke else [512, 2048]
+    # a held-out grid (longer context, other batch sizes and k) that the fit never sees: validation only
+    holdout = [(64, 1), (64, 5)] if args.smoke else [(8192, 1), (8192, 5), (1024, 3), (1024, 8)]
+    holdout_batches = [2] if args.smoke else [2, 8, 32, 96]
     result = {"schema": "specdec-calibration-step-timings/1", "environment": environment(device),
+              "command": " ".join(sys.argv), "attention_for_verification": args.attention,
               "step_definition": __doc__.split("What one")[1].split("Usage:")[0].strip(),
               "architectures": archs, "dtype": str(dtype), "microbench": {}, "records": [], "skipped": []}
 
@@ -272,10 +290,12 @@ def main() -> None:
         torch.manual_seed(0)
         model = RandomDecoder(arch, device, dtype)
         kv_per_token = arch["num_layers"] * 2 * arch["num_kv_heads"] * arch["head_dim"] * (2 if not args.smoke else 4)
-        for ctx in ctxs:
-            for b in batches:
-                for q in qs:
-                    cfg = {"model": name, "batch_size": b, "tokens_per_seq": q, "context_len": ctx}
+        grid = [("fit", ctx, b, q) for ctx in ctxs for b in batches for q in qs]
+        grid += [("holdout", ctx, b, q) for ctx, q in holdout for b in holdout_batches]
+        for n_cfg, (subset, ctx, b, q) in enumerate(grid):
+            if True:
+                if True:
+                    cfg = {"model": name, "batch_size": b, "tokens_per_seq": q, "context_len": ctx, "set": subset}
                     need = model.weight_bytes + kv_per_token * b * (ctx + q)
                     if need > args.max_gpu_bytes:
                         result["skipped"].append({**cfg, "reason": f"weights+KV {need:.3g} B > {args.max_gpu_bytes:.3g}"})
@@ -285,18 +305,21 @@ def main() -> None:
                         continue
                     try:
                         r = time_config(model, b, q, ctx, device, dtype, warmup=5 if args.smoke else 10,
-                                        reps=5 if args.smoke else 25, use_graph=not args.smoke)
+                                        reps=5 if args.smoke else 25, use_graph=not args.smoke,
+                                        attention=args.attention)
                     except torch.cuda.OutOfMemoryError as exc:
                         result["skipped"].append({**cfg, "reason": f"OOM: {str(exc)[:120]}"})
                         torch.cuda.empty_cache()
                         continue
                     rec = {**cfg, "weight_bytes": model.weight_bytes, **r}
                     result["records"].append(rec)
-                    print(f"{name:40s} L={ctx:5d} B={b:4d} q={q} {r['median_s'] * 1e3:9.3f} ms  {r['mode']}",
-                          flush=True)
+                    print(f"{name:40s} {subset:7s} L={ctx:5d} B={b:4d} q={q} {r['median_s'] * 1e3:9.3f} ms  "
+                          f"{r['mode']} {r['attention']}", flush=True)
                     if device == "cuda":
                         torch.cuda.empty_cache()
-            save()
+                if n_cfg % 12 == 11:
+                    save()
+        save()
         del model
         if device == "cuda":
             torch.cuda.empty_cache()

@@ -26,6 +26,7 @@ marked as our reading; change them here, not in the notebooks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from specdec_lib.scenario import Scenario, production_temperature_median
@@ -126,7 +127,7 @@ class Evidence:
     same_family_quantized_alternative: str | None = None  # a same-family draft that fits if quantized to int8
     # memory plan (computed)
     target_memory_share: float | None = None   # target weights per GPU / GPU memory (the 70% rule)
-    draft_memory_share: float | None = None    # draft weights / memory left after the target (the 15% rule)
+    draft_memory_share: float | None = None    # draft weights per GPU / memory vLLM may use per GPU (the 15% rule)
     target_weights_bytes: int | None = None
     draft_weights_bytes: int | None = None
     max_concurrent_full_context: float | None = None  # KV capacity with the draft / context_len
@@ -208,7 +209,7 @@ def decide(scenario: Scenario, evidence: Evidence) -> Decision:
             "draft_memory_share", "use it when", "Draft uses no more than ~15% of available VRAM",
             None if share is None else share <= DRAFT_MAX_MEMORY_SHARE, share, "fraction",
             f"<= {DRAFT_MAX_MEMORY_SHARE:.0%}", "computed", "measure more",
-            "draft weights / (GPU memory x gpu_memory_utilization - target weights), per GPU"))
+            "draft weights / (GPU memory x gpu_memory_utilization), per GPU"))
     per_class = class_alphas(scenario, evidence)
     if len(significant) == 1:
         reasons.append(_reason(
@@ -251,11 +252,11 @@ def decide(scenario: Scenario, evidence: Evidence) -> Decision:
 
     # --- leave it off when -----------------------------------------------------------------------------------
     reasons.append(_reason(
-        "temperature_median_high", "leave it off when", "Median temperature above 0.7",
+        "temperature_median_high", "leave it off when", "Median temperature not above 0.7",
         median_t <= LEAVE_OFF_MEDIAN_TEMPERATURE, median_t, "temperature",
         f"median <= {LEAVE_OFF_MEDIAN_TEMPERATURE}", "assumed", "leave off"))
     reasons.append(_reason(
-        "temperature_varies_widely", "leave it off when", "Temperature varies widely across the request mix",
+        "temperature_varies_widely", "leave it off when", "Temperature does not vary widely across the request mix",
         spread <= WIDE_TEMPERATURE_SPREAD, spread, "temperature", f"spread <= {WIDE_TEMPERATURE_SPREAD}",
         "assumed", "leave off", "threshold: our reading of 'varies widely'"))
     fits = evidence.max_concurrent_full_context
@@ -273,7 +274,7 @@ def decide(scenario: Scenario, evidence: Evidence) -> Decision:
         constrained = target_share > TARGET_CONSTRAINED_MEMORY_SHARE or squeezed
     vram_ok = True if not long_context else (None if constrained is None else not constrained)
     reasons.append(_reason(
-        "vram_long_context", "leave it off when", "VRAM-constrained while serving long-context requests",
+        "vram_long_context", "leave it off when", "Not VRAM-constrained while serving long-context requests",
         vram_ok, target_share, "fraction",
         f"target <= {TARGET_CONSTRAINED_MEMORY_SHARE:.0%} of memory, or context < {LONG_CONTEXT_TOKENS}",
         "computed", "leave off",
@@ -460,7 +461,10 @@ def evidence_for(scenario: Scenario, *, run=None, memory_plan=None, load_predict
         target_vocab_size=target.vocab_size, draft_vocab_size=draft.vocab_size if draft else None,
         same_family_quantized_alternative=alt,
         target_memory_share=plan.target_weights_fraction_of_memory,
-        draft_memory_share=plan.draft_fraction_of_available if draft else 0.0,
+        # "no more than ~15% of total available VRAM": of what vLLM may use (memory x utilization). Not of what
+        # is left after the target: by that reading the source's own recommended INT8 + BF16-draft pairing on
+        # 2x H100 (16 GB of ~90 GB free, its numbers) would break its rule.
+        draft_memory_share=(plan.draft_weights_bytes_per_gpu / plan.requested_bytes_per_gpu) if draft else 0.0,
         target_weights_bytes=plan.target_weights_bytes, draft_weights_bytes=plan.draft_weights_bytes,
         max_concurrent_full_context=plan.max_concurrent_seqs,
         max_concurrent_full_context_without_draft=plan.max_concurrent_seqs_without_draft,
@@ -509,3 +513,92 @@ def with_load(evidence: Evidence, prediction: LoadPrediction) -> Evidence:
         evidence, needed_batch_at_qps=prediction.batch_at_qps, cost_ratio=prediction.cost_ratio,
         predicted_speedup_at_qps=prediction.speedup_at_qps, crossover_qps=prediction.crossover_qps,
         crossover_batch=prediction.crossover_batch, notes=evidence.notes + prediction.notes)
+
+
+LOAD_METHODS = {"draft_model": "draft_model", "eagle": "eagle", "eagle3": "eagle", "ngram": "ngram"}
+ILLUSTRATIVE_ALPHAS = (0.5, 0.65, 0.8)
+
+
+def load_workload(scenario: Scenario):
+    """The load model's single request shape: share-weighted mean prompt and output tokens."""
+    from specdec_lib import load
+
+    prompt = round(sum(c.share * c.prompt_tokens for c in scenario.workload))
+    output = round(sum(c.share * c.output_tokens for c in scenario.workload))
+    return load.Workload(prompt_tokens=max(1, prompt), output_tokens=max(1, output))
+
+
+def deployment_for(scenario: Scenario):
+    """`load.Deployment` for the scenario (catalog lookups; ValueError for unknown names)."""
+    from specdec_lib import catalog, load, memory
+
+    if scenario.method not in LOAD_METHODS:
+        raise ValueError(f"method={scenario.method!r}: the load model covers {', '.join(LOAD_METHODS)}")
+    method = LOAD_METHODS[scenario.method]
+    kwargs = {}
+    if method == "draft_model":
+        kwargs = dict(draft=catalog.get_model(scenario.draft_model),
+                      draft_precision=catalog.get_precision(scenario.draft_precision),
+                      draft_tp=scenario.draft_tensor_parallel_size)
+    return load.Deployment(target=catalog.get_model(scenario.target_model),
+                           target_precision=catalog.get_precision(scenario.target_precision),
+                           gpu=catalog.get_gpu(scenario.gpu), tp=scenario.tensor_parallel_size, method=method,
+                           kv_dtype_bytes=memory.kv_dtype_bytes(scenario.kv_cache_dtype), **kwargs)
+
+
+def predict_load(scenario: Scenario, *, alpha: float | None, memory_plan=None, curve_points: int = 24) -> LoadPrediction:
+    """The load model (`load.py`) at the scenario's QPS: c at batch 1, running batch, speedup, crossovers, and
+    speedup-vs-QPS curves (for alpha, or for illustrative alphas 0.5/0.65/0.8 when alpha is unknown).
+
+    The batch cap is vLLM's max_num_seqs or what the KV cache holds at the workload's mean request length,
+    whichever is smaller (from the memory plan when given).
+    """
+    from specdec_lib import load
+
+    dep = deployment_for(scenario)
+    wl = load_workload(scenario)
+    k = scenario.num_speculative_tokens
+    max_batch = 256
+    notes = [f"load model: {dep.factors.source}"]
+    if memory_plan is not None:
+        per_request = wl.prompt_tokens + wl.output_tokens
+        kv_requests = memory_plan.kv_capacity_tokens // per_request
+        max_batch = max(1, min(memory_plan.max_num_seqs, kv_requests))
+        notes.append(f"running batch capped at {max_batch} (max_num_seqs {memory_plan.max_num_seqs}, KV cache "
+                     f"{kv_requests} requests of {per_request} tokens)")
+    c = load.cost_ratio(dep, 1, wl.mean_context_len)
+    batch = speedup = crossover_b = crossover_q = None
+    if alpha is not None:
+        result = load.speedup_at_qps(dep, scenario.qps, wl, alpha, k, max_batch=max_batch)
+        batch, speedup = result.speculative.batch_size, result.speedup
+        crossover_b = load.crossover_batch(dep, alpha, k, wl.mean_context_len, max_batch=max(max_batch, 2))
+        crossover_q = load.crossover_qps(dep, wl, alpha, k, max_batch=max_batch)
+    else:
+        batch = load.batch_from_qps(dep, scenario.qps, wl, speculative=False, max_batch=max_batch).batch_size
+    capacity = load.capacity_qps(dep, wl, speculative=False, max_batch=max_batch)
+    lo, hi = capacity / 1000.0, capacity * 0.98  # up to the baseline's capacity: beyond it both queues grow
+    xs = tuple(lo * (hi / lo) ** (i / (curve_points - 1)) for i in range(curve_points)) if curve_points > 1 else ()
+    curves = {}
+    for a in ((alpha,) if alpha is not None else ILLUSTRATIVE_ALPHAS) if xs else ():
+        ys = []
+        for q in xs:
+            s = load.speedup_at_qps(dep, q, wl, a, k, max_batch=max_batch).speedup
+            ys.append(s if math.isfinite(s) else None)
+        curves[f"alpha {a:.2f}"] = ys
+    return LoadPrediction(alpha=alpha, cost_ratio=c, batch_at_qps=batch, speedup_at_qps=speedup,
+                          crossover_batch=crossover_b, crossover_qps=crossover_q, curve_x=xs, curves=curves,
+                          notes=tuple(notes))
+
+
+def evaluate(scenario: Scenario, *, run=None) -> tuple[Decision, Evidence]:
+    """Plan memory, gather evidence (with a run's measurements if given), run the load model, decide.
+
+    A scenario the catalog or memory model cannot plan (unknown model, does not fit the TP...) raises ValueError
+    naming the field: the caller reports it (the memo shows it; the CLI exits 2).
+    """
+    plan = plan_memory_for(scenario)
+    evidence = evidence_for(scenario, run=run, memory_plan=plan)
+    alpha, _ = workload_alpha(scenario, evidence)
+    if scenario.method != "none":
+        evidence = with_load(evidence, predict_load(scenario, alpha=alpha, memory_plan=plan, curve_points=0))
+    return decide(scenario, evidence), evidence

@@ -87,10 +87,10 @@ class StepFactors:
 # values are assumptions (one GPU cannot measure an all-reduce): NVLink 4 at 70 % of 450 GB/s per direction and
 # 15 µs per all-reduce.
 DEFAULT_FACTORS = StepFactors(
-    memory_efficiency=0.80,
-    compute_efficiency=0.44,
-    overhead_s=4.424e-05,
-    overhead_s_per_layer=8.566e-05,
+    memory_efficiency=0.797,
+    compute_efficiency=0.437,
+    overhead_s=5.436e-05,
+    overhead_s_per_layer=8.491e-05,
     interconnect_efficiency=0.7,
     allreduce_latency_s=15e-6,
     source="H100 SXM calibration (data/calibration/h100_fitted_factors.json); interconnect values assumed",
@@ -682,8 +682,9 @@ def fit_step_factors(observations: Sequence[StepObservation], *, prior: StepFact
         return best
 
     _, f = grid(0.2, 1.0, 0.1, 1.0, 0.04)
-    _, f = grid(f.memory_efficiency - 0.04, f.memory_efficiency + 0.04, f.compute_efficiency - 0.04,
-                f.compute_efficiency + 0.04, 0.01 if len(observations) > 60 else 0.004)
+    for span, step in ((0.08, 0.01), (0.015, 0.002)):
+        _, f = grid(f.memory_efficiency - span, f.memory_efficiency + span, f.compute_efficiency - span,
+                    f.compute_efficiency + span, step)
     pred = tuple(_predict(o, f).total_s for o in observations)
     meas = tuple(o.measured_s for o in observations)
     mape = _median([abs(p - m) / m for p, m in zip(pred, meas)])
@@ -691,7 +692,7 @@ def fit_step_factors(observations: Sequence[StepObservation], *, prior: StepFact
               *(("overhead_s_per_layer",) if per_layer else ()))
     return FitResult(factors=replace(f, source=f"fitted to {len(observations)} measured steps"), predicted_s=pred,
                      measured_s=meas, median_abs_pct_error=mape, fitted=fitted, assumptions=(
-                         "least squares on relative error; grid 0.04 then 0.01/0.004 on the efficiencies",
+                         "least squares on relative error; efficiencies on a grid of 0.04, refined to 0.01 then 0.002",
                          "interconnect factors not fitted (kept from the prior)"
                          if any(o.tp > 1 and o.include_communication for o in observations)
                          else "single-GPU steps: interconnect factors not fitted",

@@ -101,7 +101,10 @@ def _memory_rows(plan) -> list[tuple[str, str, str]]:
                  f"{plan.max_concurrent_seqs:,}", f"{plan.max_concurrent_seqs_without_draft:,}"))
     rows.append(("target weights share of GPU memory", f"{plan.target_weights_fraction_of_memory:.1%}", ""))
     if plan.draft:
-        rows.append(("draft weights share of memory left after target", f"{plan.draft_fraction_of_available:.1%}", ""))
+        rows.append(("draft weights share of memory given to vLLM (the decision's 15% rule)",
+                     f"{plan.draft_weights_bytes_per_gpu / plan.requested_bytes_per_gpu:.1%}", ""))
+        rows.append(("draft weights share of memory left after the target",
+                     f"{plan.draft_fraction_of_available:.1%}", ""))
     return rows
 
 
@@ -263,7 +266,7 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
         evidence = dec.with_load(evidence, prediction)
     decision = dec.decide(scenario, evidence)
 
-    figures: dict[str, str] = {}
+    figures: dict[str, str | None] = dict.fromkeys(("memory", "alpha", "load", "acceptance", "histogram", "latency"))
     if plan is not None:
         gpu_memory = plan.memory_bytes_per_gpu
         figures["memory"] = _figure_html(plots.memory_figure(plots.memory_components(plan),
@@ -291,10 +294,11 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
              else f"{prediction.batch_at_qps:.2f}"),
             ("predicted speedup at the scenario QPS", "—" if prediction.speedup_at_qps is None
              else f"{prediction.speedup_at_qps:.2f}x"),
-            ("crossover batch size", "none in range" if prediction.crossover_batch is None
-             else f"{prediction.crossover_batch:.1f}"),
-            ("crossover request rate", "none in range" if prediction.crossover_qps is None
-             else f"{prediction.crossover_qps:.3g} requests/s"),
+            ("crossover batch size (first batch without a gain)",
+             "needs alpha" if alpha is None else "none in range" if prediction.crossover_batch is None
+             else f"{prediction.crossover_batch:g}"),
+            ("crossover request rate", "needs alpha" if alpha is None else "none in range"
+             if prediction.crossover_qps is None else f"{prediction.crossover_qps:.3g} requests/s"),
         ]
         speedup_rows += [("note", n) for n in prediction.notes]
 
@@ -324,6 +328,10 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
                                                                   if without_lat else " (measurement run)")))
 
     command = _command_block(scenario, evidence.crossover_batch)
+    if scenario.method != "none" and evidence.crossover_batch is None and not command.get("error"):
+        command["notes"].append("No k schedule (num_speculative_tokens_per_batch_size): "
+                                + ("the load model needs alpha to find the crossover batch; measure acceptance."
+                                   if alpha is None else "the load model finds no crossover below the batch cap."))
     legacy = _legacy_block(scenario, evidence.crossover_batch)
     workload_rows = []
     for name, share, a, source in dec.class_alphas(scenario, evidence):

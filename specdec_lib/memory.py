@@ -232,6 +232,11 @@ def estimate_overhead(target: ModelSpec, draft: ModelSpec | None, *, tp: int, ma
     and the activated product (I/tp), plus the attention projections ((q + 2 kv)/tp), in bf16; then the
     dummy sampler run holds max_num_seqs x vocab fp32 logits and probabilities (x 2).
     non-torch and CUDA graphs: the constants above (typical startup-log values), one graph set per model.
+
+    Sanity check against a public vLLM startup log (DEBUG "Memory profiling takes ...") of a 14.99 GiB
+    (8B-class) model on one GPU: "torch peak memory increase: 1.89GiB; non-torch forward increase memory:
+    0.25GiB"; this function gives 1.85 GiB and 0.25 GiB for Llama-3.1-8B on one H100 (8,192 tokens, 1,024
+    sequences). It is an estimate: pass measured numbers as Overhead(...) to plan_memory when you have them.
     """
     T = max_num_batched_tokens
     kv_rank = max(1, target.num_kv_heads // tp) * target.head_dim
@@ -333,7 +338,8 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
     --speculative-draft-tensor-parallel-size 1) is planned as the draft whole on every rank (the GPU that
     holds it bounds the shared block count) and reported in vllm_errors, since vLLM 0.32's draft_model
     proposer refuses it. Per GPU: KV budget = ceil(memory x utilization) - target weights - draft weights
-    - overhead (activation peak + non-torch + CUDA graphs; see estimate_overhead).
+    - overhead (activation peak + non-torch + CUDA graphs; see estimate_overhead). A measured overhead passed
+    in is used for the without-draft figures too; the estimate drops the draft's CUDA graphs there.
     """
     t = _resolve_model(target, "target")
     d = _resolve_model(draft, "draft") if draft is not None else None
@@ -427,7 +433,8 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
         for dim_name, dim in (("intermediate_size", model.intermediate_size), ("q heads x head_dim", model.q_size)):
             if (dim // rank_tp) % prec.group_size:
                 errors.append(f"{role} {model.name}: {dim_name} {dim} / TP {rank_tp} is not a multiple of the "
-                              f"{prec.name} group size {prec.group_size}; the quantized checkpoint cannot be sharded.")
+                              f"{prec.name} group size {prec.group_size}: vLLM cannot shard such a checkpoint (published "
+                              "AWQ/GPTQ releases often pad the dimension: plan with their own config.json).")
     if kvb == 1:
         findings.append("fp8 KV cache: half the bytes per token of bf16, at some accuracy risk.")
 

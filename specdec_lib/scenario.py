@@ -17,8 +17,10 @@ reject or ignore them:
 The default workload is a general chat endpoint, the source's "Chat / general, ShareGPT, QPS 1" row (the vLLM
 team's benchmark that saw 1.5x at QPS 1 and a 1.4x slowdown at high QPS): one request class at temperature 0.7
 (a common chat default, exactly on the source's "median temperature above 0.7" boundary), 512 prompt tokens and
-256 output tokens (ShareGPT turns are a few hundred tokens each way), acceptance not yet measured. With nothing
-measured the honest verdict is "measure more", which is what the default plan should say.
+256 output tokens (ShareGPT turns are a few hundred tokens each way), acceptance not yet measured, and no
+acceptance monitoring yet. The framework's verdict for it is "leave off" (no monitoring: the source's last
+leave-it-off condition) until monitoring is in place, then "measure more" (temperature 0.7 > 0.5, acceptance
+unknown): what a plan made before any measurement should say.
 """
 
 from __future__ import annotations

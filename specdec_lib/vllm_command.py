@@ -119,10 +119,10 @@ def k_schedule(crossover_batch: float | None, num_speculative_tokens: int, *,
                max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> list[list[int]] | None:
     """`num_speculative_tokens_per_batch_size` from the load model's crossover batch size.
 
-    Speculate with k up to the largest batch size at which the load model still predicts a gain
-    (floor(crossover)), and with k = 0 (speculation off) above it. None when there is no crossover below
-    max_num_seqs (speculation predicted to help at every batch size: no schedule needed) and when the crossover
-    is below 1 (no batch size gains: the decision says leave it off, no schedule can help).
+    crossover_batch is `load.crossover_batch`: the smallest running batch at which speculation no longer pays.
+    Speculate with k up to the batch before it (ceil(crossover) - 1) and with k = 0 (speculation off) from it on.
+    None when there is no crossover below max_num_seqs (speculation predicted to help at every batch size: no
+    schedule needed) and when the crossover is 1 (no batch size gains: the decision says leave it off).
     """
     if not isinstance(num_speculative_tokens, int) or num_speculative_tokens < 1:
         raise ValueError(f"num_speculative_tokens={num_speculative_tokens!r} is not accepted: an integer >= 1")
@@ -132,7 +132,7 @@ def k_schedule(crossover_batch: float | None, num_speculative_tokens: int, *,
         return None
     if isinstance(crossover_batch, bool) or not isinstance(crossover_batch, (int, float)) or math.isnan(crossover_batch):
         raise ValueError(f"crossover_batch={crossover_batch!r} is not accepted: None or a batch size")
-    last_speculative_batch = math.floor(crossover_batch)
+    last_speculative_batch = math.ceil(crossover_batch) - 1
     if last_speculative_batch < 1 or last_speculative_batch >= max_num_seqs:
         return None
     return [[1, last_speculative_batch, num_speculative_tokens], [last_speculative_batch + 1, max_num_seqs, 0]]
@@ -212,8 +212,8 @@ def legacy_command(scenario: Scenario, *, crossover_batch: float | None = None,
                    target_model_path: str | None = None, draft_model_path: str | None = None) -> ServeCommand:
     """The source's V0 flags for servers up to vLLM 0.8.2 (`python -m vllm.entrypoints.openai.api_server`).
 
-    `--speculative-disable-by-batch-size` is set to floor(crossover batch): V0 stopped speculating for new
-    requests once more than that many were queued (PR #4592).
+    `--speculative-disable-by-batch-size` is set to the last batch size that still gains (ceil(crossover) - 1):
+    V0 stopped speculating for new requests once more than that many were queued (PR #4592).
     """
     argv = ["python", "-m", "vllm.entrypoints.openai.api_server",
             "--model", target_model_path or scenario.target_model]
@@ -234,8 +234,9 @@ def legacy_command(scenario: Scenario, *, crossover_batch: float | None = None,
         raise ValueError(f"method={scenario.method!r} has no V0 flag form here: use today's --speculative-config")
     if scenario.method != "none":
         argv += ["--num-speculative-tokens", str(scenario.num_speculative_tokens)]
-        if crossover_batch is not None and 1 <= math.floor(crossover_batch) < DEFAULT_MAX_NUM_SEQS:
-            argv += ["--speculative-disable-by-batch-size", str(math.floor(crossover_batch))]
+        last_gain = None if crossover_batch is None else math.ceil(crossover_batch) - 1
+        if last_gain is not None and 1 <= last_gain < DEFAULT_MAX_NUM_SEQS:
+            argv += ["--speculative-disable-by-batch-size", str(last_gain)]
     argv += ["--tensor-parallel-size", str(scenario.tensor_parallel_size),
              "--gpu-memory-utilization", f"{scenario.gpu_memory_utilization:g}",
              "--max-model-len", str(scenario.context_len),

@@ -79,26 +79,50 @@ def autorun_requested() -> bool:
     return os.environ.get("SPECDEC_AUTORUN", "").strip() in {"1", "true", "yes"}
 
 
-def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure) -> None:
-    """Copy traces and layout of `new_fig` into `fig_widget` inside one batch update.
+def _changed(old: dict, new: dict) -> dict:
+    """Top-level keys of `new` that differ from `old`, and keys `old` had that `new` lacks (set to None)."""
+    out = {k: v for k, v in new.items() if k not in old or not _same(old[k], v)}
+    out.update({k: None for k in old if k not in new})
+    return out
 
-    With the same number and types of traces each trace is updated property by property (a restyle in the
-    browser); otherwise the trace list is replaced. Either way the output cell is never re-rendered.
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except ValueError:  # numpy arrays compare element-wise
+        import numpy as np
+
+        return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure) -> None:
+    """Copy what changed in `new_fig` (traces, layout) into `fig_widget` inside one batch update.
+
+    With the same number and types of traces, only the changed properties of each trace are set (a restyle in the
+    browser); otherwise the trace list is replaced. Only changed layout keys are sent (the template, for one, is
+    sent once). Either way the output cell is never re-rendered.
     """
-    new_traces = list(new_fig.data)
-    same_shape = len(new_traces) == len(fig_widget.data) and all(
-        old.type == new.type for old, new in zip(fig_widget.data, new_traces)
-    )
+    new_traces = [t.to_plotly_json() for t in new_fig.data]
+    new_layout = new_fig.layout.to_plotly_json()
+    last_traces = getattr(fig_widget, "_specdec_traces", None)
+    last_layout = getattr(fig_widget, "_specdec_layout", None)
+    same_shape = last_traces is not None and len(new_traces) == len(fig_widget.data) and all(
+        old.type == new.get("type") for old, new in zip(fig_widget.data, new_traces))
     with fig_widget.batch_update():
         if same_shape:
-            for old, new in zip(fig_widget.data, new_traces):
-                props = new.to_plotly_json()
-                props.pop("type", None)
-                old.update(props, overwrite=True)
+            for old, before, after in zip(fig_widget.data, last_traces, new_traces):
+                changes = _changed(before, after)
+                changes.pop("type", None)
+                if changes:
+                    old.update(changes, overwrite=True)
         else:
             fig_widget.data = ()
-            fig_widget.add_traces(new_traces)
-        fig_widget.layout.update(new_fig.layout.to_plotly_json(), overwrite=True)
+            fig_widget.add_traces(list(new_fig.data))
+        layout_changes = new_layout if last_layout is None else _changed(last_layout, new_layout)
+        if layout_changes:
+            fig_widget.layout.update(layout_changes, overwrite=True)
+    fig_widget._specdec_traces = new_traces
+    fig_widget._specdec_layout = new_layout
 
 
 def to_figure_widget(fig: go.Figure) -> go.FigureWidget:
@@ -322,8 +346,8 @@ def plan_from_controls(base, c: dict):
 def memory_figure_for(plan) -> go.Figure:
     from specdec_lib import plots
 
-    title = f"Memory per GPU: {plan.target} {plan.target_precision}" + (
-        f" + {plan.draft} {plan.draft_precision}" if plan.draft else "") + f" on {plan.num_gpus}× {plan.gpu}"
+    title = f"Memory per GPU<br><sup>{plan.target} {plan.target_precision}" + (
+        f" + {plan.draft} {plan.draft_precision}" if plan.draft else "") + f" on {plan.num_gpus}× {plan.gpu}</sup>"
     return plots.memory_figure(plots.memory_components(plan), memory_bytes_per_gpu=plan.memory_bytes_per_gpu,
                                title=title)
 
@@ -827,3 +851,432 @@ def draft_selection_page(scenario=None) -> Page:
     widget = _layout(_grid(controls, DRAFT_CONTROLS), message, widgets.HBox([fig, alpha_fig]), table)
     return Page(widget=widget, controls=controls, figures={"candidates": fig, "alpha": alpha_fig},
                 message=message, outputs={"table": table}, refresh=refresh)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Live pages (04, 05): endpoint calls only behind a button
+# ---------------------------------------------------------------------------------------------------------------
+BASELINE_DEMO_COMMAND = "python -m specdec_lib.localserver demo --port 8001 --spec none"
+
+
+def baseline_url_default() -> str:
+    """Page 05's baseline server (no speculation): env SPECDEC_BASELINE_ENDPOINT, else empty (compare nothing)."""
+    return os.environ.get("SPECDEC_BASELINE_ENDPOINT", "").strip()
+
+
+def requests_default(default: int) -> int:
+    """Env SPECDEC_REQUESTS overrides the live pages' request counts (small numbers for headless tests)."""
+    value = os.environ.get("SPECDEC_REQUESTS", "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"SPECDEC_REQUESTS={value!r} is not accepted: a whole number >= 1")
+    return int(value)
+
+
+def parse_float_list(text: str, field_name: str, low: float, high: float) -> list[float]:
+    """'0, 0.4, 0.8' -> [0.0, 0.4, 0.8]; ValueError naming the field and the range otherwise."""
+    try:
+        values = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{field_name}={text!r} is not accepted: numbers separated by commas") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise ValueError(f"{field_name}={text!r} is not accepted: at least one number, each in [{low:g}, {high:g}]")
+    return values
+
+
+def unreachable_text(url: str, exc: BaseException, demo_command: str = LOCAL_DEMO_COMMAND) -> str:
+    return (f"Nothing usable answers at {url}: {getattr(exc, 'detail', exc)}\n"
+            f"To try this page on this machine, start a tiny real vLLM server (CPU) in a terminal:\n"
+            f"    {demo_command}\n"
+            f"then press the button again (or set SPECDEC_ENDPOINT before starting JupyterLab).")
+
+
+def _discover(url: str):
+    """(client, ServerInfo) for a URL, or an EndpointError explaining what answered (or did not)."""
+    from specdec_lib.endpoint import EndpointClient
+
+    client = EndpointClient(url.strip())
+    return client, client.discover()
+
+
+def _text_control(value: str, description: str, placeholder: str = "") -> widgets.Text:
+    return widgets.Text(value=value, description=description, placeholder=placeholder, style=_STYLE, layout=_WIDE)
+
+
+def _int_control(value: int, description: str, low: int, high: int) -> widgets.BoundedIntText:
+    return widgets.BoundedIntText(value=value, min=low, max=high, description=description, style=_STYLE,
+                                  layout=_WIDE)
+
+
+def per_request_alphas(run_path, label: str, k: int | None) -> list[float]:
+    """Per-request α (from each request's V1 acceptance rate and k) for one group of a run folder."""
+    from specdec_lib import runs, speculation
+
+    if not k:
+        return []
+    alphas = []
+    for record in runs.load_run(run_path).records:
+        rate = record.get("acceptance_rate")
+        if record["label"] != label or record.get("error") is not None or rate is None:
+            continue
+        alphas.append(speculation.alpha_from_v1_rate(min(max(rate, 0.0), 1.0), k))
+    return alphas
+
+
+def sweep_table_html(results) -> str:
+    head = ("<tr><th>T</th><th>requests ok</th><th>vLLM rate (accepted/draft)</th><th>α per token</th>"
+            "<th>mean acceptance length</th><th>per-request P10 / P50 / P90 (V1 rate)</th><th>band</th>"
+            "<th>status</th></tr>")
+    rows = "".join(
+        f"<tr><td>{r.temperature:g}</td><td>{r.succeeded}/{r.requests}</td><td>{_fmt_opt(r.v1_rate, '.2f', '–')}</td>"
+        f"<td>{_fmt_opt(r.alpha, '.2f', '–')}</td><td>{_fmt_opt(r.mean_acceptance_length, '.2f', '–')}</td>"
+        f"<td>{_fmt_opt(r.per_request_p10, '.2f', '–')} / {_fmt_opt(r.per_request_p50, '.2f', '–')} / "
+        f"{_fmt_opt(r.per_request_p90, '.2f', '–')}</td><td>{html.escape(r.band or '–')}</td>"
+        f"<td>{html.escape(r.status)}</td></tr>" for r in results)
+    return f"<table>{head}{rows}</table>"
+
+
+def sweep_text(results) -> str:
+    """One line per temperature, printed in autorun mode so headless runs show the result in the cell output."""
+    return "\n".join(f"T={r.temperature:g}: ok {r.succeeded}/{r.requests}, accepted {r.accepted_tokens} of "
+                     f"{r.draft_tokens} draft tokens, vLLM rate "
+                     f"{_fmt_opt(r.v1_rate, '.3f', 'none')}, alpha {_fmt_opt(r.alpha, '.3f', 'none')}, "
+                     f"status {r.status}" for r in results)
+
+
+def live_acceptance_page(scenario=None) -> Page:
+    """Sweep temperatures against a real endpoint; acceptance by temperature over the source's bands."""
+    from specdec_lib import loadtest, plots
+    from specdec_lib.endpoint import EndpointError
+
+    base = scenario or default_scenario()
+    controls = {
+        "endpoint_url": _text_control(endpoint_url_default(), "Endpoint URL", DEFAULT_ENDPOINT_URL),
+        "temperatures": _text_control(", ".join(f"{t:g}" for t in loadtest.DEFAULT_TEMPERATURES), "Temperatures"),
+        "requests_per_temperature": _int_control(requests_default(20), "Requests per temperature", 1, 1000),
+        "max_tokens": _int_control(128, "max_tokens", 1, 4096),
+        "concurrency": _int_control(4, "Concurrency", 1, 256),
+        "histogram_temperature": widgets.Dropdown(options=[], description="Histogram at T", style=_STYLE),
+    }
+    run_button = widgets.Button(description="Run the sweep", button_style="primary", icon="play")
+    check_button = widgets.Button(description="Check the endpoint", icon="plug")
+    status, table, message = widgets.HTML(), widgets.HTML(), new_message()
+    temp_fig, hist_fig = _new_figure(), _new_figure()
+    state: dict = {"sweep": None}
+    production_temperatures = sorted({c.temperature for c in base.workload})
+
+    def check() -> str | None:
+        url = controls["endpoint_url"].value
+        try:
+            _, info = _discover(url)
+        except EndpointError as exc:
+            raise ValueError(unreachable_text(url, exc)) from None
+        status.value = message_html(
+            f"{url} answers: vLLM {info.vllm_version or '?'}, model {info.served_model!r}, speculation: "
+            f"{info.num_speculative_tokens or 'not detected'} draft tokens per step", "ok")
+        if not info.num_speculative_tokens:
+            return "this server does not report speculative decoding: its acceptance cannot be measured"
+        return None
+
+    def draw_histogram() -> str | None:
+        sweep = state["sweep"]
+        if sweep is None or controls["histogram_temperature"].value is None:
+            return None
+        result = next(r for r in sweep.temperatures if r.temperature == controls["histogram_temperature"].value)
+        alphas = per_request_alphas(sweep.run_path, result.label, result.num_speculative_tokens)
+        update_figure_in_place(hist_fig, plots.acceptance_histogram_figure(
+            alphas, title=f"Per-request α at T = {result.temperature:g} ({len(alphas)} requests)"))
+        return None
+
+    def run() -> str | None:
+        note = check()
+        if note:
+            return note
+        temperatures = parse_float_list(controls["temperatures"].value, "temperatures", 0.0, 2.0)
+        n = int(controls["requests_per_temperature"].value)
+        status.value = message_html(f"Running {n} requests at each of {len(temperatures)} temperatures…", "info")
+        client, _ = _discover(controls["endpoint_url"].value)
+        try:
+            sweep = loadtest.run_temperature_sweep(
+                client, temperatures=temperatures, requests_per_temperature=n,
+                max_tokens=int(controls["max_tokens"].value), concurrency=int(controls["concurrency"].value),
+                progress=False)
+        except EndpointError as exc:
+            raise ValueError(unreachable_text(controls["endpoint_url"].value, exc)) from None
+        state["sweep"] = sweep
+        results = sweep.temperatures
+        update_figure_in_place(temp_fig, plots.acceptance_by_temperature_figure(
+            [r.temperature for r in results], [r.alpha for r in results], v1_rates=[r.v1_rate for r in results],
+            production_temperatures=production_temperatures,
+            title=f"Acceptance by temperature: {sweep.server.get('served_model', '')}"))
+        table.value = sweep_table_html(results)
+        status.value = message_html(f"Done: run folder {sweep.run_path}", "ok")
+        controls["histogram_temperature"].options = [(f"{r.temperature:g}", r.temperature) for r in results]
+        controls["histogram_temperature"].value = results[-1].temperature
+        draw_histogram()
+        if autorun_requested():
+            print(sweep_text(results))
+        return "the sweep was interrupted; the run folder holds what finished" if sweep.interrupted else None
+
+    guarded_run, guarded_check = _guarded(run, message), _guarded(check, message)
+    run_button.on_click(lambda _b: guarded_run())
+    check_button.on_click(lambda _b: guarded_check())
+    controls["histogram_temperature"].observe(lambda _c: _guarded(draw_histogram, message)(), names="value")
+    status.value = message_html(
+        f"Nothing is sent until you press a button. No server? Start one with: {LOCAL_DEMO_COMMAND}", "info")
+    widget = _layout(_grid(controls, list(controls)), widgets.HBox([run_button, check_button]), status, message,
+                     widgets.HBox([temp_fig, hist_fig]), table)
+    page = Page(widget=widget, controls=controls, figures={"temperature": temp_fig, "histogram": hist_fig},
+                message=message, outputs={"status": status, "table": table, "state": state,
+                                          "run_button": run_button, "check_button": check_button},
+                refresh=guarded_run)
+    if autorun_requested():
+        run_button.click()
+    return page
+
+
+LATENCY_KEYS = (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2e"))
+
+
+def level_percentiles(latency: dict, metrics: tuple[str, ...]) -> dict[str, float | None]:
+    """{"TPOT p50": s, "TPOT p99": s, ...} from a runs.latency_summary dict."""
+    return {f"{label} p{q}": latency.get(f"{key}_p{q}_s") for label, key in LATENCY_KEYS if key in metrics
+            for q in (50, 99)}
+
+
+def load_test_text(spec_result, base_result) -> str:
+    lines = []
+    for name, result in (("with speculation", spec_result), ("baseline", base_result)):
+        if result is None:
+            continue
+        for level in result.levels:
+            lat = level.latency
+            lines.append(f"{name} {level.label}: ok {lat['succeeded']}/{lat['requests']}, TPOT p50 "
+                         f"{_fmt_opt(lat.get('tpot_p50_s'), '.4f', 'none')} s, p99 "
+                         f"{_fmt_opt(lat.get('tpot_p99_s'), '.4f', 'none')} s")
+    return "\n".join(lines)
+
+
+def comparison_html(rows) -> str:
+    head = ("<tr><th>level</th><th>metric</th><th>P50 base → spec</th><th>change</th><th>P99 base → spec</th>"
+            "<th>change</th><th>P50 better, P99 worse?</th></tr>")
+
+    def ms(v):
+        return _fmt_opt(None if v is None else v * 1000, ".1f", "–")
+
+    def pct(v):
+        return _fmt_opt(None if v is None else v * 100, "+.0f", "–") + (" %" if v is not None else "")
+
+    body = "".join(
+        f"<tr><td>{html.escape(r.label)}</td><td>{r.metric.upper()}</td><td>{ms(r.baseline_p50_s)} → "
+        f"{ms(r.speculative_p50_s)} ms</td><td>{pct(r.p50_change)}</td><td>{ms(r.baseline_p99_s)} → "
+        f"{ms(r.speculative_p99_s)} ms</td><td>{pct(r.p99_change)}</td>"
+        f"<td>{'<b>yes</b>' if r.p50_improves_p99_regresses else 'no'}</td></tr>" for r in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def load_test_page() -> Page:
+    """Closed-loop load test at several concurrency levels, with and without speculation, percentiles side by side."""
+    from specdec_lib import loadtest, plots
+    from specdec_lib.endpoint import EndpointError
+
+    controls = {
+        "endpoint_url": _text_control(endpoint_url_default(), "URL with speculation", DEFAULT_ENDPOINT_URL),
+        "baseline_url": _text_control(baseline_url_default(), "URL without (optional)", "http://127.0.0.1:8001"),
+        "concurrency_levels": _text_control("1, 4", "Concurrency levels"),
+        "requests_per_level": _int_control(requests_default(16), "Requests per level", 1, 5000),
+        "max_tokens": _int_control(128, "max_tokens", 1, 4096),
+        "temperature": widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="Temperature",
+                                           continuous_update=False, style=_STYLE, layout=_WIDE),
+        "level": widgets.Dropdown(options=[], description="Chart level", style=_STYLE),
+    }
+    run_button = widgets.Button(description="Run the load test", button_style="primary", icon="play")
+    status, table, message = widgets.HTML(), widgets.HTML(), new_message()
+    tpot_fig, ttft_fig = _new_figure(), _new_figure()
+    state: dict = {"spec": None, "base": None}
+
+    def run_one(url: str, levels: list[int]):
+        try:
+            client, _ = _discover(url)
+            return loadtest.run_load_test(
+                client, concurrency_levels=levels, requests_per_level=int(controls["requests_per_level"].value),
+                temperatures=(float(controls["temperature"].value),), max_tokens=int(controls["max_tokens"].value),
+                progress=False)
+        except EndpointError as exc:
+            demo = LOCAL_DEMO_COMMAND if url == controls["endpoint_url"].value else BASELINE_DEMO_COMMAND
+            raise ValueError(unreachable_text(url, exc, demo)) from None
+
+    def draw() -> str | None:
+        spec, base = state["spec"], state["base"]
+        label = controls["level"].value
+        if spec is None or label is None:
+            return None
+        s_level = next(lv for lv in spec.levels if lv.label == label)
+        b_level = next((lv for lv in base.levels if lv.label == label), None) if base else None
+        for fig, metrics, title in ((tpot_fig, ("tpot", "itl"), "TPOT and ITL"), (ttft_fig, ("ttft", "e2e"),
+                                                                                   "TTFT and E2E")):
+            update_figure_in_place(fig, plots.latency_percentiles_figure(
+                level_percentiles(s_level.latency, metrics),
+                level_percentiles(b_level.latency, metrics) if b_level else None,
+                title=f"{title} at {label}"))
+        return None
+
+    def run() -> str | None:
+        levels = [int(v) for v in parse_float_list(controls["concurrency_levels"].value, "concurrency_levels", 1, 1024)]
+        status.value = message_html(f"Load test at concurrency {levels} against {controls['endpoint_url'].value}…",
+                                    "info")
+        spec = run_one(controls["endpoint_url"].value, levels)
+        base = None
+        if controls["baseline_url"].value.strip():
+            status.value = message_html(f"Baseline at {controls['baseline_url'].value}…", "info")
+            base = run_one(controls["baseline_url"].value, levels)
+        state.update(spec=spec, base=base)
+        controls["level"].options = [lv.label for lv in spec.levels]
+        controls["level"].value = spec.levels[-1].label
+        draw()
+        table.value = comparison_html(loadtest.compare_load_tests(base, spec)) if base else ""
+        status.value = message_html(f"Done: {spec.run_path}" + (f" and {base.run_path}" if base else ""), "ok")
+        if autorun_requested():
+            print(load_test_text(spec, base))
+        if base is None:
+            return ("no baseline URL: the chart shows speculation alone. Start one without speculation with: "
+                    + BASELINE_DEMO_COMMAND)
+        return None
+
+    guarded_run = _guarded(run, message)
+    run_button.on_click(lambda _b: guarded_run())
+    controls["level"].observe(lambda _c: _guarded(draw, message)(), names="value")
+    status.value = message_html(f"Nothing is sent until you press the button. No server? {LOCAL_DEMO_COMMAND} "
+                                f"(and, for the baseline, {BASELINE_DEMO_COMMAND})", "info")
+    widget = _layout(_grid(controls, list(controls)), run_button, status, message, widgets.HBox([tpot_fig, ttft_fig]),
+                     table)
+    page = Page(widget=widget, controls=controls, figures={"tpot": tpot_fig, "ttft": ttft_fig}, message=message,
+                outputs={"status": status, "table": table, "state": state, "run_button": run_button},
+                refresh=guarded_run)
+    if autorun_requested():
+        run_button.click()
+    return page
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 07 decision memo; scenario files
+# ---------------------------------------------------------------------------------------------------------------
+MEMO_CONTROLS = ["target_model", "target_precision", "draft_model", "draft_precision", "gpu", "num_gpus",
+                 "tensor_parallel_size", "gpu_memory_utilization", "context_len", "temperature",
+                 "num_speculative_tokens", "qps", "alpha", "alpha_measured", "slo", "monitoring_in_place",
+                 "acceptance_validated_at_production_temperature"]
+
+
+def decision_controls(scenario) -> dict[str, widgets.Widget]:
+    """The scenario controls plus the framework's yes/no questions (SLO kind, monitoring, validation)."""
+    from specdec_lib import scenario as scenario_module
+
+    c = scenario_controls(scenario)
+    c["slo"] = widgets.Dropdown(options=list(scenario_module.SLO_KINDS), value=scenario.slo,
+                                description="Primary SLO", style=_STYLE, layout=_WIDE)
+    c["monitoring_in_place"] = widgets.Checkbox(value=scenario.monitoring_in_place, indent=False,
+                                                description="Acceptance monitoring is in place")
+    c["acceptance_validated_at_production_temperature"] = widgets.Checkbox(
+        value=scenario.acceptance_validated_at_production_temperature, indent=False,
+        description="Acceptance validated at production temperature")
+    return c
+
+
+def decision_scenario_from_controls(base, c: dict):
+    return dataclasses.replace(
+        scenario_from_controls(base, c), slo=c["slo"].value, monitoring_in_place=bool(c["monitoring_in_place"].value),
+        acceptance_validated_at_production_temperature=bool(c["acceptance_validated_at_production_temperature"].value))
+
+
+def set_controls_from_scenario(c: dict, scenario) -> None:
+    """Show a loaded scenario in the controls (options grow to hold names the catalog spells differently)."""
+    first = scenario.workload[0]
+    values = {
+        "target_model": scenario.target_model, "draft_model": scenario.draft_model or "(none)",
+        "target_precision": scenario.target_precision, "draft_precision": scenario.draft_precision,
+        "gpu": scenario.gpu, "num_gpus": scenario.num_gpus, "tensor_parallel_size": scenario.tensor_parallel_size,
+        "gpu_memory_utilization": scenario.gpu_memory_utilization, "context_len": scenario.context_len,
+        "temperature": first.temperature, "num_speculative_tokens": scenario.num_speculative_tokens,
+        "qps": scenario.qps, "alpha_measured": first.alpha is not None, "slo": scenario.slo,
+        "monitoring_in_place": scenario.monitoring_in_place,
+        "acceptance_validated_at_production_temperature": scenario.acceptance_validated_at_production_temperature,
+    }
+    if first.alpha is not None:
+        values["alpha"] = first.alpha
+    for name, value in values.items():
+        widget = c.get(name)
+        if widget is None:
+            continue
+        if isinstance(widget, widgets.Dropdown) and value not in [o[1] if isinstance(o, tuple) else o
+                                                                  for o in widget.options]:
+            widget.options = [value, *widget.options]
+        if isinstance(widget, widgets.SelectionSlider) and value not in [o[1] for o in widget.options]:
+            widget.options = _int_options(tuple(o[1] for o in widget.options), value)
+        widget.value = value
+    c["temperature"].disabled = len(scenario.workload) > 1
+
+
+def decision_memo_page(scenario=None) -> Page:
+    """The verdict with its reasons, one-click HTML memo, and scenario files (TOML) to save and load."""
+    from specdec_lib import memo
+    from specdec_lib import scenario as scenario_module
+
+    state = {"base": scenario or default_scenario()}
+    controls = decision_controls(state["base"])
+    files = {
+        "scenario_path": _text_control("scenario.toml", "Scenario file (TOML)"),
+        "run_dir": _text_control("", "Measurement run folder", "optional: runs/<time>-sweep"),
+        "baseline_run_dir": _text_control("", "Baseline run folder", "optional: runs/<time>-load"),
+        "memo_path": _text_control("decision-memo.html", "Memo file"),
+    }
+    buttons = {
+        "export": widgets.Button(description="Export the memo", button_style="primary", icon="file"),
+        "save": widgets.Button(description="Save scenario", icon="save"),
+        "load": widgets.Button(description="Load scenario", icon="folder-open"),
+    }
+    verdict, status, message = widgets.HTML(), widgets.HTML(), new_message()
+    fig = _new_figure()
+
+    def current():
+        return decision_scenario_from_controls(state["base"], controls)
+
+    def update() -> str | None:
+        s = current()
+        plan = plan_from_controls(s, controls)
+        update_figure_in_place(fig, memory_figure_for(plan))
+        verdict.value = decision_html(decide_scenario(s, plan))
+        return None
+
+    def export() -> str | None:
+        s = current()
+        path = memo.write_memo(s, files["memo_path"].value.strip() or "decision-memo.html",
+                               run_dir=files["run_dir"].value.strip() or None,
+                               baseline_run_dir=files["baseline_run_dir"].value.strip() or None)
+        status.value = (f"<div style='color:#1b5e20'>Memo written: <a href='{html.escape(path.name)}' "
+                        f"target='_blank'>{html.escape(str(path.resolve()))}</a> (self-contained HTML, opens "
+                        "offline)</div>")
+        return None
+
+    def save() -> str | None:
+        path = scenario_module.save_scenario(current(), files["scenario_path"].value.strip())
+        status.value = message_html(f"Scenario saved: {path.resolve()}", "ok")
+        return None
+
+    def load_file() -> str | None:
+        loaded = scenario_module.load_scenario(files["scenario_path"].value.strip())
+        state["base"] = loaded
+        set_controls_from_scenario(controls, loaded)
+        refresh()
+        status.value = message_html(f"Scenario loaded: {loaded.title}", "ok")
+        return None
+
+    refresh = _wire(controls, update, message)
+    for name, fn in (("export", export), ("save", save), ("load", load_file)):
+        guarded = _guarded(fn, message)
+        buttons[name].on_click(lambda _b, g=guarded: g())
+    widget = _layout(_grid(controls, MEMO_CONTROLS), message, verdict, fig,
+                     widgets.VBox(list(files.values())), widgets.HBox(list(buttons.values())), status)
+    return Page(widget=widget, controls={**controls, **files}, figures={"memory": fig}, message=message,
+                outputs={"verdict": verdict, "status": status, "buttons": buttons, "state": state},
+                refresh=refresh)

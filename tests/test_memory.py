@@ -305,3 +305,40 @@ def test_kv_capacity_agrees_with_vllms_own_block_arithmetic(vllm_venv):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
+# ---- display edges ------------------------------------------------------------------------------------------
+
+
+def test_display_converts_at_the_edge_only():
+    from specdec_lib import display
+
+    assert display.format_gib(85_017_493_504) == "79.2 GiB"  # 85,017,493,504 / 2**30 = 79.18
+    assert display.format_gb(85_017_493_504) == "85.0 GB"
+    assert display.format_ms(0.0125) == "12.5 ms"
+    assert display.format_count(2_097_152) == "2,097,152"
+    assert display.format_params(70_553_706_496) == "70.55B"
+    assert display.format_ratio(70_553_706_496 / 8_030_261_248) == "1:8.8"
+
+
+def test_gpus_beyond_tp_are_independent_replicas():
+    one = plan_memory("Llama-3.1-8B", "Llama-3.2-1B", gpu="H100-SXM", num_gpus=1, tp=1, context_len=8192)
+    four = plan_memory("Llama-3.1-8B", "Llama-3.2-1B", gpu="H100-SXM", num_gpus=4, tp=1, context_len=8192)
+    assert four.replicas == 4
+    assert four.max_concurrent_seqs == one.max_concurrent_seqs  # per replica
+    assert four.kv_budget_bytes_per_gpu == one.kv_budget_bytes_per_gpu
+
+
+def test_awq_group_that_does_not_divide_the_tp_shard_is_reported():
+    # Qwen2.5-72B: intermediate 29,568 / 8 = 3,696, not a multiple of 128 (the official AWQ release pads it).
+    p = plan_memory("Qwen2.5-72B", None, gpu="H100-SXM", num_gpus=8, tp=8, target_precision="int4-awq",
+                    context_len=8192)
+    assert any("intermediate_size 29568 / TP 8" in e for e in p.vllm_errors)
+    tp1 = plan_memory("Qwen2.5-72B", None, gpu="H200", num_gpus=1, tp=1, target_precision="int4-awq",
+                      context_len=8192)
+    assert not tp1.vllm_errors  # 29,568 = 231 x 128
+    padded = model_from_hf_config({**TINY, "num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 29696,
+                                   "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 128,
+                                   "model_type": "qwen2"}, name="Qwen2.5-72B-Instruct-AWQ (padded)")
+    p8 = plan_memory(padded, None, gpu="H100-SXM", num_gpus=8, tp=8, target_precision="int4-awq", context_len=2048)
+    assert not p8.vllm_errors  # 29,696 / 8 = 3,712 = 29 x 128

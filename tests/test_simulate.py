@@ -459,3 +459,65 @@ def test_calibrating_from_a_speculative_run_is_refused():
     rec = {**_record(0, 1, [0.01] * 5, 0.02, 10, 6), "acceptance_source": "chunks", "draft_tokens": 20}
     with pytest.raises(ValueError, match="baseline"):
         calibrate_step_time([rec, rec, rec])
+
+
+def test_source_diagnostic_structured_tail_tightens_without_the_creative_class_under_load():
+    """The source's check: "run the same load test against a homogeneous low-temperature workload and compare P99.
+    If it tightens significantly, you have a mixed-workload problem". At 6 QPS with speculation the structured
+    requests' P99 is far worse in the mix than alone (the creative ones hold batch slots longer and every step grows
+    with the batch); without speculation the mix costs them much less."""
+    sc = source_mixed_example()
+    structured = sc.workload.classes[0]
+    alone = Workload((dataclasses.replace(structured, share=1.0),))
+    mix_reqs = make_requests(sc.workload, num_requests=3000, qps=6.0, seed=0)
+    alone_reqs = make_requests(alone, num_requests=1800, qps=0.6 * 6.0, seed=0)
+
+    def structured_p99(reqs, server, spec):
+        return simulate(reqs, server, sc.step_time, spec).summary().by_class[structured.name].e2e.p99
+
+    spec_penalty = structured_p99(mix_reqs, sc.speculative_server, sc.speculation) / structured_p99(
+        alone_reqs, sc.speculative_server, sc.speculation
+    )
+    base_penalty = structured_p99(mix_reqs, sc.baseline_server, None) / structured_p99(
+        alone_reqs, sc.baseline_server, None
+    )
+    assert spec_penalty > 1.4
+    assert spec_penalty > base_penalty + 0.25
+
+
+def test_replaying_a_run_the_model_produced_reproduces_its_percentiles():
+    """validate_against_run's plumbing: records written from a simulation (as runs.py would store them) replay
+    through the same model and step costs with zero error."""
+    from specdec_lib.simulate import validate_against_run
+
+    step = AffineStepTime(fixed_s=0.008, per_token_s=3e-5, per_seq_s=4e-4)
+    server = ServerConfig(kv_capacity_tokens=50_000, max_num_seqs=16, max_num_batched_tokens=512)
+    workload = Workload((TrafficClass("only", 1.0, 0.0, _fixed(40), LengthDistribution(30, 0.5, 2, 100)),))
+    reqs = make_requests(workload, num_requests=200, qps=20.0, seed=3)
+    r = simulate(reqs, server, step)
+    records = [
+        {"index": i, "sent_at_s": float(reqs.arrival_s[i]) + 100.0, "prompt_tokens": int(reqs.prompt_tokens[i]),
+         "completion_tokens": int(reqs.output_tokens[i]), "ttft_s": float(r.ttft_s[i]), "tpot_s": float(r.tpot_s[i]),
+         "e2e_s": float(r.e2e_s[i]), "error": None}
+        for i in range(reqs.num_requests)
+    ]
+    v = validate_against_run(records, server, step)
+    assert v.num_requests == 200
+    assert all(abs(row.relative_error) < 1e-9 for row in v.rows)
+    assert v.error("e2e", "p99") == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_scenario_workload_becomes_traffic_classes_and_unknown_alpha_is_refused():
+    from specdec_lib.scenario import RequestClass
+
+    from specdec_lib.simulate import workload_from_scenario
+
+    classes = (
+        RequestClass("json", 0.6, 0.1, prompt_tokens=300, output_tokens=120, alpha=0.82),
+        RequestClass("story", 0.4, 1.0, prompt_tokens=80, output_tokens=600, alpha=0.38),
+    )
+    wl = workload_from_scenario(classes)
+    assert [c.alpha for c in wl.classes] == [0.82, 0.38]
+    assert wl.classes[1].output.median_tokens == 600
+    with pytest.raises(ValueError, match="alpha"):
+        workload_from_scenario((RequestClass("chat", 1.0, 0.7, 512, 256),))

@@ -28,11 +28,13 @@ TINY_LLAMA_CONFIG = {
 
 
 def test_k_schedule_turns_speculation_off_above_the_crossover():
-    # Crossover at 12.7 running requests: speculate with k up to 12, k = 0 from 13 to vLLM's max_num_seqs (1024).
+    # load.crossover_batch = 13 (first batch that no longer gains): speculate with k up to 12 running requests,
+    # k = 0 from 13 to vLLM's default max_num_seqs (1024).
+    assert k_schedule(13, 5) == [[1, 12, 5], [13, 1024, 0]]
     assert k_schedule(12.7, 5) == [[1, 12, 5], [13, 1024, 0]]
-    assert k_schedule(40.0, 3, max_num_seqs=256) == [[1, 40, 3], [41, 256, 0]]
+    assert k_schedule(41, 3, max_num_seqs=256) == [[1, 40, 3], [41, 256, 0]]
     assert k_schedule(None, 5) is None          # no crossover: speculation helps at every batch size
-    assert k_schedule(0.6, 5) is None           # no batch size gains: the decision says leave it off
+    assert k_schedule(1, 5) is None             # no batch size gains: the decision says leave it off
     assert k_schedule(5000.0, 5) is None        # crossover beyond max_num_seqs
     with pytest.raises(ValueError, match="num_speculative_tokens"):
         k_schedule(10.0, 0)

@@ -1,0 +1,297 @@
+"""`specdec`: the workbook from the command line (plan, measure, memo, scenario).
+
+    specdec plan   [--scenario FILE] [--run RUN_DIR] [--json]
+    specdec measure --url URL [--api-key-env VAR] [--sweep temps|load] [...]
+    specdec memo   [--scenario FILE] [--run RUN_DIR] [--baseline-run RUN_DIR] -o memo.html
+    specdec scenario [-o FILE]          (write the built-in default scenario as TOML)
+
+Exit codes: 0 ok; 2 bad input (the message names the field or file); 3 endpoint unreachable (refused, DNS,
+timeout); 4 the endpoint answered but not as a vLLM server should (HTTP error, not vLLM, broken stream);
+130 interrupted. An API key is only ever read from the environment variable named by --api-key-env, never
+from the command line (it would land in shell history and `ps`), and is never printed or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_ENDPOINT_ERROR = 4
+EXIT_INTERRUPTED = 130
+UNREACHABLE_KINDS = ("connection_refused", "dns_failure", "connection_error", "timeout")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _scenario(path: str | None):
+    from specdec_lib.scenario import DEFAULT_SCENARIO, load_scenario
+
+    return DEFAULT_SCENARIO if path is None else load_scenario(path)
+
+
+def _run(path: str | None, what: str = "--run"):
+    if path is None:
+        return None
+    from specdec_lib import runs
+
+    p = Path(path)
+    if not (p / "metadata.json").is_file():
+        raise ValueError(f"{what}={path!r} is not a run folder (no metadata.json)")
+    return runs.load_run(p)
+
+
+# --- plan ----------------------------------------------------------------------------------------------------
+
+def _plan_dict(scenario, run) -> dict:
+    from specdec_lib import decision as dec
+    from specdec_lib import vllm_command
+    from specdec_lib.scenario import scenario_to_dict
+
+    decision, evidence = dec.evaluate(scenario, run=run)
+    try:
+        command = vllm_command.serve_command(scenario, crossover_batch=evidence.crossover_batch)
+        today = {"argv": list(command.argv), "shell": command.shell(), "notes": list(command.notes),
+                 "speculative_config": command.speculative_config}
+    except ValueError as exc:
+        today = {"error": str(exc)}
+    try:
+        legacy = vllm_command.legacy_command(scenario, crossover_batch=evidence.crossover_batch)
+        legacy_d = {"argv": list(legacy.argv), "shell": legacy.shell(), "applies_to": legacy.applies_to.label()}
+    except ValueError as exc:
+        legacy_d = {"error": str(exc)}
+    return {
+        "scenario": scenario_to_dict(scenario),
+        "verdict": decision.verdict,
+        "reasons": [{"condition": r.condition, "group": r.group, "statement": r.statement, "status": r.status,
+                     "value": r.value, "unit": r.unit, "threshold": r.threshold, "source": r.source,
+                     "effect": r.effect, "detail": r.detail} for r in decision.reasons],
+        "load": {"cost_ratio": evidence.cost_ratio, "batch_at_qps": evidence.needed_batch_at_qps,
+                 "speedup_at_qps": evidence.predicted_speedup_at_qps, "crossover_batch": evidence.crossover_batch,
+                 "crossover_qps": evidence.crossover_qps},
+        "memory": {"target_weights_bytes": evidence.target_weights_bytes,
+                   "draft_weights_bytes": evidence.draft_weights_bytes,
+                   "max_concurrent_full_context": evidence.max_concurrent_full_context,
+                   "max_concurrent_full_context_without_draft": evidence.max_concurrent_full_context_without_draft},
+        "measured": [{"temperature": m.temperature, "alpha": m.alpha, "v1_rate": m.v1_rate, "requests": m.requests}
+                     for m in evidence.measured],
+        "command": today,
+        "legacy_command": legacy_d,
+    }
+
+
+def _print_plan(d: dict) -> None:
+    from specdec_lib.memo import format_value
+
+    s = d["scenario"]
+    print(f"Scenario: {s['title']}")
+    print(f"Verdict:  {d['verdict'].upper()}")
+    print()
+    width = max(len(r["statement"]) for r in d["reasons"])
+    for r in d["reasons"]:
+        mark = {"passed": "ok  ", "failed": "FAIL", "unknown": "??  "}[r["status"]]
+        value = format_value(r["value"], r["unit"])
+        print(f"  [{mark}] {r['statement']:<{width}}  {value:>14}  ({r['source']}; fails -> {r['effect']})")
+    load = d["load"]
+    if load["speedup_at_qps"] is not None:
+        print(f"\nLoad model: {load['speedup_at_qps']:.2f}x at {s['qps']:g} requests/s; "
+              f"crossover {load['crossover_qps'] if load['crossover_qps'] is None else round(load['crossover_qps'], 3)}"
+              f" requests/s, batch {load['crossover_batch']}")
+    print("\nCommand (today's vLLM):")
+    print("  " + d["command"].get("shell", d["command"].get("error", "")).replace("\n", "\n  "))
+    print("\nLegacy V0 flags (" + d["legacy_command"].get("applies_to", "") + "):")
+    print("  " + d["legacy_command"].get("shell", d["legacy_command"].get("error", "")).replace("\n", "\n  "))
+
+
+def cmd_plan(args) -> int:
+    scenario = _scenario(args.scenario)
+    run = _run(args.run)
+    d = _plan_dict(scenario, run)
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        _print_plan(d)
+    return EXIT_OK
+
+
+# --- memo ----------------------------------------------------------------------------------------------------
+
+def cmd_memo(args) -> int:
+    from specdec_lib import memo
+
+    scenario = _scenario(args.scenario)
+    run_dir = args.run or scenario.measurement_run
+    run = _run(run_dir)
+    baseline = _run(args.baseline_run, "--baseline-run")
+    print(f"[memo] scenario: {scenario.title}", file=sys.stderr)
+    if run is not None:
+        print(f"[memo] measurement run: {run.path}", file=sys.stderr)
+    html = memo.render_memo(scenario, run=run, baseline_run=baseline)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    print(f"[memo] wrote {out} ({len(html) / 1e6:.1f} MB)", file=sys.stderr)
+    print(str(out))
+    return EXIT_OK
+
+
+# --- measure -------------------------------------------------------------------------------------------------
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not accepted: comma-separated numbers, e.g. 0,0.4,0.8") from None
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not accepted: comma-separated integers, e.g. 1,4,16") from None
+
+
+def cmd_measure(args) -> int:
+    from specdec_lib import loadtest
+    from specdec_lib.endpoint import EndpointClient
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env={args.api_key_env}: that environment variable is not set or empty")
+    client = EndpointClient(args.url, api_key=api_key, timeout_s=args.timeout_s)
+    prompts = args.prompts.split(",") if args.prompts else loadtest.BUILTIN_PROMPT_SETS
+    common = dict(prompts=prompts, max_tokens=args.max_tokens, runs_dir=args.runs_dir, resume=args.resume,
+                  request_timeout_s=args.timeout_s, max_duration_s=args.max_duration_s,
+                  progress=not args.no_progress, api=args.api)
+    print(f"[measure] {args.sweep} against {args.url}; run folders under {args.runs_dir}", file=sys.stderr)
+    if args.sweep == "temps":
+        result = loadtest.run_temperature_sweep(
+            client, temperatures=_floats(args.temperatures, "--temperatures"),
+            requests_per_temperature=args.requests, concurrency=_ints(args.concurrency, "--concurrency")[0],
+            **common)
+        rows = [{"label": t.label, "succeeded": t.succeeded, "errors": t.errors, "k": t.num_speculative_tokens,
+                 "v1_rate": t.v1_rate, "alpha": t.alpha, "band": t.band, "status": t.status}
+                for t in result.temperatures]
+    else:
+        result = loadtest.run_load_test(
+            client, concurrency_levels=_ints(args.concurrency, "--concurrency"),
+            request_rates_qps=_floats(args.rates, "--rates") if args.rates else (),
+            requests_per_level=args.requests, temperatures=_floats(args.temperatures, "--temperatures"), **common)
+        rows = [_level_row(level) for level in getattr(result, "levels", ())]
+    summary = {"run_path": str(result.run_path), "interrupted": result.interrupted, "rows": rows}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        for row in rows:
+            print("  " + "  ".join(f"{k}={_short(v)}" for k, v in row.items()))
+        print(f"run folder: {result.run_path}")
+        print(f"next: specdec memo --run {result.run_path} -o memo.html")
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def _level_row(level) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(level) if is_dataclass(level) else dict(level)
+    return {k: v for k, v in d.items() if not isinstance(v, (dict, list, tuple))}
+
+
+def _short(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+# --- scenario ------------------------------------------------------------------------------------------------
+
+def cmd_scenario(args) -> int:
+    import tomli_w
+
+    from specdec_lib.scenario import DEFAULT_SCENARIO, save_scenario, scenario_to_dict
+
+    if args.output:
+        print(str(save_scenario(DEFAULT_SCENARIO, args.output)))
+    else:
+        sys.stdout.write(tomli_w.dumps(scenario_to_dict(DEFAULT_SCENARIO)))
+    return EXIT_OK
+
+
+# --- wiring --------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specdec", description="Speculative decoding on vLLM: plan, measure, decide, and write the memo.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 endpoint unreachable, 4 endpoint error, 130 interrupted.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario}")
+
+    p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
+    p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
+    p.add_argument("--run", metavar="RUN_DIR", help="a measurement run folder to take acceptance from")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_plan)
+
+    m = sub.add_parser("measure", help="measure acceptance (temperature sweep) or latency under load")
+    m.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    m.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
+    m.add_argument("--sweep", choices=("temps", "load"), default="temps")
+    m.add_argument("--temperatures", default="0,0.4,0.8,1.0", help="comma-separated (default: the source's)")
+    m.add_argument("--requests", type=int, default=20, help="requests per temperature or per load level")
+    m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
+    m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
+    m.add_argument("--max-tokens", type=int, default=128)
+    m.add_argument("--prompts", default="", help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
+    m.add_argument("--api", choices=("chat", "completions"), default="chat")
+    m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
+    m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    m.add_argument("--timeout-s", type=float, default=120.0, help="per request")
+    m.add_argument("--max-duration-s", type=float, default=None, help="stop the whole run after this long")
+    m.add_argument("--no-progress", action="store_true")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_measure)
+
+    o = sub.add_parser("memo", help="write the self-contained HTML decision memo")
+    o.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
+    o.add_argument("--run", metavar="RUN_DIR", help="measurement run folder (default: the scenario's measurement_run)")
+    o.add_argument("--baseline-run", metavar="RUN_DIR", help="a run against the same server without speculation")
+    o.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write memo.html")
+    o.set_defaults(func=cmd_memo)
+
+    s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_scenario)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from specdec_lib.endpoint import EndpointError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EndpointError as exc:
+        code = EXIT_UNREACHABLE if exc.kind in UNREACHABLE_KINDS else EXIT_ENDPOINT_ERROR
+        print(f"error: {exc}", file=sys.stderr)
+        if getattr(exc, "run_path", None):
+            print(f"the run folder keeps what was recorded: {exc.run_path}", file=sys.stderr)
+        return code
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
