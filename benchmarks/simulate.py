@@ -14,7 +14,11 @@
    times and token counts) and the simulated P50/P99 of TTFT, TPOT and E2E are compared with the measured ones.
    The server's scheduler limits are vLLM 0.32's CPU API-server defaults (max_num_seqs 128,
    max_num_batched_tokens 2048, from vllm/engine/arg_utils.py) and its KV capacity is read from its start-up log.
-   Raw records are kept in the run folder printed at the end (JSON summary beside it).
+   Then the same with a speculative server (a draft = the target + 5 % noise, probabilistic draft sampling, k = 4):
+   the draft's cost is calibrated from that server's closed-loop levels, alpha from its measured acceptance (vLLM
+   V1's prefix rate converted), and the Poisson runs at the same rates are replayed with speculation; the
+   measured and simulated speculative/baseline ratios are printed side by side.
+   Raw records are kept in the run folders printed (JSON summary in test-output/benchmark-simulate/).
 """
 
 from __future__ import annotations
@@ -120,53 +124,108 @@ def contagion() -> dict:
     return out
 
 
-def live_validation(out_dir: Path, max_tokens: int, requests_per_level: int) -> dict:
-    from specdec_lib import endpoint, loadtest, localserver, runs
+def _print_validation(label: str, v: "sim.Validation") -> dict:
+    for metric in ("ttft", "tpot", "e2e"):
+        p50 = next(r for r in v.rows if r.metric == metric and r.stat == "p50")
+        p99 = next(r for r in v.rows if r.metric == metric and r.stat == "p99")
+        print(
+            f"  {label:24s} {v.num_requests:4d}  {v.simulated_mean_batch_size:6.2f}     {metric:5s}  "
+            f"{p50.measured_s * 1e3:8.1f} / {p99.measured_s * 1e3:8.1f}       "
+            f"{p50.simulated_s * 1e3:8.1f} / {p99.simulated_s * 1e3:8.1f}        "
+            f"{p50.relative_error:+6.1%} / {p99.relative_error:+6.1%}"
+        )
+    return {"num_requests": v.num_requests, "simulated_mean_batch_size": v.simulated_mean_batch_size,
+            "rows": [{**r.__dict__, "relative_error": r.relative_error} for r in v.rows]}
+
+
+def _closed_and_open_runs(server, out_dir: Path, max_tokens: int, requests_per_level: int, rates: list[float] | None,
+                          step_for_rates=None):
+    """Warm-up, closed-loop levels 1/2/4/8, then Poisson levels; returns (calibration records, open-loop run)."""
+    from specdec_lib import endpoint, loadtest, runs
+
+    client = endpoint.EndpointClient(server.base_url)
+    common = dict(temperatures=(0.0,), max_tokens=max_tokens, runs_dir=out_dir / "runs", progress=False)
+    loadtest.run_load_test(client, concurrency_levels=(2,), requests_per_level=4, **common)  # warm-up, discarded
+    t0 = time.perf_counter()
+    calib = loadtest.run_load_test(client, concurrency_levels=(1, 2, 4, 8), requests_per_level=requests_per_level,
+                                   **common)
+    calib_records = runs.load_run(calib.run_path).records
+    print(f"  closed-loop run {calib.run_path} ({time.perf_counter() - t0:.0f} s)")
+    if rates is None:
+        calibration = step_for_rates(calib_records)
+        # rates that should hold about 2 and 6 sequences running: Little's law, b = QPS * (max_tokens * step(b))
+        rates = [round(b / (max_tokens * float(calibration.step_time(b, b, 0, 0))), 2) for b in (2, 6)]
+    t0 = time.perf_counter()
+    measured = loadtest.run_load_test(client, concurrency_levels=(), request_rates_qps=rates,
+                                      requests_per_level=3 * requests_per_level, max_in_flight=64, **common)
+    print(f"  Poisson run {measured.run_path} at {rates} QPS ({time.perf_counter() - t0:.0f} s)")
+    return calib_records, runs.load_run(measured.run_path).records, rates
+
+
+def _by_rate(records: list[dict]) -> list[tuple[str, list[dict]]]:
+    labels = sorted({r["label"] for r in records}, key=lambda x: float(x.split("=")[1].removesuffix("qps")))
+    return [(label, [r for r in records if r["label"] == label]) for label in labels]
+
+
+def live_validation(out_dir: Path, max_tokens: int, requests_per_level: int, speculative: bool) -> dict:
+    from specdec_lib import localserver
 
     models = localserver.ensure_tiny_models()
-    log_path = out_dir / "baseline-server.log"
-    print("\n== validation against a real vLLM CPU server (tiny target, no speculation) ==")
-    with localserver.VLLMServer(models.target, log_path=log_path, served_model_name="tiny-target") as server:
-        kv_tokens = localserver.kv_cache_tokens_from_log(server.log_text())
-        client = endpoint.EndpointClient(server.base_url)
-        t0 = time.perf_counter()
-        calib = loadtest.run_load_test(
-            client, concurrency_levels=(1, 2, 4, 8), requests_per_level=requests_per_level, temperatures=(0.0,),
-            max_tokens=max_tokens, runs_dir=out_dir / "runs", progress=False,
-        )
-        calib_records = runs.load_run(calib.run_path).records
-        step = sim.calibrate_step_time(calib_records)
-        print(f"  calibration run {calib.run_path.name} ({time.perf_counter() - t0:.0f} s): {step}")
-        # rates that should hold about 2 and 6 sequences running: Little's law, b = QPS * (max_tokens * step(b))
-        rates = [round(b / (max_tokens * float(step(b, b, 0, 0))), 2) for b in (2, 6)]
-        t0 = time.perf_counter()
-        measured = loadtest.run_load_test(
-            client, concurrency_levels=(), request_rates_qps=rates, requests_per_level=3 * requests_per_level,
-            temperatures=(0.0,), max_tokens=max_tokens, max_in_flight=64, runs_dir=out_dir / "runs", progress=False,
-        )
-        print(f"  Poisson run {measured.run_path.name} at {rates} QPS ({time.perf_counter() - t0:.0f} s)")
-    server_config = sim.ServerConfig(kv_tokens, CPU_MAX_NUM_SEQS, CPU_MAX_NUM_BATCHED_TOKENS)
-    records = runs.load_run(measured.run_path).records
-    result = {"kv_capacity_tokens": kv_tokens, "step_time": step.__dict__, "levels": {}}
-    print("  level            n  batch(sim)  metric  measured P50 / P99 ms    simulated P50 / P99 ms    error P50 / P99")
-    for label in sorted({r["label"] for r in records}, key=lambda x: float(x.split("=")[1].removesuffix("qps"))):
-        level = [r for r in records if r["label"] == label]
-        v = sim.validate_against_run(level, server_config, step)
-        for metric in ("ttft", "tpot", "e2e"):
-            p50 = next(r for r in v.rows if r.metric == metric and r.stat == "p50")
-            p99 = next(r for r in v.rows if r.metric == metric and r.stat == "p99")
-            print(
-                f"  {label:14s} {v.num_requests:4d}  {v.simulated_mean_batch_size:6.2f}     {metric:5s}  "
-                f"{p50.measured_s * 1e3:8.1f} / {p99.measured_s * 1e3:8.1f}       "
-                f"{p50.simulated_s * 1e3:8.1f} / {p99.simulated_s * 1e3:8.1f}        "
-                f"{p50.relative_error:+6.1%} / {p99.relative_error:+6.1%}"
-            )
-        result["levels"][label] = {
-            "num_requests": v.num_requests, "simulated_mean_batch_size": v.simulated_mean_batch_size,
-            "rows": [{**r.__dict__, "relative_error": r.relative_error} for r in v.rows],
-        }
-    result["calibration_run"] = str(calib.run_path)
-    result["measured_run"] = str(measured.run_path)
+    result: dict = {}
+    header = ("  level                       n  batch(sim)  metric  measured P50 / P99 ms    simulated P50 / P99 ms"
+              "    error P50 / P99")
+
+    print("\n== validation against a real vLLM CPU server: tiny target, no speculation ==")
+    with localserver.VLLMServer(models.target, log_path=out_dir / "baseline-server.log",
+                                served_model_name="tiny-target") as server:
+        kv_base = localserver.kv_cache_tokens_from_log(server.log_text())
+        calib_records, base_records, rates = _closed_and_open_runs(
+            server, out_dir, max_tokens, requests_per_level, None, sim.calibrate_from_records)
+    calibration = sim.calibrate_from_records(calib_records)
+    step = calibration.step_time
+    print(f"  calibrated: step = {step.fixed_s * 1e3:.2f} ms + {step.per_token_s * 1e6:.2f} us/token + "
+          f"{step.per_seq_s * 1e3:.3f} ms/seq; request overhead {calibration.request_overhead_s * 1e3:.2f} ms "
+          f"({calibration.num_observations} observations); KV {kv_base:,} tokens")
+    base_server = sim.ServerConfig(kv_base, CPU_MAX_NUM_SEQS, CPU_MAX_NUM_BATCHED_TOKENS)
+    result["baseline"] = {"kv_capacity_tokens": kv_base, "step_time": step.__dict__,
+                          "request_overhead_s": calibration.request_overhead_s, "levels": {}}
+    print(header)
+    base_validations = {}
+    for label, level in _by_rate(base_records):
+        v = sim.validate_against_run(level, base_server, step, request_overhead_s=calibration.request_overhead_s)
+        base_validations[label] = v
+        result["baseline"]["levels"][label] = _print_validation(label, v)
+    if not speculative:
+        return result
+
+    k = 4
+    spec_config = localserver.draft_spec(str(models.path("draft_noise05")), "probabilistic", k)
+    print(f"\n== the same against a speculative server: draft = target + 5 % noise, probabilistic, k = {k} ==")
+    with localserver.VLLMServer(models.target, speculative_config=spec_config, log_path=out_dir / "spec-server.log",
+                                served_model_name="tiny-target") as server:
+        kv_spec = localserver.kv_cache_tokens_from_log(server.log_text())
+        spec_calib_records, spec_records, _ = _closed_and_open_runs(server, out_dir, max_tokens, requests_per_level,
+                                                                   rates)
+    spec_step = sim.calibrate_draft_from_records(spec_calib_records, step, k)
+    alpha = sim.alpha_from_records(spec_records, k)
+    print(f"  calibrated draft: {spec_step.draft_fixed_s * 1e3:.3f} ms + {spec_step.draft_per_seq_s * 1e3:.3f} ms/seq "
+          f"per draft pass; measured alpha {alpha:.3f}; KV {kv_spec:,} tokens")
+    spec_server = sim.ServerConfig(kv_spec, CPU_MAX_NUM_SEQS, CPU_MAX_NUM_BATCHED_TOKENS)
+    result["speculative"] = {"kv_capacity_tokens": kv_spec, "step_time": spec_step.__dict__, "alpha": alpha,
+                             "levels": {}}
+    print(header)
+    for label, level in _by_rate(spec_records):
+        v = sim.validate_against_run(level, spec_server, spec_step, request_overhead_s=calibration.request_overhead_s,
+                                     speculation=sim.SpeculationConfig(k), alpha=alpha)
+        result["speculative"]["levels"][label] = _print_validation(label, v)
+        b = base_validations.get(label)
+        if b is not None:
+            for metric in ("tpot", "e2e"):
+                for stat in ("p50", "p99"):
+                    mb = next(r for r in b.rows if r.metric == metric and r.stat == stat)
+                    ms = next(r for r in v.rows if r.metric == metric and r.stat == stat)
+                    print(f"    {label} {metric} {stat}: speculative/baseline measured {ms.measured_s / mb.measured_s:.2f}"
+                          f", simulated {ms.simulated_s / mb.simulated_s:.2f}")
     return result
 
 
@@ -176,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=10_000, help="requests for the speed test (default 10,000)")
     ap.add_argument("--max-tokens", type=int, default=48, help="max_tokens of live requests (default 48)")
     ap.add_argument("--requests-per-level", type=int, default=16, help="live closed-loop requests per level")
+    ap.add_argument("--skip-speculative", action="store_true", help="live: the baseline server only")
     ap.add_argument("--out", type=Path, default=ROOT / "test-output" / "benchmark-simulate")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"speed": speed(args.requests), "source_sweep": source_sweep(), "contagion": contagion()}
     if not args.skip_live:
-        report["validation"] = live_validation(args.out, args.max_tokens, args.requests_per_level)
+        report["validation"] = live_validation(args.out, args.max_tokens, args.requests_per_level,
+                                               not args.skip_speculative)
     (args.out / "simulate.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\nJSON: {args.out / 'simulate.json'}")
     return 0

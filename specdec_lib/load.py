@@ -7,8 +7,8 @@ FLOP and seconds):
          + TP communication: 2 all-reduces per layer, ring: 2(tp−1)/tp · message / (link · η_link) + latency
          + overhead_s + num_layers · overhead_s_per_layer                          launches, small kernels, CPU
 
-bytes read = the GPU's share of the weights (linear layers at the precision, lm_head in 16 bit) + the KV cache of
-B sequences at context L; FLOP = 2 · params · B·q tokens + attention 4 · head_dim · heads · B·q·(L+q). A batch of
+bytes read = the GPU's share of the weights (linear layers at the precision, lm_head in 16 bit) + the KV cache
+of B sequences at context L; FLOP = 2 · params · B·q tokens + attention 4 · head_dim · heads · B·q·(L+q). A batch of
 B sequences each processing q tokens: q = 1 for ordinary decoding, q = k + 1 when the target verifies k drafts.
 
 Speculation (one verification step): the draft runs k sequential single-token steps for the whole batch at its
@@ -27,7 +27,8 @@ consistently by bisection. The efficiency factors come from calibration (data/ca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import numbers
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import speculation
@@ -35,9 +36,9 @@ from . import speculation
 __all__ = [
     "StepFactors", "DEFAULT_FACTORS", "StepTime", "Deployment", "Workload", "SpeculativeStep", "SpeedupResult",
     "BatchAtLoad", "QpsResult", "Sensitivity", "StepObservation", "FitResult",
-    "step_time_breakdown", "step_time_s", "draft_step_time_s", "cost_ratio", "spec_step_time", "speedup_vs_batch",
-    "crossover_batch", "prefill_time_s", "batch_from_qps", "capacity_qps", "speedup_at_qps", "crossover_qps", "sensitivity",
-    "fit_step_factors", "fit_from_latency_sweep", "observations_from_latency_sweep",
+    "step_time_breakdown", "step_time_s", "target_step_time", "draft_step_time_s", "cost_ratio", "spec_step_time",
+    "speedup_vs_batch", "crossover_batch", "prefill_time_s", "batch_from_qps", "capacity_qps", "speedup_at_qps",
+    "crossover_qps", "sensitivity", "fit_step_factors", "fit_from_latency_sweep", "observations_from_latency_sweep",
 ]
 
 
@@ -61,11 +62,11 @@ class StepFactors:
     def __post_init__(self) -> None:
         for name in ("memory_efficiency", "compute_efficiency", "interconnect_efficiency"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 < v <= 1):
+            if isinstance(v, bool) or not (isinstance(v, numbers.Real) and 0 < v <= 1):
                 raise ValueError(f"{name}={v!r}: expected a fraction in (0, 1]")
         for name in ("overhead_s", "overhead_s_per_layer", "allreduce_latency_s"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if isinstance(v, bool) or not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r}: expected seconds >= 0")
 
     @classmethod
@@ -80,17 +81,18 @@ class StepFactors:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-# Fitted by benchmarks/validate_calibration.py (fit_step_factors over all 138 steps in
+# Fitted by benchmarks/validate_calibration.py --write (fit_step_factors over the 138 "fit" steps in
 # data/calibration/h100_step_timings.json; written to data/calibration/h100_fitted_factors.json, and a test
-# checks the two agree). Measured with plain PyTorch kernels in CUDA graphs on one H100 SXM: vLLM's fused kernels
-# have less per-layer overhead, so these factors err towards slower small-batch steps. The two interconnect
-# values are assumptions (one GPU cannot measure an all-reduce): NVLink 4 at 70 % of 450 GB/s per direction and
-# 15 µs per all-reduce.
+# checks the two agree). Median |error| 8.5 % in sample, 13.5 % on 60 held-out steps (worst: verification at
+# context 8192, where PyTorch's masked attention kernel, unlike vLLM's split-KV kernels, is far from bandwidth).
+# Measured with plain PyTorch kernels in CUDA graphs on one H100 SXM: vLLM's fused kernels have less per-layer
+# overhead, so these factors err towards slower small-batch steps. The two interconnect values are assumptions
+# (one GPU cannot measure an all-reduce): NVLink 4 at 70 % of 450 GB/s per direction and 15 µs per all-reduce.
 DEFAULT_FACTORS = StepFactors(
-    memory_efficiency=0.797,
+    memory_efficiency=0.791,
     compute_efficiency=0.437,
-    overhead_s=5.436e-05,
-    overhead_s_per_layer=8.491e-05,
+    overhead_s=6.146e-05,
+    overhead_s_per_layer=8.510e-05,
     interconnect_efficiency=0.7,
     allreduce_latency_s=15e-6,
     source="H100 SXM calibration (data/calibration/h100_fitted_factors.json); interconnect values assumed",
@@ -119,13 +121,13 @@ class StepTime:
 
 
 def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
         raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
-    return v
+    return int(v)
 
 
 def _positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
             or (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name}={v!r}: expected a finite number {'>' if strict else '>='} {minimum}")
     return float(v)
@@ -219,6 +221,9 @@ class Deployment:
     method: "draft_model" (a separate small model at ``draft_tp``), "eagle" (one extra decoder layer of the
     target's shape plus the target's lm_head, at the target's TP), "ngram" (prompt lookup on the CPU:
     ``ngram_step_s`` per step, no GPU time), or "none".
+
+    vLLM 0.32 runs ``draft_model`` only with draft TP = target TP (``v1/spec_decode/draft_model.py``,
+    ``_raise_if_draft_tp_mismatch``); ``draft_tp`` = 1 under a larger target TP describes vLLM V0 (2024) or a what-if.
     """
 
     target: Any  # catalog.ModelSpec
@@ -250,6 +255,7 @@ class Deployment:
 
 
 def target_step_time(dep: Deployment, batch_size: float, tokens_per_seq: int, context_len: int) -> StepTime:
+    """The target's step (``step_time_breakdown``) with the deployment's precision, GPU, TP and factors."""
     return step_time_breakdown(dep.target, dep.target_precision, dep.gpu, dep.tp, batch_size, tokens_per_seq,
                                context_len, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
 

@@ -79,6 +79,13 @@ def _parse_prompt_lines(lines: Iterable[str], set_name: str, where: str) -> list
     return out
 
 
+def _prompts_param(source: str | Path | Sequence[str]) -> str | list[str]:
+    """How the prompt source is written in a run's metadata (a path as text, set names as a list)."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return [str(p) for p in source]
+
+
 def load_prompts(source: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS) -> list[Prompt]:
     """Prompts from built-in sets (names in BUILTIN_PROMPT_SETS) or a user JSONL file.
 
@@ -415,7 +422,7 @@ def run_temperature_sweep(
     if api == "completions" and any(p.text is None for p in prompt_list):
         raise ValueError("api='completions' needs 'prompt' lines, not 'messages'")
     params = {"temperatures": temps, "requests_per_temperature": requests_per_temperature,
-              "prompts": prompts if isinstance(prompts, str) else [str(p) for p in prompts], "max_tokens": max_tokens,
+              "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "concurrency": concurrency, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
               "extra_body": extra_body}
     info = _discover_or_record(client, "sweep", runs_dir, resume, params)
@@ -525,7 +532,7 @@ def run_load_test(
     prompt_list = load_prompts(prompts)
     params = {"concurrency_levels": list(concurrency_levels), "request_rates_qps": [float(r) for r in request_rates_qps],
               "requests_per_level": requests_per_level, "temperatures": temps,
-              "prompts": prompts if isinstance(prompts, str) else [str(p) for p in prompts], "max_tokens": max_tokens,
+              "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
               "extra_body": extra_body}
     info = _discover_or_record(client, "load", runs_dir, resume, params)

@@ -19,6 +19,7 @@ i.e. a checkout, which is what ``./workbook`` and ``./run-tests`` install; other
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import ctypes
 import fcntl
@@ -37,7 +38,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from specdec_lib import tiny_models as _tiny
 
@@ -242,6 +243,16 @@ def install(venv: Path | None = None, *, force: bool = False) -> Path:
     if venv_is_ready(venv) and not force:
         print(f"[vllm-venv] ready: {venv} ({VLLM_DIST}=={VLLM_VERSION}, CPU sampling fix applied)")
         return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits, then finds the stamp
+        if venv_is_ready(venv) and not force:
+            print(f"[vllm-venv] ready: {venv} (installed by another process)")
+            return venv
+        return _install_locked(venv)
+
+
+def _install_locked(venv: Path) -> Path:
     started = time.monotonic()
     _stamp_path(venv).unlink(missing_ok=True)
     if not venv_python(venv).exists():
@@ -250,7 +261,7 @@ def install(venv: Path | None = None, *, force: bool = False) -> Path:
     py = str(venv_python(venv))
     _run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], "upgrading pip")
     _run([py, "-m", "pip", "install", "-q", f"{VLLM_DIST}=={VLLM_VERSION}"],
-         f"installing {VLLM_DIST}=={VLLM_VERSION} (about 2 minutes, ~3.4 GB)")
+         f"installing {VLLM_DIST}=={VLLM_VERSION} (1-2 minutes, ~3.4 GB)")
     _run([py, "-m", "pip", "uninstall", "-y", "-q", *UNWANTED_PACKAGES], f"removing {', '.join(UNWANTED_PACKAGES)}")
     print(f"[vllm-venv] CPU sampling fix (vllm issue #55005): {apply_cpu_sampling_patch(venv)}", flush=True)
     verify_cpu_sampling_patch(venv)
@@ -388,8 +399,9 @@ class VLLMServer:
         with VLLMServer(models.target, speculative_config={"method": "ngram", ...}) as server:
             requests.post(server.base_url + "/v1/chat/completions", json={"model": server.model_name, ...})
 
-    ``start`` waits for ``GET /v1/models`` for at most ``ready_timeout_s`` and raises ``HarnessError`` naming the
-    URL, the log path and the log's tail. ``stop`` sends SIGTERM to the whole process group (the API server and
+    ``start`` waits for ``GET /v1/models`` for at most ``ready_timeout_s`` (sending ``VLLM_API_KEY`` as a bearer
+    key when the server's environment sets one) and raises ``HarnessError`` naming the URL, the log path and the
+    log's tail. ``stop`` sends SIGTERM to the whole process group (the API server and
     its engine core), then SIGKILL after ``STOP_GRACE_S``; it runs on ``with``-exit whatever the exception
     (KeyboardInterrupt included) and at interpreter exit. With ``die_with_parent`` (default) the server also gets
     SIGTERM if the *thread* that started it ends, so start long-lived servers from the main thread.
@@ -491,13 +503,16 @@ class VLLMServer:
 
     def _wait_ready(self, started: float) -> None:
         url = f"{self.base_url}/v1/models"
+        # A server started with VLLM_API_KEY in its environment guards /v1/*: ask with that key (never logged).
+        key = self.environment().get("VLLM_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         while True:
             code = self._proc.poll()
             if code is not None:
                 raise HarnessError(f"vLLM server for {url} exited with code {code} before it was ready; "
                                    f"log: {self.log_path}\n--- log tail ---\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
                     if resp.status == 200 and json.loads(resp.read()).get("data"):
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
@@ -551,8 +566,6 @@ def _stop_all_at_exit() -> None:
         except Exception as exc:  # at exit: report, keep stopping the others
             print(f"[vllm] could not stop {server}: {exc}", file=sys.stderr)
 
-
-import atexit  # noqa: E402  (registered once the class exists)
 
 atexit.register(_stop_all_at_exit)
 

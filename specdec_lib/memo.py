@@ -147,14 +147,13 @@ def _fmt_t(t) -> str:
     return "—" if t is None else f"{t:g}"
 
 
-def _overall_latency(summary: dict) -> dict[str, float | None]:
-    """Latency percentiles over every group of a run (recomputed from the records, not averaged)."""
-    out = {}
-    for column in ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99"):
-        values = [g["latency"].get(_LATENCY_KEYS[column]) for g in summary["groups"].values()]
-        values = [v for v in values if v is not None]
-        out[column] = values[0] if len(values) == 1 else (max(values) if values else None)
-    return out
+def _overall_latency(run) -> dict[str, float | None]:
+    """Latency percentiles over every request of a run, recomputed from its records (`runs.latency_summary`)."""
+    from specdec_lib import runs
+
+    summary = runs.latency_summary(list(run.records))
+    return {column: summary.get(_LATENCY_KEYS[column])
+            for column in ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99")}
 
 
 def _risks(s: Scenario, decision: dec.Decision, plan, evidence: dec.Evidence) -> list[str]:
@@ -220,7 +219,8 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
          "why": "The draft's prefill can raise TTFT."},
         {"what": "Running requests vs the crossover batch",
          "promql": "max(vllm:num_requests_running)",
-         "threshold": (f"> {math.floor(crossover_batch)} sustained (predicted crossover)" if crossover_batch
+         "threshold": (f">= {math.ceil(crossover_batch)} sustained (the load model's first batch without a gain)"
+                       if crossover_batch
                        else "above the measured crossover batch"),
          "why": "Above the crossover speculation costs throughput; the k schedule should already turn it off."},
         {"what": "KV cache usage and preemptions",
@@ -258,10 +258,13 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
         memory_error = memory_error or str(exc)
     alpha, _ = dec.workload_alpha(scenario, evidence)
     prediction = None
-    try:
-        prediction = dec.predict_load(scenario, alpha=alpha, memory_plan=plan)
-    except (ValueError, ImportError) as exc:
-        load_error = str(exc)
+    if scenario.method == "none":
+        load_error = "speculation is off in this scenario (method none): there is no speedup to predict"
+    else:
+        try:
+            prediction = dec.predict_load(scenario, alpha=alpha, memory_plan=plan)
+        except ValueError as exc:
+            load_error = str(exc)
     if prediction is not None:
         evidence = dec.with_load(evidence, prediction)
     decision = dec.decide(scenario, evidence)
@@ -321,8 +324,8 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
             alphas_req = [speculation.alpha_from_v1_rate(min(max(v, 0.0), 1.0), k_run) for v in per_request]
             figures["histogram"] = _figure_html(plots.acceptance_histogram_figure(
                 alphas_req, title="Per-request acceptance (alpha, converted from V1 per-request rates)"))
-        with_lat = _overall_latency(measurements[0]["summary"])
-        without_lat = _overall_latency(measurements[1]["summary"]) if baseline_run is not None else None
+        with_lat = _overall_latency(run)
+        without_lat = _overall_latency(baseline_run) if baseline_run is not None else None
         figures["latency"] = _figure_html(plots.latency_percentiles_figure(
             with_lat, without_lat, title="Latency percentiles" + (" with and without speculation"
                                                                   if without_lat else " (measurement run)")))

@@ -218,6 +218,9 @@ DEFAULT_SCENARIO = Scenario(
 )
 
 
+DEFAULT = DEFAULT_SCENARIO  # the name docs/design.md uses
+
+
 # --- TOML ------------------------------------------------------------------------------------------------------
 
 _SCENARIO_FIELDS = {f.name: f for f in dataclasses.fields(Scenario)}

@@ -30,7 +30,7 @@ What is modelled (read vLLM 0.32's `vllm/v1/core/sched/scheduler.py` beside this
   the batch waits for the whole step: a low-acceptance request pays the same verification and drafting time as a
   high-acceptance one but gains fewer tokens from it. That shared step is the mechanism behind the source's
   "P50 improves while P99 regresses". `AffineStepTime` (fixed + per-token + per-sequence + per-KV-token + draft
-  costs, calibratable with `fit_affine_step_time`) and `step_time_from_load` (the roofline of `specdec_lib.load`)
+  costs, calibratable with `fit_affine_step_time` or `calibrate_from_records`) and `step_time_from_load` (the roofline of `specdec_lib.load`)
   provide it.
 
 Not modelled: prefix caching, the draft's own prefill time (a draft model's prefill is folded into the step time
@@ -115,8 +115,8 @@ class LengthDistribution:
 
 
 LENGTH_SHAPES: dict[str, tuple[LengthDistribution, LengthDistribution]] = {
-    # (prompt, output). Illustrative shapes, not measurements: a median and a spread in the range public chat,
-    # summarisation and code-completion traces show. Replace them with your own run (`lengths_from_records`).
+    # (prompt, output). Illustrative shapes chosen for this workbook (long prompts for summarisation, long outputs
+    # for code), not fitted to any trace. Replace them with your own run (`lengths_from_records`).
     "chat": (
         LengthDistribution(median_tokens=256, sigma=0.8, min_tokens=16, max_tokens=4096),
         LengthDistribution(median_tokens=256, sigma=0.7, min_tokens=8, max_tokens=2048),
@@ -405,6 +405,20 @@ class AffineStepTime:
         )
 
 
+def _nonnegative_least_squares(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
+    """Least squares with non-negative coefficients: fit, drop the most negative, refit (an active-set method,
+    enough for a handful of unknowns). Returns name -> coefficient (0 for dropped columns)."""
+    active = list(columns)
+    while active:
+        x = np.column_stack([columns[n] for n in active])
+        sol, *_ = np.linalg.lstsq(x, y, rcond=None)
+        if np.all(sol >= 0):
+            fitted = dict(zip(active, sol.tolist()))
+            return {name: float(fitted.get(name, 0.0)) for name in columns}
+        active.pop(int(np.argmin(sol)))
+    raise ValueError(f"{what}: no non-negative fit exists for these measurements")
+
+
 def fit_affine_step_time(
     batch_size: Sequence[float],
     tokens_in_step: Sequence[float],
@@ -413,9 +427,8 @@ def fit_affine_step_time(
 ) -> AffineStepTime:
     """Least-squares fit of the target-only terms (fixed, per_token, per_seq[, per_kv_token]) to measured steps.
 
-    Coefficients are kept non-negative (a negative cost is dropped and the rest refitted: an active-set
-    non-negative least squares, enough for four unknowns). Draft terms are not fitted here: they need speculative
-    measurements; set them with `dataclasses.replace`.
+    Coefficients are kept non-negative (a negative cost is dropped and the rest refitted). Draft terms are not
+    fitted here: they need speculative measurements; set them with `dataclasses.replace`.
     """
     y = np.asarray(step_time_s, dtype=np.float64)
     columns = {
@@ -429,18 +442,7 @@ def fit_affine_step_time(
         raise ValueError("fit_affine_step_time: inputs must be 1-D of equal length >= 2")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("fit_affine_step_time: step_time_s must be finite and > 0")
-    active = list(columns)
-    coef: dict[str, float] = {}
-    while active:
-        x = np.column_stack([columns[n] for n in active])
-        sol, *_ = np.linalg.lstsq(x, y, rcond=None)
-        if np.all(sol >= 0):
-            coef = dict(zip(active, sol.tolist()))
-            break
-        active.pop(int(np.argmin(sol)))
-    if not coef:
-        raise ValueError("fit_affine_step_time: no non-negative fit exists for these measurements")
-    return AffineStepTime(**{name: float(coef.get(name, 0.0)) for name in columns})
+    return AffineStepTime(**_nonnegative_least_squares(columns, y, "fit_affine_step_time"))
 
 
 def step_time_from_load(deployment: Any, *, kv_bucket_tokens: int = 64) -> StepTimeFn:
@@ -512,16 +514,26 @@ def requests_from_records(
     )
 
 
-def step_observations_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(batch_size, tokens_in_step, step_time_s) observations from a closed-loop baseline run (runs.py records).
+@dataclass(frozen=True)
+class Calibration:
+    """Step costs fitted to a measured baseline run, plus the per-request time outside the engine steps (HTTP,
+    tokenisation, the first chunk's trip to the client) that a client-side TTFT includes and a step does not."""
+
+    step_time: AffineStepTime
+    request_overhead_s: float
+    num_observations: int
+
+
+def calibrate_from_records(records: Iterable[Mapping[str, Any]]) -> Calibration:
+    """Fit step costs to a closed-loop baseline run (runs.py records of concurrency levels, e.g. 1, 2, 4, 8).
 
     Decode: a request run at concurrency c streams one token per engine step, so its median inter-token time is
-    the step time of a batch of about c sequences of one token each (the median skips the occasional step that
-    also prefills a newcomer). Prefill: at concurrency 1 the first token comes from one step over the whole
-    prompt, so TTFT is a step of `prompt_tokens` tokens (with the HTTP round trip folded in, as the measured TTFT
-    it will be compared with also has it). Speculative runs are refused: their chunks carry several tokens.
+    the step time of a batch of about c one-token sequences (the median skips the occasional step that also
+    prefills a newcomer): fixed + (per_token + per_seq) * c. Prefill: at concurrency 1 the first token comes from
+    one step over the whole prompt, so TTFT = fixed + per_token * prompt_tokens + per_seq + request_overhead.
+    Non-negative least squares over both kinds. Speculative runs are refused: their chunks carry several tokens.
     """
-    batch, tokens, times = [], [], []
+    rows: list[tuple[float, float, float, float]] = []  # (batch, tokens, is_ttft, seconds)
     for r in records:
         if r.get("error") or not r.get("concurrency"):
             continue
@@ -530,21 +542,70 @@ def step_observations_from_records(records: Iterable[Mapping[str, Any]]) -> tupl
         c = int(r["concurrency"])
         itl = [float(x) for x in (r.get("itl_s") or []) if x is not None]
         if len(itl) >= 3:
-            batch.append(c)
-            tokens.append(c)
-            times.append(float(np.median(itl)))
+            rows.append((c, c, 0.0, float(np.median(itl))))
         if c == 1 and r.get("ttft_s") and r.get("prompt_tokens"):
-            batch.append(1)
-            tokens.append(int(r["prompt_tokens"]))
-            times.append(float(r["ttft_s"]))
-    if len(times) < 3:
-        raise ValueError("records: fewer than 3 step observations; run closed-loop levels (concurrency 1 and more)")
-    return np.array(batch, dtype=np.float64), np.array(tokens, dtype=np.float64), np.array(times)
+            rows.append((1, int(r["prompt_tokens"]), 1.0, float(r["ttft_s"])))
+    if len(rows) < 4:
+        raise ValueError("records: fewer than 4 step observations; run closed-loop levels (concurrency 1 and more)")
+    a = np.array(rows, dtype=np.float64)
+    coef = _nonnegative_least_squares(
+        {"fixed_s": np.ones(len(a)), "per_token_s": a[:, 1], "per_seq_s": a[:, 0], "request_overhead_s": a[:, 2]},
+        a[:, 3],
+        "calibrate_from_records",
+    )
+    overhead = coef.pop("request_overhead_s")
+    return Calibration(AffineStepTime(**coef), overhead, len(rows))
 
 
-def calibrate_step_time(records: Iterable[Mapping[str, Any]]) -> AffineStepTime:
-    """AffineStepTime fitted to a baseline run's closed-loop levels (see step_observations_from_records)."""
-    return fit_affine_step_time(*step_observations_from_records(records))
+def calibrate_draft_from_records(
+    records: Iterable[Mapping[str, Any]], target: AffineStepTime, num_speculative_tokens: int
+) -> AffineStepTime:
+    """Add draft costs to a baseline-calibrated step from a closed-loop run on the speculative server.
+
+    With speculation each streamed chunk is one engine step (vLLM sends one chunk per step), so the median time
+    between chunks at concurrency c is a speculative step of c sequences: the target's cost for c * (k + 1)
+    tokens plus k * (draft_fixed + draft_per_seq * c). The residual over the target's part is fitted with
+    non-negative least squares.
+    """
+    k = int(num_speculative_tokens)
+    if k < 1:
+        raise ValueError(f"num_speculative_tokens = {num_speculative_tokens!r}; expected >= 1")
+    cs, residual = [], []
+    for r in records:
+        if r.get("error") or not r.get("concurrency"):
+            continue
+        itl = [float(x) for x in (r.get("itl_s") or []) if x is not None]
+        if len(itl) >= 3:
+            c = int(r["concurrency"])
+            cs.append(c)
+            residual.append(float(np.median(itl)) - float(target(c, c * (k + 1), 0, 0)))
+    if len(cs) < 2:
+        raise ValueError("records: fewer than 2 closed-loop requests with 3+ chunks; cannot fit the draft's cost")
+    c_arr = np.array(cs, dtype=np.float64)
+    coef = _nonnegative_least_squares(
+        {"draft_fixed_s": np.full(len(cs), float(k)), "draft_per_seq_s": k * c_arr},
+        np.array(residual),
+        "calibrate_draft_from_records",
+    )
+    return AffineStepTime(
+        fixed_s=target.fixed_s, per_token_s=target.per_token_s, per_seq_s=target.per_seq_s,
+        per_kv_token_s=target.per_kv_token_s, **coef,
+    )
+
+
+def alpha_from_records(records: Iterable[Mapping[str, Any]], num_speculative_tokens: int) -> float:
+    """Per-token acceptance alpha from a speculative run's records: pooled accepted / draft tokens is vLLM V1's
+    prefix-counting rate, converted with `speculation.alpha_from_v1_rate` (V1 counts only the accepted prefix)."""
+    from specdec_lib import speculation
+
+    accepted = drafted = 0
+    for r in records:
+        if not r.get("error") and r.get("accepted_tokens") is not None and r.get("draft_tokens"):
+            accepted += int(r["accepted_tokens"])
+            drafted += int(r["draft_tokens"])
+    if drafted == 0:
+        raise ValueError("records: no request reports accepted_tokens and draft_tokens")
+    return float(speculation.alpha_from_v1_rate(accepted / drafted, int(num_speculative_tokens)))
 
 
 @dataclass(frozen=True)
@@ -564,6 +625,7 @@ class ValidationRow:
 class Validation:
     num_requests: int
     step_time: AffineStepTime
+    request_overhead_s: float
     rows: tuple[ValidationRow, ...]
     simulated_mean_batch_size: float
 
@@ -579,21 +641,28 @@ def validate_against_run(
     server: ServerConfig,
     step_time: AffineStepTime,
     *,
+    request_overhead_s: float = 0.0,
     speculation: SpeculationConfig | None = None,
     alpha: float = 0.0,
     seed: int = 0,
 ) -> Validation:
     """Replay a measured open-loop run through the simulation and compare P50/P99 of TTFT, TPOT and E2E.
 
-    The replay uses each request's own send time and token counts (`requests_from_records`); percentiles of both
-    sides use numpy's linear interpolation (as runs.py and `vllm bench serve` do).
+    The replay uses each request's own send time and token counts (`requests_from_records`); the simulated TTFT and
+    E2E get `request_overhead_s` added (the client-side time outside engine steps, from `calibrate_from_records`).
+    Percentiles of both sides use numpy's linear interpolation (as runs.py and `vllm bench serve` do).
     """
     records = [r for r in measured_records if not r.get("error")]
     reqs = requests_from_records(records, alpha=alpha)
     result = simulate(reqs, server, step_time, speculation, seed=seed)
     ordered = sorted(records, key=lambda r: r["sent_at_s"])
     rows = []
-    for metric, simulated in (("ttft", result.ttft_s), ("tpot", result.tpot_s), ("e2e", result.e2e_s)):
+    simulated_by_metric = (
+        ("ttft", result.ttft_s + request_overhead_s),
+        ("tpot", result.tpot_s),
+        ("e2e", result.e2e_s + request_overhead_s),
+    )
+    for metric, simulated in simulated_by_metric:
         measured = np.array([np.nan if r.get(f"{metric}_s") is None else float(r[f"{metric}_s"]) for r in ordered])
         for stat, q in (("p50", 50), ("p99", 99)):
             rows.append(
@@ -601,7 +670,7 @@ def validate_against_run(
                     metric, stat, float(np.nanpercentile(measured, q)), float(np.nanpercentile(simulated, q))
                 )
             )
-    return Validation(reqs.num_requests, step_time, tuple(rows), result.timeline.mean_batch_size())
+    return Validation(reqs.num_requests, step_time, request_overhead_s, tuple(rows), result.timeline.mean_batch_size())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1147,6 +1216,20 @@ def compare(
 @dataclass(frozen=True)
 class Sweep:
     points: tuple[Comparison, ...]
+
+    def rows(self, traffic_class: str | None = None) -> list[dict[str, float | None]]:
+        """One flat dict per QPS (seconds; keys like "baseline_e2e_p99_s"), for tables and plots."""
+        out = []
+        for p in self.points:
+            row: dict[str, float | None] = {"qps": p.qps}
+            for side, summary in (("baseline", p.baseline), ("speculative", p.speculative)):
+                row[f"{side}_mean_batch_size"] = summary.mean_batch_size
+                row[f"{side}_output_tokens_per_s"] = summary.output_tokens_per_s
+                for metric in _METRICS:
+                    for stat in _STATS:
+                        row[f"{side}_{metric}_{stat}_s"] = _stat(summary, metric, stat, traffic_class)
+            out.append(row)
+        return out
 
     def statement(self, metric: str = "e2e") -> str:
         """One sentence: at which simulated QPS speculation lowers P50 and P99 of `metric`, and where it stops."""

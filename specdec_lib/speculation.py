@@ -22,6 +22,7 @@ Convert with the functions here before applying any threshold.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -52,7 +53,7 @@ _BISECTION_TOL = 1e-12
 
 
 def _check_alpha(alpha: float, name: str = "alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
         raise ValueError(f"{name}={alpha!r}: expected a finite number in [0, 1]")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{name}={alpha!r}: expected a probability in [0, 1]")
@@ -60,15 +61,15 @@ def _check_alpha(alpha: float, name: str = "alpha") -> float:
 
 
 def _check_k(k: int, minimum: int = 1) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k={k!r}: expected an integer number of speculative tokens >= {minimum}")
     if k < minimum:
         raise ValueError(f"k={k}: expected an integer number of speculative tokens >= {minimum}")
-    return k
+    return int(k)
 
 
 def _check_c(c: float) -> float:
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c < 0:
         raise ValueError(f"c={c!r}: expected a finite cost ratio (draft step / target step time) >= 0")
     return float(c)
 
@@ -228,7 +229,7 @@ def mean_acceptance_length_from_v1_rate(rate: float, k: int) -> float:
 def alpha_from_mean_acceptance_length(length: float, k: int) -> float:
     """α such that expected_tokens_per_step(α, k) = length; length in [1, k + 1]."""
     k = _check_k(k)
-    if isinstance(length, bool) or not isinstance(length, (int, float)) or not math.isfinite(length) \
+    if isinstance(length, bool) or not isinstance(length, numbers.Real) or not math.isfinite(length) \
             or not 1.0 <= length <= k + 1:
         raise ValueError(f"length={length!r}: expected a mean acceptance length in [1, k + 1] = [1, {k + 1}]")
     return alpha_from_v1_rate((length - 1.0) / k, k)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import html
 import os
 from dataclasses import dataclass
@@ -34,17 +35,22 @@ DEBOUNCE_S = 0.08
 # Small building blocks
 # ---------------------------------------------------------------------------------------------------------------
 class Debouncer:
-    """Call `fn` once, `wait_s` after the last of a burst of calls (trailing edge).
+    """Rate-limit `fn` while a slider is dragged: at most one call per `wait_s`, and always one after the last event.
 
-    Inside a running kernel the comm handler runs on an asyncio loop, so the call is scheduled there with
-    `call_later`; with no running loop (headless execution, tests, benchmarks) the call happens at once, so the
-    figure is already updated when the setter returns.
+    leading=True (the default, for figures): a change after a quiet period runs at once, so a single click answers
+    without delay; changes arriving within `wait_s` of a run are coalesced into one trailing run. leading=False (for
+    slow work such as the verdict): only the trailing run, `wait_s` after the last change.
+
+    Inside a running kernel, comm handlers run on an asyncio loop, so trailing runs are scheduled there with
+    `call_later`; with no running loop (headless execution, tests) every call runs at once.
     """
 
-    def __init__(self, fn: Callable[[], None], wait_s: float = DEBOUNCE_S):
+    def __init__(self, fn: Callable[[], None], wait_s: float = DEBOUNCE_S, leading: bool = True):
         self._fn = fn
         self._wait_s = wait_s
+        self._leading = leading
         self._handle: asyncio.TimerHandle | None = None
+        self._last_run = -float("inf")
 
     def __call__(self, *_args) -> None:
         try:
@@ -52,14 +58,29 @@ class Debouncer:
         except RuntimeError:
             loop = None
         if loop is None or self._wait_s <= 0:
-            self._fn()
+            self._run()
+            return
+        now = loop.time()
+        if self._leading and self._handle is None and now - self._last_run >= self._wait_s:
+            self._last_run = now
+            self._run()
             return
         if self._handle is not None:
+            if self._leading:
+                return  # a trailing run is already due; it will see the latest values
             self._handle.cancel()
-        self._handle = loop.call_later(self._wait_s, self._fire)
+        delay = self._wait_s if not self._leading else max(0.0, self._last_run + self._wait_s - now)
+        self._handle = loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
+        try:
+            self._last_run = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass
+        self._run()
+
+    def _run(self) -> None:
         self._fn()
 
     def flush(self) -> None:
@@ -155,10 +176,10 @@ class Page:
     refresh: Callable[[], None]
 
 
-def _guarded(update: Callable[[], str | None], message: widgets.HTML) -> Callable[[], None]:
+def _guarded(update: Callable[[], str | None], message: widgets.HTML, clear: bool = True) -> Callable[[], None]:
     """Run `update`; show any error in `message` instead of a traceback.
 
-    `update` may return a warning line to show; returning None clears the message.
+    `update` may return a warning line to show; returning None clears the message (unless clear=False).
     """
 
     def run() -> None:
@@ -167,7 +188,10 @@ def _guarded(update: Callable[[], str | None], message: widgets.HTML) -> Callabl
         except Exception as exc:  # noqa: BLE001 - the UI edge: every failure becomes a readable message
             message.value = message_html(error_text(exc), "error")
         else:
-            message.value = message_html(note, "warning") if note else ""
+            if note:
+                message.value = message_html(note, "warning")
+            elif clear:
+                message.value = ""
 
     return run
 
@@ -179,15 +203,45 @@ def new_message() -> widgets.HTML:
     return message
 
 
-def _wire(controls: dict, update: Callable[[], str | None], message: widgets.HTML,
-          wait_s: float = DEBOUNCE_S) -> Callable[[], None]:
-    """Observe every control's value through one debouncer; run the update once now; return the refresher."""
-    guarded = _guarded(update, message)
-    debounced = Debouncer(guarded, wait_s)
+SLOW_WAIT_S = 0.3
+
+
+def _wire(controls: dict, update: Callable[[], str | None], message: widgets.HTML, wait_s: float = DEBOUNCE_S,
+          slow: Callable[[], str | None] | None = None) -> Callable[[], None]:
+    """Observe every control's value: `update` (figures) through a leading-edge debouncer, `slow` (verdicts,
+    crossovers) through a trailing one, so figures answer at once and slow text follows when dragging stops.
+    Runs both once now; returns a function that refreshes both at once."""
+    fast_ok = [True]
+
+    def update_and_note() -> str | None:
+        fast_ok[0] = False
+        note = update()
+        fast_ok[0] = True
+        return note
+
+    def slow_if_fast_ok() -> str | None:
+        return slow() if fast_ok[0] else None  # the figures' error stays on screen
+
+    fast = _guarded(update_and_note, message)
+    later = _guarded(slow_if_fast_ok, message, clear=False) if slow is not None else None
+    fast_debounced = Debouncer(fast, wait_s)
+    slow_debounced = Debouncer(later, SLOW_WAIT_S, leading=False) if later is not None else None
+
+    def changed(_change) -> None:
+        fast_debounced()
+        if slow_debounced is not None:
+            slow_debounced()
+
     for control in controls.values():
-        control.observe(lambda _change: debounced(), names="value")
-    guarded()
-    return guarded
+        control.observe(changed, names="value")
+
+    def refresh() -> None:
+        fast()
+        if later is not None:
+            later()
+
+    refresh()
+    return refresh
 
 
 def _new_figure() -> go.FigureWidget:
@@ -346,8 +400,7 @@ def plan_from_controls(base, c: dict):
 def memory_figure_for(plan) -> go.Figure:
     from specdec_lib import plots
 
-    title = f"Memory per GPU<br><sup>{plan.target} {plan.target_precision}" + (
-        f" + {plan.draft} {plan.draft_precision}" if plan.draft else "") + f" on {plan.num_gpus}× {plan.gpu}</sup>"
+    title = f"Memory per GPU, {plan.num_gpus}× {plan.gpu}, TP {plan.tp}"
     return plots.memory_figure(plots.memory_components(plan), memory_bytes_per_gpu=plan.memory_bytes_per_gpu,
                                title=title)
 
@@ -429,6 +482,9 @@ def memory_budget_page(scenario=None) -> Page:
         plan = plan_from_controls(base, controls)
         update_figure_in_place(fig, memory_figure_for(plan))
         summary.value = memory_summary_html(plan)
+        return "; ".join(plan.vllm_errors) or None
+
+    def update_table() -> str | None:
         key = (controls["gpu"].value, int(controls["num_gpus"].value),
                float(controls["gpu_memory_utilization"].value), int(controls["context_len"].value))
         if key != table_key[0]:
@@ -439,7 +495,7 @@ def memory_budget_page(scenario=None) -> Page:
                 table.value = message_html(f"The source's table cannot be recomputed here: {exc}", "info")
         return None
 
-    refresh = _wire(controls, update, message)
+    refresh = _wire(controls, update, message, slow=update_table)
     widget = _layout(_grid(controls, MEMORY_CONTROLS), message, fig, summary, table)
     return Page(widget=widget, controls=controls, figures={"memory": fig}, message=message,
                 outputs={"summary": summary, "table": table}, refresh=refresh)
@@ -554,7 +610,7 @@ def mixed_workload_page() -> Page:
 # ---------------------------------------------------------------------------------------------------------------
 # Speed: the load model (pure) for the controls
 # ---------------------------------------------------------------------------------------------------------------
-QPS_GRID_POINTS = 40
+QPS_GRID_POINTS = 25
 
 
 def deployment_from_controls(c: dict, draft_override=None):
@@ -572,6 +628,7 @@ def deployment_from_controls(c: dict, draft_override=None):
         draft_tp=tp)
 
 
+@functools.lru_cache(maxsize=64)
 def speedup_alpha_figure(c_ratio: float, k: int, alpha: float | None, label: str = "assumed α") -> go.Figure:
     """Speedup over α at batch 1 for k − 2, k, k + 2, with each break-even α (Leviathan et al. Theorem 3.8)."""
     from specdec_lib import plots, speculation
@@ -593,24 +650,37 @@ def qps_curve(dep, workload, alpha: float, k: int, qps_max: float) -> tuple[list
     return xs, [load.speedup_at_qps(dep, q, workload, alpha, k).speedup for q in xs]
 
 
+@functools.lru_cache(maxsize=64)
+def _baseline_capacity_qps(dep, workload) -> float:
+    from specdec_lib import load
+
+    return load.batch_from_qps(dep, 1e-6, workload, speculative=False).capacity_qps
+
+
 def load_prediction(dep, workload, alpha: float, k: int, qps: float, context_len: int) -> dict:
-    """Everything page 03 shows: c, break-even α, speedup at batch 1 and at QPS, crossovers, the QPS curve."""
+    """Page 03's quick numbers: c, break-even α, speedup at batch 1 and at QPS, capacity, the QPS curve."""
     from specdec_lib import load, speculation
 
-    c_ratio = load.cost_ratio(dep, 1, context_len)
-    capacity = load.batch_from_qps(dep, 1e-6, workload, speculative=False).capacity_qps
+    c_ratio = _cost_ratio(dep, context_len)
+    capacity = _baseline_capacity_qps(dep, workload)
     xs, ys = qps_curve(dep, workload, alpha, k, 0.98 * capacity)
     return {
         "c": c_ratio,
-        "break_even_alpha": speculation.break_even_alpha(k, c_ratio),
+        "break_even_alpha": speculation.break_even_alpha(k, c_ratio) if c_ratio < 1 else None,
         "speedup_batch1": load.speedup_vs_batch(dep, alpha, k, 1, context_len).speedup,
         "speedup_at_qps": load.speedup_at_qps(dep, qps, workload, alpha, k),
-        "crossover_qps": load.crossover_qps(dep, workload, alpha, k),
-        "crossover_batch": load.crossover_batch(dep, alpha, k, context_len),
         "baseline_capacity_qps": capacity,
         "v1_rate": speculation.v1_rate_from_alpha(alpha, k),
         "qps_x": xs, "qps_speedup": ys,
     }
+
+
+def crossovers(dep, workload, alpha: float, k: int, context_len: int) -> dict:
+    """Page 03's slow numbers: where speculation stops paying, in QPS and in running batch size."""
+    from specdec_lib import load
+
+    return {"crossover_qps": load.crossover_qps(dep, workload, alpha, k),
+            "crossover_batch": load.crossover_batch(dep, alpha, k, context_len)}
 
 
 def _fmt_opt(value, fmt: str, none: str) -> str:
@@ -621,15 +691,17 @@ def load_summary_html(p: dict, alpha: float, k: int, qps: float) -> str:
     at_qps = p["speedup_at_qps"]
     rows = [
         ("Draft cost c (one draft step / one target step, batch 1)", f"{p['c']:.3f}"),
-        (f"Break-even α at k = {k}", f"{p['break_even_alpha']:.2f}"),
+        (f"Break-even α at k = {k}", _fmt_opt(p["break_even_alpha"], ".2f", "never (c ≥ 1)")),
         (f"What vLLM V1 would report for α = {alpha:.2f} (accepted / draft tokens)", f"{p['v1_rate']:.2f}"),
         ("Predicted speedup at batch 1", f"{p['speedup_batch1']:.2f}×"),
         (f"Predicted speedup at {qps:.2f} QPS (running batch {at_qps.baseline.batch_size:.1f})",
          f"{at_qps.speedup:.2f}×"),
-        ("Speculation stops paying above", _fmt_opt(p["crossover_qps"], ".2f", "never below capacity") + " QPS, "
-         + _fmt_opt(p["crossover_batch"], "", "no") + " sequences in a batch"),
         ("Baseline capacity", f"{p['baseline_capacity_qps']:.1f} QPS"),
     ]
+    if "crossover_qps" in p:
+        rows.append(("Speculation stops paying above",
+                     _fmt_opt(p["crossover_qps"], ".2f", "never below capacity") + " QPS, "
+                     + _fmt_opt(p["crossover_batch"], "", "no") + " sequences in a batch"))
     return _rows_html(rows) + ("<p>Roofline model with calibration factors (load.py); the α here is per-token "
                                "acceptance, the quantity the source's 0.5 / 0.65 thresholds describe.</p>")
 
@@ -658,24 +730,38 @@ def break_even_page(scenario=None) -> Page:
     summary, message = widgets.HTML(), new_message()
     workload = _workload_for(base)
 
-    def update() -> str | None:
+    state: dict = {}
+
+    def inputs():
         dep = deployment_from_controls(controls)
         if dep.draft is None:
             raise ValueError("draft_model='(none)': choose a draft model to compare speculation with the baseline")
-        alpha = float(controls["alpha"].value)
-        k = int(controls["num_speculative_tokens"].value)
-        qps = float(controls["qps"].value)
-        p = load_prediction(dep, workload, alpha, k, qps, int(controls["context_len"].value))
+        return (dep, float(controls["alpha"].value), int(controls["num_speculative_tokens"].value),
+                float(controls["qps"].value), int(controls["context_len"].value))
+
+    def qps_figure(p: dict, alpha: float, k: int, qps: float, crossover: float | None) -> go.Figure:
+        return plots.speedup_vs_load_figure(
+            p["qps_x"], {f"α = {alpha:.2f}, k = {k}": p["qps_speedup"]}, crossover=crossover, marked_x=qps,
+            title=f"Predicted speedup vs load ({workload.prompt_tokens} in, {workload.output_tokens} out per request)")
+
+    def update() -> str | None:
+        dep, alpha, k, qps, context_len = inputs()
+        p = load_prediction(dep, workload, alpha, k, qps, context_len)
+        state.update(p=p, key=(dep, alpha, k, qps, context_len))
         update_figure_in_place(alpha_fig, speedup_alpha_figure(p["c"], k, alpha))
-        update_figure_in_place(qps_fig, plots.speedup_vs_load_figure(
-            p["qps_x"], {f"α = {alpha:.2f}, k = {k}": p["qps_speedup"]}, crossover=p["crossover_qps"],
-            marked_x=qps, title=f"Predicted speedup vs load ({workload.prompt_tokens} in, "
-                                f"{workload.output_tokens} out per request)"))
+        update_figure_in_place(qps_fig, qps_figure(p, alpha, k, qps, None))
         summary.value = load_summary_html(p, alpha, k, qps)
         return None
 
-    refresh = _wire(controls, update, message)
-    widget = _layout(_grid(controls, BREAK_EVEN_CONTROLS), message, widgets.HBox([alpha_fig, qps_fig]), summary)
+    def update_crossovers() -> str | None:
+        dep, alpha, k, qps, context_len = state["key"]
+        p = {**state["p"], **crossovers(dep, workload, alpha, k, context_len)}
+        update_figure_in_place(qps_fig, qps_figure(p, alpha, k, qps, p["crossover_qps"]))
+        summary.value = load_summary_html(p, alpha, k, qps)
+        return None
+
+    refresh = _wire(controls, update, message, slow=update_crossovers)
+    widget = _layout(_grid(controls, BREAK_EVEN_CONTROLS), message, alpha_fig, qps_fig, summary)
     return Page(widget=widget, controls=controls, figures={"alpha": alpha_fig, "qps": qps_fig}, message=message,
                 outputs={"summary": summary}, refresh=refresh)
 
@@ -729,14 +815,17 @@ def start_here_page(scenario=None) -> Page:
             at_qps = load.speedup_at_qps(dep, s.qps, _workload_for(s), alpha, k)
             rows.append((f"Predicted speedup at {s.qps:.2f} QPS with {label} {alpha:.2f}", f"{at_qps.speedup:.2f}×"))
         summary.value = _rows_html(rows)
-        try:
-            verdict.value = decision_html(decide_scenario(s, plan))
-        except ValueError as exc:
-            verdict.value = message_html(f"No verdict: {exc}", "warning")
         return "; ".join(plan.vllm_errors) or None
 
-    refresh = _wire(controls, update, message)
-    widget = _layout(_grid(controls, START_CONTROLS), message, summary, widgets.HBox([memory_fig, alpha_fig]),
+    def update_verdict() -> str | None:
+        try:
+            verdict.value = decision_html(decide_scenario(state["scenario"]))
+        except ValueError as exc:
+            verdict.value = message_html(f"No verdict: {exc}", "warning")
+        return None
+
+    refresh = _wire(controls, update, message, slow=update_verdict)
+    widget = _layout(_grid(controls, START_CONTROLS), message, summary, memory_fig, alpha_fig,
                      verdict)
     return Page(widget=widget, controls=controls, figures={"memory": memory_fig, "alpha": alpha_fig},
                 message=message, outputs={"summary": summary, "verdict": verdict, "state": state}, refresh=refresh)
@@ -764,6 +853,14 @@ class DraftCandidate:
     speedup_at_alpha: float | None
 
 
+@functools.lru_cache(maxsize=256)
+def _cost_ratio(dep, context_len: int) -> float:
+    """`load.cost_ratio` at batch 1, memoised: k and α sliders do not change it."""
+    from specdec_lib import load
+
+    return load.cost_ratio(dep, 1, context_len)
+
+
 def draft_candidates(target, c: dict) -> list[DraftCandidate]:
     """Every catalog model smaller than the target, scored against the source's checklist at this k and α."""
     from specdec_lib import catalog, load, memory, speculation
@@ -784,7 +881,7 @@ def draft_candidates(target, c: dict) -> list[DraftCandidate]:
             tp_ok = False
         c_ratio = be = gain = None
         if tp_ok:
-            c_ratio = load.cost_ratio(deployment_from_controls(c, draft_override=spec), 1, int(c["context_len"].value))
+            c_ratio = _cost_ratio(deployment_from_controls(c, draft_override=spec), int(c["context_len"].value))
             if c_ratio < 1:  # a draft as slow as the target never breaks even
                 be = speculation.break_even_alpha(k, c_ratio)
             gain = speculation.speedup(alpha, k, c_ratio)
@@ -848,7 +945,7 @@ def draft_selection_page(scenario=None) -> Page:
         return None
 
     refresh = _wire(controls, update, message)
-    widget = _layout(_grid(controls, DRAFT_CONTROLS), message, widgets.HBox([fig, alpha_fig]), table)
+    widget = _layout(_grid(controls, DRAFT_CONTROLS), message, fig, alpha_fig, table)
     return Page(widget=widget, controls=controls, figures={"candidates": fig, "alpha": alpha_fig},
                 message=message, outputs={"table": table}, refresh=refresh)
 
@@ -1026,7 +1123,7 @@ def live_acceptance_page(scenario=None) -> Page:
     status.value = message_html(
         f"Nothing is sent until you press a button. No server? Start one with: {LOCAL_DEMO_COMMAND}", "info")
     widget = _layout(_grid(controls, list(controls)), widgets.HBox([run_button, check_button]), status, message,
-                     widgets.HBox([temp_fig, hist_fig]), table)
+                     temp_fig, hist_fig, table)
     page = Page(widget=widget, controls=controls, figures={"temperature": temp_fig, "histogram": hist_fig},
                 message=message, outputs={"status": status, "table": table, "state": state,
                                           "run_button": run_button, "check_button": check_button},
@@ -1149,7 +1246,7 @@ def load_test_page() -> Page:
     controls["level"].observe(lambda _c: _guarded(draw, message)(), names="value")
     status.value = message_html(f"Nothing is sent until you press the button. No server? {LOCAL_DEMO_COMMAND} "
                                 f"(and, for the baseline, {BASELINE_DEMO_COMMAND})", "info")
-    widget = _layout(_grid(controls, list(controls)), run_button, status, message, widgets.HBox([tpot_fig, ttft_fig]),
+    widget = _layout(_grid(controls, list(controls)), run_button, status, message, tpot_fig, ttft_fig,
                      table)
     page = Page(widget=widget, controls=controls, figures={"tpot": tpot_fig, "ttft": ttft_fig}, message=message,
                 outputs={"status": status, "table": table, "state": state, "run_button": run_button},
@@ -1242,10 +1339,12 @@ def decision_memo_page(scenario=None) -> Page:
         return decision_scenario_from_controls(state["base"], controls)
 
     def update() -> str | None:
-        s = current()
-        plan = plan_from_controls(s, controls)
+        plan = plan_from_controls(current(), controls)
         update_figure_in_place(fig, memory_figure_for(plan))
-        verdict.value = decision_html(decide_scenario(s, plan))
+        return "; ".join(plan.vllm_errors) or None
+
+    def update_verdict() -> str | None:
+        verdict.value = decision_html(decide_scenario(current()))
         return None
 
     def export() -> str | None:
@@ -1271,7 +1370,7 @@ def decision_memo_page(scenario=None) -> Page:
         status.value = message_html(f"Scenario loaded: {loaded.title}", "ok")
         return None
 
-    refresh = _wire(controls, update, message)
+    refresh = _wire(controls, update, message, slow=update_verdict)
     for name, fn in (("export", export), ("save", save), ("load", load_file)):
         guarded = _guarded(fn, message)
         buttons[name].on_click(lambda _b, g=guarded: g())

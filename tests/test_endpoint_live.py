@@ -99,7 +99,8 @@ def test_bearer_key_is_sent_and_a_wrong_key_is_a_clear_401(tiny_models, test_out
                       log_path=test_output_dir / "keyed-server.log") as server:
         ok = EndpointClient(server.base_url, api_key=key)
         assert ok.discover().served_model == "tiny-target"
-        assert ok.stream(model="tiny-target", prompt="Hello", max_tokens=4, temperature=0).completion_tokens == 4
+        assert ok.stream(model="tiny-target", prompt="The harbour master counted the boats", max_tokens=4,
+                         temperature=0).completion_tokens == 4
         wrong = EndpointClient(server.base_url, api_key="sk-wrong")
         with pytest.raises(EndpointError) as err:
             wrong.models()

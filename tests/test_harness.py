@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from specdec_lib import localserver
+from specdec_lib import localserver, tiny_models as tiny_builder
 from specdec_lib.localserver import HarnessError, VLLMServer
 
 
@@ -115,7 +116,7 @@ def test_tiny_models_have_the_promised_architecture_and_noise(tiny_models):
             target["max_position_embeddings"]) == (2, 128, 4, 2, 32, 2048, 2048)
     small = json.loads((tiny_models.draft_small / "config.json").read_text())
     assert small["num_hidden_layers"] == 1 and small["hidden_size"] == 64 and small["vocab_size"] == 2048
-    for name in localserver._tiny.MODEL_NAMES:
+    for name in tiny_builder.MODEL_NAMES:
         folder = tiny_models.path(name)
         assert (folder / "tokenizer.json").read_bytes() == (tiny_models.target / "tokenizer.json").read_bytes()
         template = (folder / "chat_template.jinja")
@@ -158,14 +159,18 @@ def _survivors(pids: list[int]) -> list[int]:
 
 @pytest.mark.vllm
 def test_server_answers_chat_keeps_its_log_and_stops_every_process(tiny_models, vllm_venv, test_output_dir):
+    # The server guards /v1/* with a key from its environment: readiness must still be detected, with the key.
+    key = "sk-harness-" + os.urandom(8).hex()
     log_path = test_output_dir / "server.log"
-    server = VLLMServer(tiny_models.target, venv=vllm_venv, log_path=log_path)
+    server = VLLMServer(tiny_models.target, venv=vllm_venv, log_path=log_path, env={"VLLM_API_KEY": key})
+    auth = {"Authorization": f"Bearer {key}"}
     with server:
         pids = server.process_group_pids()
         assert server.pid in pids and len(pids) >= 2  # the API server and its engine core
-        models = requests.get(server.base_url + "/v1/models", timeout=10).json()
+        assert requests.get(server.base_url + "/v1/models", timeout=10).status_code == 401
+        models = requests.get(server.base_url + "/v1/models", headers=auth, timeout=10).json()
         assert [m["id"] for m in models["data"]] == [server.model_name]
-        reply = requests.post(server.base_url + "/v1/chat/completions", timeout=60, json={
+        reply = requests.post(server.base_url + "/v1/chat/completions", headers=auth, timeout=60, json={
             "model": server.model_name, "max_tokens": 16, "temperature": 0, "ignore_eos": True,
             "messages": [{"role": "user", "content": "How do I make a cup of tea?"}]}).json()
         assert reply["usage"]["completion_tokens"] == 16
@@ -176,6 +181,7 @@ def test_server_answers_chat_keeps_its_log_and_stops_every_process(tiny_models, 
     server.stop()  # a second stop is harmless
     assert log_path.exists() and "KV cache size" in log_path.read_text()
     assert server.log_text() == log_path.read_text()
+    assert key not in log_path.read_text() and key not in " ".join(server.command())
 
 
 @pytest.mark.vllm

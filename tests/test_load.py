@@ -300,3 +300,25 @@ def test_committed_h100_timings_are_complete_and_say_where_they_came_from():
     # memory-bound physics: a bf16 8B step at batch 1 cannot beat its weights over the H100's peak bandwidth
     one = next(x for x in d["records"] if x["model"] == "meta-llama/Llama-3.1-8B" and x["batch_size"] == 1)
     assert one["median_s"] > 2 * (8_030_261_248 - 128256 * 4096) / 3.35e12
+
+
+def test_step_model_tracks_the_measured_h100_steps():
+    # Predictions with DEFAULT_FACTORS against the committed measurements (not a timing test: the times are data).
+    # The "@tp4-shard" model is Llama-3-70B's per-GPU quarter at TP 4 without all-reduces.
+    d = json.loads((ROOT / "data" / "calibration" / "h100_step_timings.json").read_text())
+    errs = {"fit": [], "holdout_short": []}
+    for r in d["records"]:
+        name, tp, comm = r["model"], 1, True
+        if name.endswith("@tp4-shard"):
+            name, tp, comm = name.split("@")[0], 4, False
+        pred = load.step_time_s(catalog.get_model(name), BF16, H100, tp, r["batch_size"], r["tokens_per_seq"],
+                                r["context_len"], include_communication=comm)
+        err = abs(pred - r["median_s"]) / r["median_s"]
+        if r.get("set", "fit") == "fit":
+            errs["fit"].append(err)
+        elif r["context_len"] <= 2048:
+            errs["holdout_short"].append(err)
+    med = {k: sorted(v)[len(v) // 2] for k, v in errs.items()}
+    assert len(errs["fit"]) == 138 and len(errs["holdout_short"]) == 32
+    assert med["fit"] < 0.10, med
+    assert med["holdout_short"] < 0.15, med

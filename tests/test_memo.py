@@ -154,3 +154,13 @@ def test_a_run_with_an_api_key_leaves_no_key_in_memo_logs_or_files(tiny_models, 
     for path in [p for p in test_output_dir.rglob("*") if p.is_file()]:
         assert SECRET not in path.read_text(errors="replace"), path
     assert SECRET not in measured.stdout + measured.stderr + made.stdout + made.stderr + refused.stderr
+
+
+def test_memo_compares_latency_with_a_baseline_run(tmp_path):
+    spec_run = runs.load_run(_write_run(tmp_path / "spec"))
+    base_run = runs.load_run(_write_run(tmp_path / "base"))
+    context = memo.build_context(DEFAULT_SCENARIO, run=spec_run, baseline_run=base_run)
+    assert [m["role"] for m in context["measurements"]] == ["Measurement run", "Baseline run (speculation off)"]
+    html = memo.render_memo(DEFAULT_SCENARIO, run=spec_run, baseline_run=base_run)
+    assert "Latency percentiles with and without speculation" in html
+    assert '"name":"without"' in html and '"name":"with speculation"' in html

@@ -20,7 +20,7 @@ from specdec_lib.simulate import (
     length_shape,
     lengths_from_records,
     make_requests,
-    calibrate_step_time,
+    calibrate_from_records,
     requests_from_records,
     simulate,
     source_mixed_example,
@@ -438,9 +438,14 @@ def test_calibration_from_closed_loop_records_recovers_the_step_costs():
     def step(b, tokens):
         return 0.005 + 2e-5 * tokens + 5e-4 * b
 
-    records = [_record(i, 1, [step(1, 1)] * 10, step(1, p), p, 11) for i, p in enumerate((50, 100, 200, 400))]
+    # and whose client sees the first token 3 ms after the prefill step ends (HTTP, tokenisation)
+    records = [
+        _record(i, 1, [step(1, 1)] * 10, step(1, p) + 0.003, p, 11) for i, p in enumerate((50, 100, 200, 400))
+    ]
     records += [_record(10 + c, c, [step(c, c)] * 9 + [0.5], None, 100, 11) for c in (2, 4, 8)]  # one slow outlier
-    fitted = calibrate_step_time(records)
+    calibration = calibrate_from_records(records)
+    fitted = calibration.step_time
+    assert calibration.request_overhead_s == pytest.approx(0.003, rel=1e-6)
     assert fitted.fixed_s == pytest.approx(0.005, rel=1e-6)
     assert fitted.per_token_s == pytest.approx(2e-5, rel=1e-6)
     assert fitted.per_seq_s == pytest.approx(5e-4, rel=1e-6)
@@ -458,7 +463,7 @@ def test_replay_takes_arrivals_and_lengths_from_the_records():
 def test_calibrating_from_a_speculative_run_is_refused():
     rec = {**_record(0, 1, [0.01] * 5, 0.02, 10, 6), "acceptance_source": "chunks", "draft_tokens": 20}
     with pytest.raises(ValueError, match="baseline"):
-        calibrate_step_time([rec, rec, rec])
+        calibrate_from_records([rec, rec, rec, rec])
 
 
 def test_source_diagnostic_structured_tail_tightens_without_the_creative_class_under_load():
@@ -521,3 +526,68 @@ def test_a_scenario_workload_becomes_traffic_classes_and_unknown_alpha_is_refuse
     assert wl.classes[1].output.median_tokens == 600
     with pytest.raises(ValueError, match="alpha"):
         workload_from_scenario((RequestClass("chat", 1.0, 0.7, 512, 256),))
+
+
+def test_draft_costs_are_fitted_on_top_of_the_baseline_step():
+    from specdec_lib.simulate import calibrate_draft_from_records
+
+    target = AffineStepTime(fixed_s=0.005, per_token_s=2e-5, per_seq_s=5e-4)
+    k = 4
+    # the speculative server's step: target over c * (k + 1) tokens + k draft passes of 1 ms + 0.1 ms per sequence
+    records = [
+        _record(c, c, [0.005 + 2e-5 * c * (k + 1) + 5e-4 * c + k * (0.001 + 1e-4 * c)] * 8, 0.02, 50, 30)
+        for c in (1, 2, 4, 8)
+    ]
+    fitted = calibrate_draft_from_records(records, target, k)
+    assert fitted.draft_fixed_s == pytest.approx(0.001, rel=1e-6)
+    assert fitted.draft_per_seq_s == pytest.approx(1e-4, rel=1e-6)
+    assert fitted.fixed_s == target.fixed_s
+
+
+def test_alpha_from_records_converts_vllm_v1_prefix_rate():
+    from specdec_lib.simulate import alpha_from_records
+
+    # alpha 0.5, k = 4: E = (1 - 0.5**5) / 0.5 = 1.9375 tokens per step, so V1 counts 0.9375 accepted of 4 drafted
+    records = [{"accepted_tokens": 9375, "draft_tokens": 40000, "error": None}]
+    assert alpha_from_records(records, 4) == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_invariants_hold_for_random_servers_and_workloads(trial):
+    """Random class mixes (alpha 0, 1 or anything), lengths, caps, budgets, KV sizes, k schedules: every request
+    finishes with its tokens, KV and the running cap are respected, and Little's law holds."""
+    rng = np.random.default_rng(1000 + trial)
+    k = int(rng.integers(0, 6))
+    shares = rng.dirichlet(np.ones(int(rng.integers(1, 4))))
+    classes = tuple(
+        TrafficClass(
+            f"c{i}", float(share), float(rng.choice([0.0, 1.0, rng.random()])),
+            LengthDistribution(float(rng.integers(1, 300)), float(rng.random()), 1, 600),
+            LengthDistribution(float(rng.integers(1, 200)), float(rng.random()), 1, 400),
+        )
+        for i, share in enumerate(shares / shares.sum())
+    )
+    seqs = int(rng.integers(1, 40))
+    server = ServerConfig(int(rng.integers(1100, 20000)), seqs, max(seqs * (k + 1), int(rng.integers(1, 2000))))
+    schedule = ((1, 4, k), (int(rng.integers(6, 20)), 1000, int(rng.integers(0, k + 1)))) if k and trial % 2 else None
+    reqs = make_requests(Workload(classes), num_requests=int(rng.integers(1, 300)), qps=float(rng.uniform(0.5, 200)),
+                         seed=trial)
+    step = AffineStepTime(float(rng.uniform(1e-3, 2e-2)), float(rng.uniform(0, 1e-4)), 0.0,
+                          float(rng.uniform(0, 1e-7)), float(rng.uniform(0, 5e-3)))
+    r = simulate(reqs, server, step, SpeculationConfig(k, schedule) if k else None, seed=trial)
+    assert np.array_equal(r.generated_tokens, reqs.output_tokens)
+    assert np.all(np.isfinite(r.finish_s)) and np.all(r.admitted_s >= reqs.arrival_s)
+    assert r.max_kv_tokens <= server.kv_capacity_tokens
+    assert r.timeline.num_running.max() <= seqs
+    lam_w = reqs.num_requests / r.horizon_s * float(np.mean(r.e2e_s))
+    assert r.timeline.mean_in_system(r.horizon_s) == pytest.approx(lam_w, rel=1e-6)
+
+
+def test_sweep_rows_flatten_the_comparisons():
+    sc = source_mixed_example()
+    sweep = sweep_qps(sc.workload, [2.0, 1.0], sc.step_time, sc.speculation, baseline_server=sc.baseline_server,
+                      speculative_server=sc.speculative_server, num_requests=300)
+    rows = sweep.rows()
+    assert [r["qps"] for r in rows] == [1.0, 2.0]
+    assert rows[0]["speculative_e2e_p99_s"] == sweep.points[0].speculative.overall.e2e.p99
+    assert rows[1]["baseline_tpot_p50_s"] == sweep.points[1].baseline.overall.tpot.p50

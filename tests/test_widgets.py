@@ -198,17 +198,33 @@ def test_bad_temperature_list_names_the_field():
 
 
 # --- mechanics ---------------------------------------------------------------------------------------------------
-def test_debouncer_runs_once_after_a_burst_inside_an_event_loop():
-    calls = []
-    debounced = ui.Debouncer(lambda: calls.append(1), wait_s=0.05)
+def test_debouncer_answers_at_once_then_coalesces_a_drag_into_one_trailing_call():
+    values = []
+    current = {"v": 0}
+    debounced = ui.Debouncer(lambda: values.append(current["v"]), wait_s=0.05)
 
-    async def burst():
-        for _ in range(10):
+    async def drag():
+        for v in range(1, 11):  # ten slider events in quick succession
+            current["v"] = v
             debounced()
+        assert values == [1], "the first event runs at once"
+        await asyncio.sleep(0.2)
+
+    asyncio.run(drag())
+    assert values == [1, 10], "one trailing run with the last value"
+
+
+def test_trailing_debouncer_waits_for_the_drag_to_stop():
+    calls = []
+    slow = ui.Debouncer(lambda: calls.append(1), wait_s=0.05, leading=False)
+
+    async def drag():
+        for _ in range(10):
+            slow()
         assert calls == []
         await asyncio.sleep(0.2)
 
-    asyncio.run(burst())
+    asyncio.run(drag())
     assert calls == [1]
 
 
