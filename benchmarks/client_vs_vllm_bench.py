@@ -5,7 +5,7 @@
     python benchmarks/client_vs_vllm_bench.py --base-url http://127.0.0.1:8000 --tokenizer MODEL_DIR
 
 Without ``--base-url`` it starts a tiny local vLLM CPU server through ``specdec_lib.localserver`` (and stops it).
-Both tools send the same prompts (the built-in prompt sets, as a vLLM "custom" dataset) to /v1/completions with
+Both tools send the same prompts (the built-in prompt sets, given to vllm bench as a ShareGPT-format file) to /v1/completions with
 ``ignore_eos`` and the same output length, temperature 0, ``max_concurrency`` in flight, all requests at once.
 
 Prints the median TTFT and TPOT of each tool and their ratio (workbook / vllm bench), and the client-side overhead
@@ -63,8 +63,8 @@ def run_vllm_bench(python: Path, base_url: str, model: str, tokenizer: str, data
     result_name = f"bench-{time.time_ns()}.json"
     cmd = [str(python), "-c", VLLM_BENCH_BOOTSTRAP,
            "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions", "--model", model,
-           "--tokenizer", tokenizer, "--dataset-name", "custom", "--dataset-path", str(dataset),
-           "--skip-chat-template", "--custom-output-len", str(args.output_len), "--ignore-eos",
+           "--tokenizer", tokenizer, "--dataset-name", "sharegpt", "--dataset-path", str(dataset.with_suffix(".json")),
+           "--disable-shuffle", "--sharegpt-output-len", str(args.output_len), "--ignore-eos",
            "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
            "--request-rate", "inf", "--temperature", "0", "--seed", "0", "--disable-tqdm",
            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
@@ -113,9 +113,14 @@ def run_workbook(base_url: str, dataset: Path, args, work: Path) -> dict:
 
 
 def write_dataset(path: Path) -> None:
+    """The built-in prompts twice: JSONL for the workbook, ShareGPT-style JSON for vllm bench (same order; the
+    ShareGPT loader needs no pandas, which the vLLM CPU venv lacks)."""
+    prompts = [p.text for p in loadtest.load_prompts()]
     with open(path, "w") as f:
-        for p in loadtest.load_prompts():
-            f.write(json.dumps({"prompt": p.text}) + "\n")
+        for text in prompts:
+            f.write(json.dumps({"prompt": text}) + "\n")
+    sharegpt = [{"conversations": [{"from": "human", "value": t}, {"from": "gpt", "value": "ok"}]} for t in prompts]
+    path.with_suffix(".json").write_text(json.dumps(sharegpt))
 
 
 def main(argv=None) -> int:

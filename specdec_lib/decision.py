@@ -461,10 +461,7 @@ def evidence_for(scenario: Scenario, *, run=None, memory_plan=None, load_predict
         target_vocab_size=target.vocab_size, draft_vocab_size=draft.vocab_size if draft else None,
         same_family_quantized_alternative=alt,
         target_memory_share=plan.target_weights_fraction_of_memory,
-        # "no more than ~15% of total available VRAM": of what vLLM may use (memory x utilization). Not of what
-        # is left after the target: by that reading the source's own recommended INT8 + BF16-draft pairing on
-        # 2x H100 (16 GB of ~90 GB free, its numbers) would break its rule.
-        draft_memory_share=(plan.draft_weights_bytes_per_gpu / plan.requested_bytes_per_gpu) if draft else 0.0,
+        draft_memory_share=plan.draft_weights_fraction_of_usable,  # the reading is explained in memory.MemoryPlan
         target_weights_bytes=plan.target_weights_bytes, draft_weights_bytes=plan.draft_weights_bytes,
         max_concurrent_full_context=plan.max_concurrent_seqs,
         max_concurrent_full_context_without_draft=plan.max_concurrent_seqs_without_draft,

@@ -516,10 +516,13 @@ def run_load_test(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     extra_body: dict | None = None,
+    request_seeds: bool = False,
 ) -> LoadTestResult:
     """Fixed concurrency levels (closed loop) then Poisson request rates (open loop, seeded, at most
     ``max_in_flight`` outstanding). ``temperatures`` are cycled over the requests: give several for a mixed
-    workload (e.g. (0.1, 1.0) for the source's JSON-extraction + creative mix)."""
+    workload (e.g. (0.1, 1.0) for the source's JSON-extraction + creative mix). ``seed`` fixes the Poisson arrivals;
+    per-request sampling seeds are sent only with ``request_seeds=True`` (vLLM samples seeded requests on a slower
+    per-request generator path, which would distort the latency being measured)."""
     if requests_per_level < 1 or max_tokens < 1 or max_in_flight < 1:
         raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, max_in_flight={max_in_flight}: each must be >= 1")
     if any(c < 1 for c in concurrency_levels) or any(r <= 0 for r in request_rates_qps):
@@ -534,7 +537,7 @@ def run_load_test(
               "requests_per_level": requests_per_level, "temperatures": temps,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
-              "extra_body": extra_body}
+              "extra_body": extra_body, "request_seeds": request_seeds}
     info = _discover_or_record(client, "load", runs_dir, resume, params)
     writer = _open_writer(client, info, "load", runs_dir, resume, params)
     stop_event = stop_event or threading.Event()
@@ -548,7 +551,8 @@ def run_load_test(
         for li, (label, conc, rate) in enumerate(levels):
             jobs = [
                 Job(index=li * requests_per_level + i, label=label, prompt=prompt_list[i % len(prompt_list)],
-                    temperature=temps[i % len(temps)], max_tokens=max_tokens, seed=seed + i, concurrency=conc, rate_qps=rate)
+                    temperature=temps[i % len(temps)], max_tokens=max_tokens,
+                    seed=seed + i if request_seeds else None, concurrency=conc, rate_qps=rate)
                 for i in range(requests_per_level)
             ]
             jobs = [j for j in jobs if j.index not in done_indices]

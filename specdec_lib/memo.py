@@ -102,7 +102,7 @@ def _memory_rows(plan) -> list[tuple[str, str, str]]:
     rows.append(("target weights share of GPU memory", f"{plan.target_weights_fraction_of_memory:.1%}", ""))
     if plan.draft:
         rows.append(("draft weights share of memory given to vLLM (the decision's 15% rule)",
-                     f"{plan.draft_weights_bytes_per_gpu / plan.requested_bytes_per_gpu:.1%}", ""))
+                     f"{plan.draft_weights_fraction_of_usable:.1%}", ""))
         rows.append(("draft weights share of memory left after the target",
                      f"{plan.draft_fraction_of_available:.1%}", ""))
     return rows

@@ -302,6 +302,10 @@ class MemoryPlan:
     fits: bool
     target_weights_fraction_of_memory: float
     draft_fraction_of_available: float  # draft weights / (requested - target weights), per GPU
+    # The source's "draft ... no more than ~15% of total available VRAM", read as draft weights / memory vLLM may
+    # use (memory x utilization), per GPU. Not of what is left after the target: by that reading the source's own
+    # recommended INT8 target + BF16 draft on 2x H100 (16 GB of ~90 GB free, its numbers) would break its rule.
+    draft_weights_fraction_of_usable: float
     findings: tuple[str, ...] = field(default_factory=tuple)
     vllm_errors: tuple[str, ...] = field(default_factory=tuple)  # what vLLM 0.32 would refuse at startup
 
@@ -394,6 +398,7 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
     t_frac = tw_gpu / g.memory_bytes
     avail_after_target = requested - tw_gpu
     d_frac = dw_gpu / avail_after_target if avail_after_target > 0 else math.inf
+    d_rule = dw_gpu / requested
 
     findings: list[str] = []
     errors: list[str] = []
@@ -410,9 +415,10 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
     findings.append(f"Target weights take {t_frac:.0%} of each GPU's {_gib(g.memory_bytes)} ({verb} the source's "
                     f"70% rule of thumb{': a draft will cut concurrency, test under load' if verb == 'over' else ''}).")
     if d is not None:
-        verb = "over" if d_frac > RULE_DRAFT_FRACTION else "within"
-        findings.append(f"Draft weights take {d_frac:.0%} of the memory left after the target ({_gib(dw_gpu)} of "
-                        f"{_gib(avail_after_target)} per GPU; {verb} the source's 15% rule of thumb).")
+        verb = "over" if d_rule > RULE_DRAFT_FRACTION else "within"
+        findings.append(f"Draft weights take {d_rule:.0%} of the memory vLLM may use ({_gib(dw_gpu)} of "
+                        f"{_gib(requested)} per GPU; {verb} the source's 15% rule of thumb) and {d_frac:.0%} of "
+                        f"what is left after the target ({_gib(avail_after_target)}).")
         share = d_kv / (t_kv + d_kv)
         findings.append(f"The draft's own KV cache takes {share:.0%} of every block ({d_kv:,} of {t_kv + d_kv:,} "
                         f"bytes per token per GPU): the draft costs {capacity_nd - capacity:,} tokens of KV cache "
@@ -454,7 +460,8 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
         kv_capacity_tokens_without_draft=capacity_nd, draft_kv_share=d_kv / (t_kv + d_kv),
         blocks_per_seq=blocks_per_seq, max_concurrent_seqs=max_seqs, max_concurrent_seqs_without_draft=max_seqs_nd,
         max_concurrency_vllm=num_blocks / blocks_per_seq, fits=fits, target_weights_fraction_of_memory=t_frac,
-        draft_fraction_of_available=d_frac if d is not None else 0.0, findings=tuple(findings),
+        draft_fraction_of_available=d_frac if d is not None else 0.0,
+        draft_weights_fraction_of_usable=d_rule if d is not None else 0.0, findings=tuple(findings),
         vllm_errors=tuple(errors),
     )
 

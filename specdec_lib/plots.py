@@ -203,17 +203,21 @@ def draft_candidates_figure(names: Sequence[str], size_ratios: Sequence[float], 
     A cheaper draft (larger ratio) needs less acceptance to break even but predicts the target less well; a
     larger one is accurate but needs a high α just to pay for itself.
     """
+    import math
+
     fig = go.Figure()
     lo, hi = SWEET_SPOT_RATIO_BAND
-    fig.add_vrect(x0=lo, x1=hi, fillcolor=BAND_COLOURS["win"], line_width=0, layer="below",
-                  annotation_text="1:8-1:12", annotation_position="top left")
+    fig.add_vrect(x0=lo, x1=hi, fillcolor=BAND_COLOURS["win"], line_width=0, layer="below")
+    # On a log axis an annotation's x is log10 of the value (shapes take the value itself).
+    fig.add_annotation(x=math.log10(lo), y=1, yref="paper", text="1:8-1:12", showarrow=False, xanchor="right")
     for family_ok, label, colour in ((True, "same family", "#1f4e79"), (False, "other family", "#d9822b")):
         idx = [i for i, ok in enumerate(same_family) if bool(ok) == family_ok]
         if not idx:
             continue
         fig.add_trace(go.Scatter(
             x=[size_ratios[i] for i in idx], y=[break_even_alphas[i] for i in idx], mode="markers+text",
-            name=label, text=[names[i].split("/")[-1] for i in idx], textposition="top center",
+            name=label, text=[names[i].split("/")[-1] for i in idx], textposition="middle right",
+            textfont=dict(size=10),
             marker=dict(size=[16 if names[i] == selected else 9 for i in idx], color=colour),
             hovertemplate="%{text}: 1:%{x:.1f}, break-even alpha %{y:.2f}<extra></extra>"))
     fig.add_hline(y=ALPHA_OFF_BELOW, line_dash="dot", line_color="#d62728",

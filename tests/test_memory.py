@@ -167,6 +167,16 @@ def test_rules_of_thumb_are_findings_with_numbers():
     assert not p.fits
 
 
+def test_draft_share_rule_is_of_the_memory_vllm_may_use():
+    # 8B BF16 draft at TP 2 next to a 70B INT8 target: 16.06 GB / 2 per GPU against 0.92 x 85,017,493,504 bytes.
+    p = plan_memory("Llama-3.1-70B", "Llama-3.1-8B", gpu="H100-SXM", num_gpus=2, tp=2, context_len=8192,
+                    target_precision="int8", draft_precision="bf16", overhead=FIXED_OVERHEAD)
+    draft_per_gpu = weight_bytes(get_model("Llama-3.1-8B"), get_precision("bf16"), 2)
+    assert p.draft_weights_fraction_of_usable == pytest.approx(draft_per_gpu / (0.92 * 85_017_493_504), rel=1e-6)
+    assert 0.09 < p.draft_weights_fraction_of_usable < 0.12   # within the source's 15 % rule
+    assert any("within the source's 15% rule" in f for f in p.findings)
+
+
 def test_plan_to_dict_is_json():
     p = plan_memory("Qwen2.5-7B", "Qwen2.5-0.5B", gpu="L40S", num_gpus=1, tp=1, context_len=4096)
     d = json.loads(json.dumps(p.to_dict()))
