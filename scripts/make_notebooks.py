@@ -76,6 +76,11 @@ Its rules of thumb: the draft should take **no more than ~15 %** of the memory, 
 
 Numbers here use what vLLM sees (an H100 80GB reports 79.18 GiB), today's default utilization (0.92), and the
 draft's KV cache, which shares the target's block table.
+
+Quantization is not free for acceptance (the article): quantizing the **target** shifts the distribution the
+draft was trained to imitate, so acceptance falls (INT4 more than INT8); quantizing the **draft** is usually
+safer. Measure acceptance before and after (page 04 on each server): a drop of more than 5 points means revisit
+the choice, typically INT4 → INT8 on the target.
 """,
         ],
         "page = ui.memory_budget_page()\npage.widget",
@@ -162,8 +167,11 @@ memory; the batch mix is consistent; acceptance was validated at production temp
 throughput. **Leave it off when** temperature varies widely or its median is above 0.7; memory is tight and
 context is long; the workload is TTFT-bound; or acceptance is not monitored.
 
-Below: the verdict with its reasons for the current scenario, a one-click HTML memo (self-contained, opens
-offline), and saving or loading the scenario as a TOML file to share it.
+Below: the verdict with its reasons for the current scenario, the vLLM command line that serves it today (one
+`--speculative-config` JSON: the article's `--speculative-model`, `--num-speculative-tokens` and
+`--speculative-disable-by-batch-size` flags are gone; k per batch size replaces the last), a one-click HTML memo
+(self-contained, opens offline), and saving or loading the scenario as a TOML file to share it. Give the memo a
+run folder from page 04 or 05 to include what you measured.
 """,
         ],
         "page = ui.decision_memo_page()\npage.widget",

@@ -95,6 +95,7 @@ class ServerInfo:
     method: str | None  # "draft_model", "ngram", ... only when the server's config is readable (/server_info)
     num_speculative_tokens: int | None  # k: the number of per-position counters, or the config
     draft_model: str | None
+    speculative_settings: dict  # scalar keys of the server's speculative_config (only via /server_info)
     engines: int  # engines seen in the speculative counters (0 without speculation)
     kv_cache_size_tokens: int | None
     unknowns: tuple[str, ...]
@@ -110,10 +111,19 @@ class ServerInfo:
             "method": self.method,
             "num_speculative_tokens": self.num_speculative_tokens,
             "draft_model": self.draft_model,
+            "speculative_settings": dict(self.speculative_settings),
             "engines": self.engines,
             "kv_cache_size_tokens": self.kv_cache_size_tokens,
             "unknowns": list(self.unknowns),
         }
+
+
+def speculative_settings(spec_cfg: dict) -> tuple[str | None, int | None, str | None, dict]:
+    """(method, k, draft model, scalar settings) from ``vllm_config.speculative_config`` of ``/server_info``."""
+    draft_cfg = spec_cfg.get("draft_model_config")
+    draft = draft_cfg.get("model") if isinstance(draft_cfg, dict) else spec_cfg.get("model")
+    scalars = {key: v for key, v in spec_cfg.items() if isinstance(v, (str, int, float, bool)) and v is not None}
+    return spec_cfg.get("method"), spec_cfg.get("num_speculative_tokens"), draft, scalars
 
 
 @dataclass(frozen=True)
@@ -266,13 +276,12 @@ class EndpointClient:
         speculation = snap.has_spec_counters or snap.v0_acceptance_rate is not None
         k = len(snap.spec_engines[0].accepted_per_position) if snap.has_spec_counters else None
         method = draft = None
+        settings: dict = {}
         cfg = self.server_config()
         spec_cfg = (cfg or {}).get("speculative_config") if cfg else None
         if isinstance(spec_cfg, dict):
-            method = spec_cfg.get("method")
-            k = spec_cfg.get("num_speculative_tokens", k)
-            draft_cfg = spec_cfg.get("draft_model_config")
-            draft = draft_cfg.get("model") if isinstance(draft_cfg, dict) else spec_cfg.get("model")
+            method, k_cfg, draft, settings = speculative_settings(spec_cfg)
+            k = k_cfg if k_cfg is not None else k
         elif speculation:
             unknowns.append(
                 "speculative method and draft model: /metrics does not name them and /server_info is off "
@@ -290,6 +299,7 @@ class EndpointClient:
             method=method if speculation else None,
             num_speculative_tokens=k,
             draft_model=draft,
+            speculative_settings=settings,
             engines=len({e.engine for e in snap.spec_engines}),
             kv_cache_size_tokens=int(kv_tokens) if kv_tokens and kv_tokens.isdigit() else None,
             unknowns=tuple(unknowns),
@@ -372,7 +382,12 @@ class EndpointClient:
                 except ValueError:
                     raise EndpointError(url, "bad_response", f"stream chunk is not JSON: {payload[:BODY_EXCERPT_CHARS]!r}") from None
                 if "error" in chunk and not chunk.get("choices"):
-                    raise EndpointError(url, "bad_response", f"server reported an error mid-stream: {str(chunk['error'])[:BODY_EXCERPT_CHARS]!r}")
+                    err = chunk["error"]
+                    code = err.get("code") if isinstance(err, dict) else None
+                    raise EndpointError(
+                        url, "bad_response",
+                        f"server reported an error mid-stream after {completion_tokens} tokens: {str(err)[:BODY_EXCERPT_CHARS]!r}",
+                        status=code if isinstance(code, int) else None)
                 usage = chunk.get("usage") or {}
                 if usage.get("prompt_tokens") is not None:
                     prompt_tokens = usage["prompt_tokens"]

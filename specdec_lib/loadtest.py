@@ -19,7 +19,6 @@ client sending traffic to the same server at the same time would pollute the del
 from __future__ import annotations
 
 import json
-import math
 import random
 import threading
 import time
@@ -372,7 +371,7 @@ def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
             status = "old (V0) server: only the cumulative acceptance gauge is available"
         else:
             status = d.status
-        alpha = d.alpha(k) if k else None
+        alpha = d.alpha_with_k(k) if k else None
         src = acc["per_request_sources"]
         out.append(TemperatureResult(
             temperature=g["temperature"], label=label, requests=lat["requests"], succeeded=lat["succeeded"],
@@ -432,6 +431,7 @@ def run_temperature_sweep(
     run_t0 = time.perf_counter()
     deadline = run_t0 + max_duration_s if max_duration_s else None
     interrupted = False
+    finished = False
     try:
         for ti, temp in enumerate(temps):
             label = f"T={temp:g}"
@@ -454,8 +454,9 @@ def run_temperature_sweep(
             if stopped:
                 interrupted = True
                 break
-    finally:
-        writer.finish("interrupted" if interrupted else "complete")
+        finished = True
+    finally:  # an exception or Ctrl-C escaping the loop also leaves the folder marked "interrupted"
+        writer.finish("complete" if finished and not interrupted else "interrupted")
     run = runs.load_run(writer.path)
     return SweepResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                        temperatures=sweep_results_from_run(run))
@@ -547,6 +548,7 @@ def run_load_test(
     levels: list[tuple[str, int | None, float | None]] = [(f"concurrency={c}", c, None) for c in concurrency_levels]
     levels += [(f"rate={r:g}qps", None, float(r)) for r in request_rates_qps]
     interrupted = False
+    finished = False
     try:
         for li, (label, conc, rate) in enumerate(levels):
             jobs = [
@@ -570,8 +572,9 @@ def run_load_test(
             if stopped:
                 interrupted = True
                 break
-    finally:
-        writer.finish("interrupted" if interrupted else "complete")
+        finished = True
+    finally:  # an exception or Ctrl-C escaping the loop also leaves the folder marked "interrupted"
+        writer.finish("complete" if finished and not interrupted else "interrupted")
     return LoadTestResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                           levels=load_results_from_run(runs.load_run(writer.path)))
 

@@ -239,11 +239,13 @@ class SpecDelta:
             return None
         return tuple(a / self.drafts for a in self.per_position)
 
-    def alpha(self, k: int | None = None) -> float | None:
-        """Per-token α solved from the V1 rate: ``speculation.alpha_from_v1_rate(rate, k)``.
+    @property
+    def alpha(self) -> float | None:
+        """Per-token α solved from the V1 rate and k = the number of per-position counters the server exposes."""
+        return self.alpha_with_k(None)
 
-        k defaults to the number of per-position counters the server exposes.
-        """
+    def alpha_with_k(self, k: int | None) -> float | None:
+        """Per-token α solved from the V1 rate: ``speculation.alpha_from_v1_rate(rate, k)`` (k None: from counters)."""
         rate = self.v1_rate
         k = k if k is not None else self.num_speculative_tokens
         if rate is None or k is None:
@@ -366,7 +368,7 @@ def acceptance_report(d: SpecDelta, k: int | None = None, v0_gauge: float | None
     k = k if k is not None else d.num_speculative_tokens
     values = [
         LabelledValue("v1_rate", d.v1_rate, DEFINITIONS["v1_rate"]),
-        LabelledValue("alpha", d.alpha(k), DEFINITIONS["alpha"]),
+        LabelledValue("alpha", d.alpha_with_k(k), DEFINITIONS["alpha"]),
         LabelledValue("mean_acceptance_length", d.mean_acceptance_length, DEFINITIONS["mean_acceptance_length"]),
     ]
     rates = d.per_position_rates

@@ -226,3 +226,10 @@ def draft_candidates_figure(names: Sequence[str], size_ratios: Sequence[float], 
                       yaxis_range=[0, 1], **LAYOUT)
     fig.update_xaxes(type="log")
     return fig
+
+
+def alpha_marker_trace(alpha: float, speedup: float, label: str = "this workload") -> go.Scatter:
+    """One labelled point on a speedup-vs-alpha curve (the notebooks move it without redrawing the curves)."""
+    return go.Scatter(x=[alpha], y=[speedup], mode="markers+text", name=label, text=[f"{label}: {speedup:.2f}x"],
+                      textposition="top left", marker=dict(size=12, color="#d62728", symbol="diamond"),
+                      hovertemplate="alpha %{x:.2f}: %{y:.2f}x<extra>" + label + "</extra>")

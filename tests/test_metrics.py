@@ -72,12 +72,13 @@ def test_counter_delta_equals_sum_of_the_servers_per_request_figures(before, aft
 
 def test_alpha_is_solved_from_the_v1_rate_and_k(before, after):
     d = metrics.delta(before, after)
-    alpha = d.alpha()
+    alpha = d.alpha
     k = 4
     expected_tokens = (1 - alpha ** (k + 1)) / (1 - alpha)  # Leviathan et al. eq. 1, written out here
     assert (expected_tokens - 1) / k == pytest.approx(121 / 200, abs=1e-6)
     assert alpha > d.v1_rate  # V1 reads lower than alpha whenever 0 < alpha < 1
     assert alpha == pytest.approx(speculation.alpha_from_v1_rate(121 / 200, 4))
+    assert d.alpha_with_k(4) == alpha
 
 
 def test_report_labels_every_number_with_its_definition(before, after):
@@ -95,7 +96,7 @@ def test_baseline_says_no_speculation_rather_than_zero():
     assert snap.is_vllm and not snap.has_spec_counters and snap.v0_acceptance_rate is None
     d = metrics.delta(snap, snap)
     assert not d.available
-    assert d.v1_rate is None and d.alpha() is None and d.mean_acceptance_length is None
+    assert d.v1_rate is None and d.alpha is None and d.mean_acceptance_length is None
     assert d.status.startswith("no speculation metrics")
     rep = metrics.acceptance_report(d)
     assert not rep.available and rep.get("v1_rate") is None
@@ -186,3 +187,13 @@ def test_no_drafts_in_interval_is_not_a_rate_of_zero(before):
     d = metrics.delta(before, before)
     assert d.available and d.v1_rate is None and "no draft tokens" in d.status
     assert not math.isnan(d.drafts)
+
+
+def test_server_info_names_the_method_k_and_draft_when_dev_mode_exposes_it():
+    from specdec_lib.endpoint import speculative_settings
+
+    cfg = json.loads((DATA / "vllm032_server_info_draft.json").read_text())["vllm_config"]["speculative_config"]
+    method, k, draft, settings = speculative_settings(cfg)
+    assert (method, k, draft) == ("draft_model", 3, "/tmp/w7/models/noise05")
+    assert settings["draft_sample_method"] == "greedy" and settings["rejection_sample_method"] == "standard"
+    assert "draft_model_config" not in settings

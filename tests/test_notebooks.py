@@ -82,3 +82,9 @@ def test_clean_check_catches_outputs_and_execution_counts(tmp_path):
     assert result.returncode == 1
     assert "has 1 output(s)" in result.stdout and "execution_count 1" in result.stdout
     assert json.loads(dirty.read_text())["cells"][0]["outputs"], "the checker never edits files"
+
+
+def test_workbook_command_opens_the_start_page():
+    script = (ROOT / "workbook").read_text()
+    assert "notebooks/00_start_here.ipynb" in script
+    assert (NOTEBOOKS / "00_start_here.ipynb").is_file()

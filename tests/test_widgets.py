@@ -91,10 +91,20 @@ def test_speedup_curve_follows_leviathan_formula():
 def test_changing_k_redraws_the_curves_in_place():
     page = ui.break_even_page()
     fig = page.figures["alpha"]
-    assert sorted(t.name for t in fig.data) == ["k = 3", "k = 5", "k = 7"]
+    assert sorted(t.name for t in fig.data if t.name.startswith("k =")) == ["k = 3", "k = 5", "k = 7"]
     page.controls["num_speculative_tokens"].value = 2
     assert page.figures["alpha"] is fig
-    assert sorted(t.name for t in fig.data) == ["k = 1", "k = 2", "k = 4"]
+    assert sorted(t.name for t in fig.data if t.name.startswith("k =")) == ["k = 1", "k = 2", "k = 4"]
+
+
+def test_the_assumed_alpha_point_sits_on_the_k_curve_and_follows_the_slider():
+    page = ui.break_even_page()
+    fig = page.figures["alpha"]
+    page.controls["alpha"].value = 0.8
+    point = trace(fig, "assumed α")
+    curve = trace(fig, "k = 5")
+    assert list(point.x) == [0.8]
+    assert point.y[0] == pytest.approx(curve.y[list(curve.x).index(0.8)], rel=1e-12)
 
 
 def test_lower_alpha_lowers_the_speedup_under_load():
@@ -240,3 +250,14 @@ def test_update_in_place_keeps_the_widget_and_replaces_the_data():
     assert list(fig.data[0].y) == [2, 3]
     ui.update_figure_in_place(fig, go.Figure([go.Bar(x=["p"], y=[1]), go.Bar(x=["p"], y=[2])]))
     assert [t.type for t in fig.data] == ["bar", "bar"]
+
+
+def test_a_figure_slot_creates_its_chart_whole_then_updates_it_in_place():
+    figures = {}
+    slot = ui.FigureSlot(figures, "chart")
+    assert slot.children == () and "chart" not in figures
+    slot.show(go.Figure(go.Bar(x=["p50"], y=[1.0])))
+    first = figures["chart"]
+    assert slot.children == (first,) and list(first.data[0].y) == [1.0]
+    slot.show(go.Figure(go.Bar(x=["p50"], y=[2.0])))
+    assert figures["chart"] is first and list(first.data[0].y) == [2.0]
