@@ -416,8 +416,20 @@ def get_model(name: str) -> ModelSpec:
 
     Note: Qwen2.5 -Instruct configs say max_position_embeddings 32768 where some base configs say 131072;
     the catalog keeps the base model's value.
+
+    A local path to a Hugging Face config.json (or the model folder holding one) is read with
+    `model_from_hf_config`, so scenarios, plans and verdicts work for models outside the catalog.
     """
+    if _looks_like_config_path(name):
+        return model_from_hf_config(name)
     return _lookup("models", "model", name, _model_keys)
+
+
+def _looks_like_config_path(name: str) -> bool:
+    if not isinstance(name, str) or not (name.endswith(".json") or os.sep in name or name.startswith(".")):
+        return False
+    path = Path(name).expanduser()
+    return path.is_file() or (path / "config.json").is_file()
 
 
 def get_gpu(name: str) -> GPU:

@@ -145,6 +145,19 @@ def test_hf_config_from_local_file(tmp_path):
     assert (m.num_kv_heads, m.head_dim, m.name) == (2, 32, tmp_path.name)
 
 
+def test_a_config_path_works_wherever_a_catalog_name_does(tmp_path):
+    # The 8B's published config, written out by hand: a path to it must plan and decide like the catalog entry.
+    config = {"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+              "max_position_embeddings": 131072, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    from_path = get_model(str(tmp_path / "config.json"))
+    assert from_path == get_model(str(tmp_path))
+    assert from_path.param_count() == pytest.approx(get_model("Llama-3.1-8B").params, rel=1e-3)
+    with pytest.raises(ValueError, match="model"):
+        get_model(str(tmp_path / "missing" / "config.json"))
+
+
 def test_hf_config_head_dim_is_not_assumed_hidden_over_heads():
     # Mistral-Nemo: hidden 5120, 32 heads, but head_dim 128 (not 160).
     config = {"model_type": "mistral", "num_hidden_layers": 40, "hidden_size": 5120, "intermediate_size": 14336,
