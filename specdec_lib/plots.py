@@ -113,16 +113,24 @@ def speedup_vs_load_figure(x: Sequence[float], speedups: Mapping[str, Sequence[f
         fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines", name=str(name),
                                  hovertemplate="%{x:.3g}: %{y:.2f}x<extra>" + str(name) + "</extra>"))
     fig.add_hline(y=1.0, line_color="black", line_width=1)
+    # Vertical markers are drawn as traces, not add_vline shapes: a shape's annotation on a log axis is placed at
+    # 10**x (plotly takes annotation x in log units there), which stretched the axis to 1e5.
+    all_y = [float(v) for ys in series.values() for v in ys] + [1.0]
+    y_span = (min(all_y), max(all_y))
     if crossover is not None:
-        fig.add_vline(x=crossover, line_dash="dash", line_color="#d62728",
-                      annotation_text=f"crossover {crossover:.3g}", annotation_position="top right")
+        fig.add_trace(_vertical_marker(crossover, y_span, f"crossover {crossover:.3g}", "#d62728", "dash"))
     if marked_x is not None:
-        fig.add_vline(x=marked_x, line_color="#1f77b4", line_dash="dot",
-                      annotation_text=f"{marked_label}: {marked_x:.3g}", annotation_position="bottom left")
+        fig.add_trace(_vertical_marker(marked_x, y_span, f"{marked_label}: {marked_x:.3g}", "#1f77b4", "dot"))
     fig.update_layout(title=title, xaxis_title=x_label, yaxis_title="speedup (x)", **LAYOUT)
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def _vertical_marker(x: float, y_span: tuple[float, float], label: str, colour: str, dash: str) -> go.Scatter:
+    return go.Scatter(x=[x, x], y=list(y_span), mode="lines+text", name=label, text=["", label],
+                      textposition="top right", line=dict(color=colour, dash=dash, width=1.5),
+                      hovertemplate=label + "<extra></extra>")
 
 
 def _alpha_bands(fig: go.Figure, axis: str) -> None:

@@ -781,7 +781,7 @@ def break_even_page(scenario=None) -> Page:
     def qps_figure(p: dict, alpha: float, k: int, qps: float, crossover: float | None) -> go.Figure:
         return plots.speedup_vs_load_figure(
             p["qps_x"], {f"α = {alpha:.2f}, k = {k}": p["qps_speedup"]}, crossover=crossover, marked_x=qps,
-            log_x=False,  # plots.speedup_vs_load_figure places its annotations in value units, wrong on a log axis
+            log_x=True,
             title=f"Predicted speedup vs load ({workload.prompt_tokens} in, {workload.output_tokens} out per request)")
 
     def update() -> str | None:
