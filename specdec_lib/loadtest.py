@@ -355,6 +355,8 @@ def _band(alpha: float | None) -> str | None:
 
 def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
     """Per-temperature results recomputed from a sweep's run folder (records + counter intervals)."""
+    if run.metadata.get("kind") != "sweep":
+        raise ValueError(f"run {run.path}: kind is {run.metadata.get('kind')!r}; per-temperature results need a 'sweep' run")
     summary = runs.summarise(run)
     out = []
     for label, g in summary["groups"].items():

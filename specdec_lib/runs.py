@@ -281,8 +281,13 @@ def summarise(run: Run) -> dict:
     for label in labels:
         recs = [r for r in run.records if r["label"] == label]
         ivs = [iv for iv in run.intervals if iv["label"] == label]
+        temps = sorted({r["temperature"] for r in recs if r.get("temperature") is not None})
+        if not temps and ivs and ivs[0].get("temperature") is not None:
+            temps = [ivs[0]["temperature"]]
         groups[label] = {
-            "temperature": recs[0]["temperature"] if recs else ivs[0].get("temperature"),
+            # one temperature per group in a sweep; a mixed-temperature load level has None here and lists them
+            "temperature": temps[0] if len(temps) == 1 else None,
+            "temperatures": temps,
             "latency": latency_summary(recs),
             "acceptance": acceptance_summary(recs, ivs),
             "server_requests_finished": sum(iv["delta"].get("requests_finished") or 0 for iv in ivs if iv.get("delta")),
