@@ -524,37 +524,52 @@ class Calibration:
     num_observations: int
 
 
+def _step_estimates(records: Iterable[Mapping[str, Any]], per_chunk: bool) -> tuple[dict[int, float], float]:
+    """Per closed-loop concurrency c, the median engine step of the level, and the idle first-token latency.
+
+    A request run at concurrency c spends its life after the first step in steps of about c sequences, so its
+    step is (E2E - idle TTFT) / (steps - 1), where steps = completion tokens (one per step without speculation) or
+    streamed chunks (vLLM sends one chunk per engine step with speculation), and idle TTFT is the smallest TTFT at
+    concurrency 1. E2E is used, not TTFT or inter-chunk gaps: on a small CPU server the API process is starved
+    while the engine runs and delivers chunks in bursts (a TTFT of most of the request and gaps of microseconds
+    were seen), which moves time between TTFT and TPOT but not out of E2E; bursts only ever delay the first
+    chunk, so the smallest idle TTFT is the one closest to the engine's.
+    """
+    ok = [r for r in records if not r.get("error") and r.get("concurrency") and r.get("e2e_s") is not None]
+    idle_ttft = [float(r["ttft_s"]) for r in ok if int(r["concurrency"]) == 1 and r.get("ttft_s") is not None]
+    if not idle_ttft:
+        raise ValueError("records: no successful request at concurrency 1 (needed for the idle TTFT)")
+    ttft0 = float(np.min(idle_ttft))
+    by_c: dict[int, list[float]] = {}
+    for r in ok:
+        steps = int((r.get("chunks") if per_chunk else r.get("completion_tokens")) or 0)
+        if steps >= 3:
+            by_c.setdefault(int(r["concurrency"]), []).append((float(r["e2e_s"]) - ttft0) / (steps - 1))
+    if len(by_c) < 2:
+        raise ValueError("records: need closed-loop levels at two or more concurrencies (1 and more) to calibrate")
+    return {c: float(np.median(v)) for c, v in sorted(by_c.items())}, ttft0
+
+
 def calibrate_from_records(records: Iterable[Mapping[str, Any]]) -> Calibration:
     """Fit step costs to a closed-loop baseline run (runs.py records of concurrency levels, e.g. 1, 2, 4, 8).
 
-    Decode: a request run at concurrency c streams one token per engine step, so its median inter-token time is
-    the step time of a batch of about c one-token sequences (the median skips the occasional step that also
-    prefills a newcomer): fixed + (per_token + per_seq) * c. Prefill: at concurrency 1 the first token comes from
-    one step over the whole prompt, so TTFT = fixed + per_token * prompt_tokens + per_seq + request_overhead.
-    Non-negative least squares over both kinds. Speculative runs are refused: their chunks carry several tokens.
+    The median step at each concurrency c (see `_step_estimates`) is fitted with fixed + per_seq * c (non-negative
+    least squares); the idle TTFT beyond one step is the per-request overhead (HTTP, tokenisation, the API
+    process). per_token_s is left at 0: with prompts of tens to hundreds of tokens on a small model, prefill compute
+    is lost in that overhead and cannot be separated (set it with `dataclasses.replace` where it can be measured).
+    Speculative runs are refused.
     """
-    rows: list[tuple[float, float, float, float]] = []  # (batch, tokens, is_ttft, seconds)
+    records = list(records)
     for r in records:
-        if r.get("error") or not r.get("concurrency"):
-            continue
-        if r.get("acceptance_source") is not None or r.get("draft_tokens"):
+        if not r.get("error") and (r.get("acceptance_source") is not None or r.get("draft_tokens")):
             raise ValueError(f"record {r.get('index')}: speculative; calibrate from a baseline (no draft) run")
-        c = int(r["concurrency"])
-        itl = [float(x) for x in (r.get("itl_s") or []) if x is not None]
-        if len(itl) >= 3:
-            rows.append((c, c, 0.0, float(np.median(itl))))
-        if c == 1 and r.get("ttft_s") and r.get("prompt_tokens"):
-            rows.append((1, int(r["prompt_tokens"]), 1.0, float(r["ttft_s"])))
-    if len(rows) < 4:
-        raise ValueError("records: fewer than 4 step observations; run closed-loop levels (concurrency 1 and more)")
-    a = np.array(rows, dtype=np.float64)
+    steps, ttft0 = _step_estimates(records, per_chunk=False)
+    c = np.array(list(steps), dtype=np.float64)
     coef = _nonnegative_least_squares(
-        {"fixed_s": np.ones(len(a)), "per_token_s": a[:, 1], "per_seq_s": a[:, 0], "request_overhead_s": a[:, 2]},
-        a[:, 3],
-        "calibrate_from_records",
+        {"fixed_s": np.ones(len(c)), "per_seq_s": c}, np.array(list(steps.values())), "calibrate_from_records"
     )
-    overhead = coef.pop("request_overhead_s")
-    return Calibration(AffineStepTime(**coef), overhead, len(rows))
+    step = AffineStepTime(fixed_s=coef["fixed_s"], per_seq_s=coef["per_seq_s"])
+    return Calibration(step, max(0.0, ttft0 - float(step(1, 1, 0, 0))), len(steps))
 
 
 def calibrate_draft_from_records(
@@ -562,29 +577,19 @@ def calibrate_draft_from_records(
 ) -> AffineStepTime:
     """Add draft costs to a baseline-calibrated step from a closed-loop run on the speculative server.
 
-    With speculation each streamed chunk is one engine step (vLLM sends one chunk per step), so the median time
-    between chunks at concurrency c is a speculative step of c sequences: the target's cost for c * (k + 1)
-    tokens plus k * (draft_fixed + draft_per_seq * c). The residual over the target's part is fitted with
-    non-negative least squares.
+    The median speculative step at concurrency c (see `_step_estimates`, counting streamed chunks as steps) is
+    the target's cost for c * (k + 1) tokens plus k * (draft_fixed + draft_per_seq * c); the residual over the
+    target's part is fitted with non-negative least squares.
     """
     k = int(num_speculative_tokens)
     if k < 1:
         raise ValueError(f"num_speculative_tokens = {num_speculative_tokens!r}; expected >= 1")
-    cs, residual = [], []
-    for r in records:
-        if r.get("error") or not r.get("concurrency"):
-            continue
-        itl = [float(x) for x in (r.get("itl_s") or []) if x is not None]
-        if len(itl) >= 3:
-            c = int(r["concurrency"])
-            cs.append(c)
-            residual.append(float(np.median(itl)) - float(target(c, c * (k + 1), 0, 0)))
-    if len(cs) < 2:
-        raise ValueError("records: fewer than 2 closed-loop requests with 3+ chunks; cannot fit the draft's cost")
-    c_arr = np.array(cs, dtype=np.float64)
+    steps, _ = _step_estimates(records, per_chunk=True)
+    c_arr = np.array(list(steps), dtype=np.float64)
+    residual = np.array([steps[int(c)] - float(target(c, c * (k + 1), 0, 0)) for c in c_arr])
     coef = _nonnegative_least_squares(
-        {"draft_fixed_s": np.full(len(cs), float(k)), "draft_per_seq_s": k * c_arr},
-        np.array(residual),
+        {"draft_fixed_s": np.full(len(c_arr), float(k)), "draft_per_seq_s": k * c_arr},
+        residual,
         "calibrate_draft_from_records",
     )
     return AffineStepTime(

@@ -425,35 +425,43 @@ def test_source_mix_on_the_library_models_shows_the_same_direction():
 # ---- calibration from a measured baseline run
 
 
-def _record(index, concurrency, itl, ttft, prompt, completion, sent_at=0.0):
+def _record(index, concurrency, step_s, ttft, prompt, completion, sent_at=0.0, chunks=None):
+    """A runs.py record whose decode took step_s per engine step after the first token."""
+    steps = (chunks if chunks is not None else completion) - 1
+    e2e = None if ttft is None else ttft + step_s * steps
     return {
         "index": index, "label": f"concurrency={concurrency}", "concurrency": concurrency, "rate_qps": None,
-        "sent_at_s": sent_at, "ttft_s": ttft, "itl_s": itl, "prompt_tokens": prompt,
-        "completion_tokens": completion, "error": None, "acceptance_source": None, "draft_tokens": None,
+        "sent_at_s": sent_at, "ttft_s": ttft, "e2e_s": e2e, "itl_s": [], "prompt_tokens": prompt,
+        "completion_tokens": completion, "chunks": chunks if chunks is not None else completion, "error": None,
+        "acceptance_source": None, "draft_tokens": None,
     }
 
 
 def test_calibration_from_closed_loop_records_recovers_the_step_costs():
-    # a server whose step is 5 ms + 0.02 ms per token + 0.5 ms per sequence
-    def step(b, tokens):
-        return 0.005 + 2e-5 * tokens + 5e-4 * b
+    # a server whose step is 2 ms + 0.5 ms per sequence; when idle the first token comes 9 ms after the request
+    # (one 2.5 ms step + 6.5 ms of HTTP and tokenisation)
+    def step(b):
+        return 0.002 + 5e-4 * b
 
-    # and whose client sees the first token 3 ms after the prefill step ends (HTTP, tokenisation)
-    records = [
-        _record(i, 1, [step(1, 1)] * 10, step(1, p) + 0.003, p, 11) for i, p in enumerate((50, 100, 200, 400))
-    ]
-    records += [_record(10 + c, c, [step(c, c)] * 9 + [0.5], None, 100, 11) for c in (2, 4, 8)]  # one slow outlier
+    records = [_record(i, 1, step(1), 0.009, 100, 201) for i in range(4)]
+    records.append({**_record(5, 1, step(1), 0.009, 100, 201), "ttft_s": 0.4})  # a burst-delayed first chunk
+    for c in (2, 4, 8):
+        # bursty delivery moves time from decode into TTFT; E2E is what the calibration trusts
+        records += [
+            {**_record(10 * c + i, c, step(c), 0.009, 100, 201), "ttft_s": 0.3, "e2e_s": 0.009 + 200 * step(c)}
+            for i in range(3)
+        ]
+        records.append(_record(10 * c + 9, c, 0.05, 0.009, 100, 201))  # a slow outlier: the median skips it
     calibration = calibrate_from_records(records)
-    fitted = calibration.step_time
-    assert calibration.request_overhead_s == pytest.approx(0.003, rel=1e-6)
-    assert fitted.fixed_s == pytest.approx(0.005, rel=1e-6)
-    assert fitted.per_token_s == pytest.approx(2e-5, rel=1e-6)
-    assert fitted.per_seq_s == pytest.approx(5e-4, rel=1e-6)
+    assert calibration.step_time.fixed_s == pytest.approx(0.002, rel=1e-6)
+    assert calibration.step_time.per_seq_s == pytest.approx(5e-4, rel=1e-6)
+    assert calibration.step_time.per_token_s == 0
+    assert calibration.request_overhead_s == pytest.approx(0.009 - 0.0025, rel=1e-6)
 
 
 def test_replay_takes_arrivals_and_lengths_from_the_records():
-    records = [_record(0, None, [], 0.1, 30, 5, sent_at=10.5), _record(1, None, [], 0.1, 20, 7, sent_at=10.0)]
-    records.append({**_record(2, None, [], None, 10, None, sent_at=11.0), "error": "timeout"})
+    records = [_record(0, None, 0.01, 0.1, 30, 5, sent_at=10.5), _record(1, None, 0.01, 0.1, 20, 7, sent_at=10.0)]
+    records.append({**_record(2, None, 0.01, None, 10, 0, sent_at=11.0), "error": "timeout"})
     reqs = requests_from_records(records, alpha=0.4)
     assert reqs.arrival_s.tolist() == [0.0, 0.5]
     assert reqs.prompt_tokens.tolist() == [20, 30] and reqs.output_tokens.tolist() == [7, 5]
@@ -461,7 +469,7 @@ def test_replay_takes_arrivals_and_lengths_from_the_records():
 
 
 def test_calibrating_from_a_speculative_run_is_refused():
-    rec = {**_record(0, 1, [0.01] * 5, 0.02, 10, 6), "acceptance_source": "chunks", "draft_tokens": 20}
+    rec = {**_record(0, 1, 0.01, 0.02, 10, 6), "acceptance_source": "chunks", "draft_tokens": 20}
     with pytest.raises(ValueError, match="baseline"):
         calibrate_from_records([rec, rec, rec, rec])
 
@@ -535,9 +543,9 @@ def test_draft_costs_are_fitted_on_top_of_the_baseline_step():
     k = 4
     # the speculative server's step: target over c * (k + 1) tokens + k draft passes of 1 ms + 0.1 ms per sequence
     records = [
-        _record(c, c, [0.005 + 2e-5 * c * (k + 1) + 5e-4 * c + k * (0.001 + 1e-4 * c)] * 8, 0.02, 50, 30)
+        _record(c, c, 0.005 + 2e-5 * c * (k + 1) + 5e-4 * c + k * (0.001 + 1e-4 * c), 0.02, 50, 30, chunks=9)
         for c in (1, 2, 4, 8)
-    ]
+    ]  # TTFT 0.02 s at every level, the idle one included
     fitted = calibrate_draft_from_records(records, target, k)
     assert fitted.draft_fixed_s == pytest.approx(0.001, rel=1e-6)
     assert fitted.draft_per_seq_s == pytest.approx(1e-4, rel=1e-6)
