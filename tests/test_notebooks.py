@@ -84,7 +84,46 @@ def test_clean_check_catches_outputs_and_execution_counts(tmp_path):
     assert json.loads(dirty.read_text())["cells"][0]["outputs"], "the checker never edits files"
 
 
-def test_workbook_command_opens_the_start_page():
-    script = (ROOT / "workbook").read_text()
-    assert "notebooks/00_start_here.ipynb" in script
-    assert (NOTEBOOKS / "00_start_here.ipynb").is_file()
+def test_workbook_command_opens_the_start_page(tmp_path):
+    """Run the README's ./workbook for real, with JupyterLab's own flags passed through, and ask the server for
+    the start page. (Once, flags given to ./workbook leaked into the setup step and broke it.)"""
+    import os
+    import signal
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "workbook-test"
+    log = tmp_path / "workbook.log"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(ROOT / "workbook"), "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
+                                 f"--ServerApp.token={token}"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        page = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                # Given a file, Jupyter Server serves that file's folder as its root.
+                page = requests.get(f"http://127.0.0.1:{port}/api/contents/00_start_here.ipynb",
+                                    params={"token": token, "content": 0}, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(1)
+        assert page is not None, f"./workbook never answered on port {port}; its log:\n{log.read_text()[-3000:]}"
+        assert page.status_code == 200 and page.json()["name"] == "00_start_here.ipynb"
+        listing = requests.get(f"http://127.0.0.1:{port}/api/contents", params={"token": token}, timeout=5).json()
+        assert {c["name"] for c in listing["content"]} >= {"00_start_here.ipynb", "07_decision_memo.ipynb"}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
