@@ -347,6 +347,27 @@ def kv_cache_tokens_from_log(log_text: str) -> int:
     return found.pop()
 
 
+def stop_process_group(proc: subprocess.Popen, grace_s: float) -> list[int]:
+    """SIGTERM the process group that ``proc`` leads (started with ``start_new_session=True``), SIGKILL what is
+    left after ``grace_s``; reap ``proc``. Returns the pids that survived both (empty when all is gone)."""
+    pgid = proc.pid
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap our direct child so it does not linger as a zombie
+            if not _group_pids(pgid):
+                break
+            time.sleep(0.2)
+        if not _group_pids(pgid):
+            break
+    proc.poll()
+    return _group_pids(pgid)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -528,22 +549,7 @@ class VLLMServer:
         proc = self._proc
         if proc is None:
             return
-        pgid = proc.pid
-        for sig, grace_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline:
-                proc.poll()  # reap our direct child so it does not linger as a zombie
-                if not _group_pids(pgid):
-                    break
-                time.sleep(0.2)
-            if not _group_pids(pgid):
-                break
-        proc.poll()
-        left = _group_pids(pgid)
+        left = stop_process_group(proc, STOP_GRACE_S)
         _LIVE_SERVERS.discard(self)
         if left:
             raise HarnessError(f"processes {left} of vLLM server {self.base_url} survived SIGKILL")

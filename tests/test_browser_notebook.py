@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from specdec_lib.localserver import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,12 +37,6 @@ PLOT_DATA_JS = """() => {
   if (!el || !el.data || el.data.length === 0) return null;
   return JSON.stringify(el.data.map(t => [t.name || '', Array.from(t.x || []), Array.from(t.y || [])]));
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_server(proc: subprocess.Popen, url: str) -> None:
@@ -64,7 +58,7 @@ def jupyter_lab(tmp_path):
     work = tmp_path / "lab"
     work.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
@@ -80,14 +74,9 @@ def jupyter_lab(tmp_path):
         _wait_for_server(proc, f"http://127.0.0.1:{port}/api/status?token={token}")
         yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        survivors = stop_process_group(proc, grace_s=30)
         log.close()
+        assert not survivors, f"jupyter lab left processes {survivors}"
 
 
 @pytest.mark.browser

@@ -88,15 +88,13 @@ def test_workbook_command_opens_the_start_page(tmp_path):
     """Run the README's ./workbook for real, with JupyterLab's own flags passed through, and ask the server for
     the start page. (Once, flags given to ./workbook leaked into the setup step and broke it.)"""
     import os
-    import signal
-    import socket
     import time
 
     import requests
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from specdec_lib.localserver import free_port, stop_process_group
+
+    port = free_port()
     token = "workbook-test"
     log = tmp_path / "workbook.log"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
@@ -120,10 +118,4 @@ def test_workbook_command_opens_the_start_page(tmp_path):
         listing = requests.get(f"http://127.0.0.1:{port}/api/contents", params={"token": token}, timeout=5).json()
         assert {c["name"] for c in listing["content"]} >= {"00_start_here.ipynb", "07_decision_memo.ipynb"}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        assert not stop_process_group(proc, grace_s=20), "./workbook left processes behind"
