@@ -387,6 +387,53 @@ def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
     return tuple(sorted(out, key=lambda r: r.temperature))
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """One temperature of a sweep or one level of a load test: its jobs and its own /metrics delta."""
+    label: str
+    temperature: float | None  # recorded on the interval; None for a level that mixes temperatures
+    concurrency: int  # most requests in flight
+    rate_qps: float | None  # Poisson rate (open loop), None for closed loop
+    seed: int  # the arrivals' seed
+    jobs: list
+
+
+def _run_phases(client: EndpointClient, info, writer, phases: Sequence[_Phase], *, api: str,
+                stop_event: threading.Event | None, max_duration_s: float | None, request_timeout_s: float,
+                progress: bool, extra_body: dict | None) -> bool:
+    """Drive each phase in turn, skipping requests already recorded (resume), with a counter scrape before and an
+    interval record after each; stop at the stop event or the deadline. The run folder is marked "complete" or
+    "interrupted" whatever happens (an exception or Ctrl-C too). Returns whether the run was interrupted."""
+    stop_event = stop_event or threading.Event()
+    done_indices = writer.completed_indices()
+    run_t0 = time.perf_counter()
+    deadline = run_t0 + max_duration_s if max_duration_s else None
+    interrupted = False
+    finished = False
+    try:
+        for phase in phases:
+            jobs = [j for j in phase.jobs if j.index not in done_indices]
+            if not jobs:
+                continue
+            if stop_event.is_set():
+                interrupted = True
+                break
+            before, err = _safe_scrape(client)
+            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
+                                   concurrency=phase.concurrency, rate_qps=phase.rate_qps, seed=phase.seed,
+                                   stop_event=stop_event, deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s,
+                                   progress=progress, desc=phase.label, extra_body=extra_body)
+            writer.append_interval(_interval(client, phase.label, phase.temperature, before,
+                                             [r["index"] for r in recs], stopped, err))
+            if stopped:
+                interrupted = True
+                break
+        finished = True
+    finally:
+        writer.finish("complete" if finished and not interrupted else "interrupted")
+    return interrupted
+
+
 def run_temperature_sweep(
     client: EndpointClient,
     *,
@@ -428,37 +475,16 @@ def run_temperature_sweep(
               "extra_body": extra_body}
     info = _discover_or_record(client, "sweep", runs_dir, resume, params)
     writer = _open_writer(client, info, "sweep", runs_dir, resume, params)
-    stop_event = stop_event or threading.Event()
-    done_indices = writer.completed_indices()
-    run_t0 = time.perf_counter()
-    deadline = run_t0 + max_duration_s if max_duration_s else None
-    interrupted = False
-    finished = False
-    try:
-        for ti, temp in enumerate(temps):
-            label = f"T={temp:g}"
-            jobs = [
-                Job(index=ti * requests_per_temperature + i, label=label, prompt=prompt_list[i % len(prompt_list)],
-                    temperature=temp, max_tokens=max_tokens, seed=seed + i, concurrency=concurrency, rate_qps=None)
-                for i in range(requests_per_temperature)
-            ]
-            jobs = [j for j in jobs if j.index not in done_indices]
-            if not jobs:
-                continue
-            if stop_event.is_set():
-                interrupted = True
-                break
-            before, err = _safe_scrape(client)
-            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
-                                   concurrency=concurrency, rate_qps=None, seed=seed, stop_event=stop_event, deadline=deadline,
-                                   run_t0=run_t0, timeout_s=request_timeout_s, progress=progress, desc=label, extra_body=extra_body)
-            writer.append_interval(_interval(client, label, temp, before, [r["index"] for r in recs], stopped, err))
-            if stopped:
-                interrupted = True
-                break
-        finished = True
-    finally:  # an exception or Ctrl-C escaping the loop also leaves the folder marked "interrupted"
-        writer.finish("complete" if finished and not interrupted else "interrupted")
+    phases = [
+        _Phase(label=f"T={temp:g}", temperature=temp, concurrency=concurrency, rate_qps=None, seed=seed, jobs=[
+            Job(index=ti * requests_per_temperature + i, label=f"T={temp:g}", prompt=prompt_list[i % len(prompt_list)],
+                temperature=temp, max_tokens=max_tokens, seed=seed + i, concurrency=concurrency, rate_qps=None)
+            for i in range(requests_per_temperature)])
+        for ti, temp in enumerate(temps)
+    ]
+    interrupted = _run_phases(client, info, writer, phases, api=api, stop_event=stop_event,
+                              max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, progress=progress,
+                              extra_body=extra_body)
     run = runs.load_run(writer.path)
     return SweepResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                        temperatures=sweep_results_from_run(run))
@@ -543,40 +569,19 @@ def run_load_test(
               "extra_body": extra_body, "request_seeds": request_seeds}
     info = _discover_or_record(client, "load", runs_dir, resume, params)
     writer = _open_writer(client, info, "load", runs_dir, resume, params)
-    stop_event = stop_event or threading.Event()
-    done_indices = writer.completed_indices()
-    run_t0 = time.perf_counter()
-    deadline = run_t0 + max_duration_s if max_duration_s else None
     levels: list[tuple[str, int | None, float | None]] = [(f"concurrency={c}", c, None) for c in concurrency_levels]
     levels += [(f"rate={r:g}qps", None, float(r)) for r in request_rates_qps]
-    interrupted = False
-    finished = False
-    try:
-        for li, (label, conc, rate) in enumerate(levels):
-            jobs = [
-                Job(index=li * requests_per_level + i, label=label, prompt=prompt_list[i % len(prompt_list)],
-                    temperature=temps[i % len(temps)], max_tokens=max_tokens,
-                    seed=seed + i if request_seeds else None, concurrency=conc, rate_qps=rate)
-                for i in range(requests_per_level)
-            ]
-            jobs = [j for j in jobs if j.index not in done_indices]
-            if not jobs:
-                continue
-            if stop_event.is_set():
-                interrupted = True
-                break
-            before, err = _safe_scrape(client)
-            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
-                                   concurrency=conc or max_in_flight, rate_qps=rate, seed=seed + li, stop_event=stop_event,
-                                   deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s, progress=progress,
-                                   desc=label, extra_body=extra_body)
-            writer.append_interval(_interval(client, label, None, before, [r["index"] for r in recs], stopped, err))
-            if stopped:
-                interrupted = True
-                break
-        finished = True
-    finally:  # an exception or Ctrl-C escaping the loop also leaves the folder marked "interrupted"
-        writer.finish("complete" if finished and not interrupted else "interrupted")
+    phases = [
+        _Phase(label=label, temperature=None, concurrency=conc or max_in_flight, rate_qps=rate, seed=seed + li, jobs=[
+            Job(index=li * requests_per_level + i, label=label, prompt=prompt_list[i % len(prompt_list)],
+                temperature=temps[i % len(temps)], max_tokens=max_tokens,
+                seed=seed + i if request_seeds else None, concurrency=conc, rate_qps=rate)
+            for i in range(requests_per_level)])
+        for li, (label, conc, rate) in enumerate(levels)
+    ]
+    interrupted = _run_phases(client, info, writer, phases, api=api, stop_event=stop_event,
+                              max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, progress=progress,
+                              extra_body=extra_body)
     return LoadTestResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                           levels=load_results_from_run(runs.load_run(writer.path)))
 
