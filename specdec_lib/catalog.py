@@ -649,3 +649,10 @@ def pairing(draft: str | ModelSpec, target: str | ModelSpec, source_ratio: float
 def pairing_table() -> list[Pairing]:
     """The source's draft-pairing table (plus the vLLM blog's Qwama/Llama-3-70B pair), recomputed."""
     return [pairing(d, t, r) for d, t, r in SOURCE_PAIRINGS]
+
+
+# --------------------------------------------------------------------------------------------------
+# Drafters (EAGLE / EAGLE-3 heads, MTP modules): data/drafters.csv, loaded in drafters.py
+# --------------------------------------------------------------------------------------------------
+
+from .drafters import DrafterSpec, drafter_from_hf_config, drafters, drafters_for, get_drafter  # noqa: E402,F401
