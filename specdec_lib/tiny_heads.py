@@ -7,7 +7,7 @@ Run with the vLLM venv's python (needs torch and safetensors):
 It writes ``OUT_DIR/eagle3_head/`` in the flat EAGLE-3 checkpoint form vLLM 0.32 loads
 (``architectures: ["LlamaForCausalLMEagle3"]``, weights ``midlayer.*``, ``fc``, ``norm``, ``lm_head``, ``d2t``;
 ``vllm/model_executor/models/llama_eagle3.py`` load_weights): one decoder layer of the target's attention shape
-(4 heads, 2 KV heads, head_dim 32, hidden 128, MLP 256) whose QKV reads 2 x hidden, fc 3 x 128 -> 128, an lm_head
+(4 heads, 2 KV heads, head_dim 32, hidden 128, MLP 256) whose QKV reads 2 x hidden, fc 2 x 128 -> 128 (see AUX_LAYER_IDS), an lm_head
 over a draft vocabulary of ``DRAFT_VOCAB`` of the target's 2048 tokens, and the int64 d2t offsets (0: draft token
 i is target token i). No embedding: vLLM shares the target's. The head's proposals are random (acceptance near
 0): it is for memory and KV-capacity checks, not for acceptance.
@@ -23,12 +23,16 @@ DRAFT_VOCAB = 1024
 HEAD_ARCH = dict(num_hidden_layers=1, hidden_size=128, intermediate_size=256, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=32, vocab_size=2048, draft_vocab_size=DRAFT_VOCAB)
 SEED = 4321
+# The tiny target has 2 layers: vLLM's default auxiliary layers (2, n // 2, n - 3) do not exist there, so the head
+# names its own: the hidden states entering layers 0 and 1, and fc is 2 x hidden -> hidden.
+AUX_LAYER_IDS = (0, 1)
 
 
 def config() -> dict:
     return {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "max_position_embeddings": 2048,
             "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "hidden_act": "silu",
-            "rope_theta": 10000.0, **HEAD_ARCH}
+            "rope_theta": 10000.0, "eagle_config": {"eagle_aux_hidden_state_layer_ids": list(AUX_LAYER_IDS)},
+            **HEAD_ARCH}
 
 
 def build(out_dir: Path) -> Path:
@@ -51,7 +55,7 @@ def build(out_dir: Path) -> Path:
         "midlayer.input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
         "midlayer.hidden_norm.weight": torch.ones(h, dtype=torch.bfloat16),
         "midlayer.post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
-        "norm.weight": torch.ones(h, dtype=torch.bfloat16), "fc.weight": w(h, 3 * h),
+        "norm.weight": torch.ones(h, dtype=torch.bfloat16), "fc.weight": w(h, len(AUX_LAYER_IDS) * h),
         "lm_head.weight": w(a["draft_vocab_size"], h), "d2t": torch.zeros(a["draft_vocab_size"], dtype=torch.long),
     }
     path = Path(out_dir) / HEAD_NAME
