@@ -95,8 +95,33 @@ def deepseek_v3_mtp() -> None:
              "DeepSeek-V3 technical report §5.4.3 (~1.8x tokens per second)")
 
 
+def head_steps_vs_h100() -> None:
+    """The load model's head step against this project's H100 timings of the same head shapes."""
+    if not TIMINGS.is_file():
+        print(f"(no {TIMINGS.name}: skipped the head-step comparison)")
+        return
+    data = json.loads(TIMINGS.read_text())
+    print(f"\nEAGLE-3 head step (Llama-3.1-8B head shapes) on {data['environment']['gpu_name']}: measured "
+          "(PyTorch, CUDA graphs) vs the load model's prediction")
+    print(f"  {'batch':>5} {'q':>2} {'context':>7} {'d2t':>4} {'measured ms':>11} {'predicted ms':>12} {'error':>6}")
+    errors = []
+    for rec in data["records"]:
+        if rec["kind"] != "head":
+            continue
+        pred = methods.head_step_time(EAGLE3_8B, gpu="H100-SXM", batch_size=rec["batch_size"],
+                                      context_len=rec["context_len"], tokens_per_seq=rec["q"]).total_s
+        err = (pred - rec["median_s"]) / rec["median_s"]
+        errors.append(abs(err))
+        print(f"  {rec['batch_size']:>5} {rec['q']:>2} {rec['context_len']:>7} {str(rec['d2t']):>4} "
+              f"{rec['median_s'] * 1e3:>11.3f} {pred * 1e3:>12.3f} {err:>+6.0%}")
+    errors.sort()
+    print(f"  median |error| {errors[len(errors) // 2]:.0%}, worst {errors[-1]:.0%} over {len(errors)} steps "
+          "(the model has no term for the d2t scatter into the full vocabulary)")
+
+
 if __name__ == "__main__":
     print("Predicted vs published speedups (load model: " + load.DEFAULT_FACTORS.source + ")")
+    head_steps_vs_h100()
     eagle3_llama_8b()
     p_eagle_over_eagle3()
     deepseek_v3_mtp()
