@@ -168,7 +168,8 @@ def _evaluate(scenario: Scenario, method: str, drafter: str | None, estimates, t
         notes += (f"{method}: a published mean acceptance length counts only the steps that proposed; prompts with "
                   "little repetition propose rarely, so the prior need not transfer: predict it from your prompts or "
                   "measure it",)
-    base = dict(method=method, drafter=drafter, applies=True, extra_weights_bytes_per_gpu=mem.extra_weights_bytes_per_gpu,
+    base = dict(method=method, drafter=drafter, applies=True,
+                extra_weights_bytes_per_gpu=mem.extra_weights_bytes_per_gpu,
                 kv_tokens_taken=mem.kv_tokens_taken, kv_capacity_tokens=mem.kv_capacity_tokens,
                 max_concurrent_seqs=mem.max_concurrent_seqs, fits=mem.fits, cost_ratio=c, acceptance=label,
                 acceptance_origin=origin, max_batch=max_batch, notes=notes)

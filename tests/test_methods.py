@@ -66,7 +66,8 @@ cfg = EngineArgs(model=case["target_dir"], max_model_len=case["max_model_len"], 
                  speculative_config={"method": "eagle3", "model": case["head_dir"], "num_speculative_tokens": 3}
                  ).create_engine_config()
 def spec(n):
-    return FullAttentionSpec(block_size=case["block_size"], num_kv_heads=n, head_size=case["head_dim"], dtype=torch.bfloat16)
+    return FullAttentionSpec(block_size=case["block_size"], num_kv_heads=n, head_size=case["head_dim"],
+                             dtype=torch.bfloat16)
 # The head's attention layer registers after the target's (llama_eagle3.py: start_layer_id = target layers).
 layers = {f"model.layers.{i}.self_attn.attn": spec(case["kv_heads"]) for i in range(case["target_layers"])}
 layers[f"model.layers.{case['target_layers']}.self_attn.attn"] = spec(case["head_kv_heads"])

@@ -216,8 +216,8 @@ for case in json.loads(sys.stdin.read()):
     r["speculative_config"] = args.speculative_config
     sched = args.speculative_config.get("num_speculative_tokens_per_batch_size")
     if sched:
-        lookup = build_dynamic_sd_schedule_lookup(sched, vllm_max_batch_size=1024,
-                                                  vllm_num_speculative_tokens=args.speculative_config["num_speculative_tokens"])
+        k = args.speculative_config["num_speculative_tokens"]
+        lookup = build_dynamic_sd_schedule_lookup(sched, vllm_max_batch_size=1024, vllm_num_speculative_tokens=k)
         r["k_at_batch"] = {str(b): lookup[b] for b in (1, 8, 9, 1024)}
     if case.get("engine_config"):
         try:
