@@ -8,9 +8,9 @@ It writes ``OUT_DIR/eagle3_head/`` in the flat EAGLE-3 checkpoint form vLLM 0.32
 (``architectures: ["LlamaForCausalLMEagle3"]``, weights ``midlayer.*``, ``fc``, ``norm``, ``lm_head``, ``d2t``;
 ``vllm/model_executor/models/llama_eagle3.py`` load_weights): one decoder layer of the target's attention shape
 (4 heads, 2 KV heads, head_dim 32, hidden 128, MLP 256) whose QKV reads 2 x hidden, fc 2 x 128 -> 128 (see
-AUX_LAYER_IDS), an lm_head over a draft vocabulary of ``DRAFT_VOCAB`` of the target's 2048 tokens, and the int64 d2t offsets (0: draft token
-i is target token i). No embedding: vLLM shares the target's. The head's proposals are random (acceptance near
-0): it is for memory and KV-capacity checks, not for acceptance.
+AUX_LAYER_IDS), an lm_head over a draft vocabulary of ``DRAFT_VOCAB`` of the target's 2048 tokens, and the
+int64 d2t offsets (0: draft token i is target token i). No embedding: vLLM shares the target's. The head's
+proposals are random (acceptance near 0): it is for memory and KV-capacity checks, not for acceptance.
 """
 from __future__ import annotations
 
