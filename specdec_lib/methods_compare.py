@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 from . import load, memory, vllm_command
 from .catalog import get_model
-from .drafters import drafters_for
+from .drafters import drafters_for, get_drafter
 from .evidence import AcceptanceEstimate
 from .methods import LOOKUP_METHODS, deployment, method_memory
 from .methods_priors import best_prior
@@ -131,9 +131,12 @@ def _candidates(scenario: Scenario) -> list[tuple[str, str | None, str]]:
     else:
         out.append(("draft_model", draft, ""))
     for method in ("eagle3", "eagle"):
-        heads = drafters_for(target, method)
+        heads = [h.name for h in drafters_for(target, method)]
+        own = scenario.draft_model if scenario.method == method else None
+        if own and get_drafter(own).name not in heads:
+            heads = [own, *heads]  # the scenario's own head: a catalog name or the folder of its config.json
         if heads:
-            out += [(method, h.name, "") for h in heads]
+            out += [(method, h, "") for h in heads]
         elif method == "eagle3":
             out.append((method, None, f"no EAGLE-3 head for {target} in data/drafters.csv (none published that the "
                                       "catalog knows of)"))

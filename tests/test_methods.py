@@ -208,3 +208,18 @@ def test_eagle3_applies_to_llama_8b_with_its_head_and_same_target_prior():
     assert row.extra_weights_bytes_per_gpu == 849_635_328
     assert '"method":"eagle3"' in row.command and EAGLE3_8B in row.command
     assert c.row("draft_model").why_not == "no draft model named in the scenario"
+
+
+def test_a_scenarios_own_head_from_its_config_json_is_compared(tmp_path):
+    (tmp_path / "head").mkdir()
+    (tmp_path / "head" / "config.json").write_text(json.dumps({  # the flat EAGLE-3 form of the same head
+        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "hidden_size": 4096,
+        "intermediate_size": 14336, "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128256, "draft_vocab_size": 32000}))
+    s = dataclasses.replace(DEFAULT_SCENARIO, target_model="meta-llama/Llama-3.1-8B-Instruct",
+                            draft_model=str(tmp_path / "head"), method="eagle3", target_precision="bf16",
+                            num_gpus=1, tensor_parallel_size=1, draft_tensor_parallel_size=1)
+    c = methods.compare_methods(s)
+    rows = [r for r in c.rows if r.method == "eagle3"]
+    assert [r.drafter for r in rows] == [str(tmp_path / "head"), EAGLE3_8B]
+    assert rows[0].extra_weights_bytes_per_gpu == rows[1].extra_weights_bytes_per_gpu == 849_635_328
