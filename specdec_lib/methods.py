@@ -242,5 +242,13 @@ def speedup_at_batch(dep: load.Deployment, alpha: float, k: int, batch_size: flo
     return base * e / (draft_round_s(dep, batch_size, k, context_len, parallel_drafting=True) + verify)
 
 
-# The comparison lives in methods_compare.py (it needs the functions above); re-exported here.
-from .methods_compare import MethodComparison, MethodRow, compare_methods  # noqa: E402,F401
+_COMPARE_NAMES = ("compare_methods", "MethodComparison", "MethodRow", "speedup_curves", "RULE")
+
+
+def __getattr__(name: str):
+    """`methods.compare_methods` and friends live in methods_compare.py (which imports this module)."""
+    if name in _COMPARE_NAMES:
+        from . import methods_compare
+
+        return getattr(methods_compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

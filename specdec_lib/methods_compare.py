@@ -271,3 +271,39 @@ def speedup_curves(scenario: Scenario, rows: Sequence[MethodRow], points: int = 
 
 
 __all__ = ["MethodRow", "MethodComparison", "compare_methods", "speedup_curves", "RULE", "TIE_MARGIN"]
+
+
+# --- `specdec methods` ---------------------------------------------------------------------------------------------
+
+def _cli(args) -> int:
+    import json
+
+    from .display import format_gib
+    from .scenario import DEFAULT_SCENARIO, load_scenario
+
+    c = compare_methods(DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario))
+    if args.json:
+        print(json.dumps({"target": c.target, "qps": c.qps, "best": c.best, "reasons": list(c.reasons),
+                          "rows": [asdict(r) for r in c.rows]}, indent=1, default=str))
+        return 0
+    print(f"{c.target} at QPS {c.qps:g}")
+    for r in c.rows:
+        if not r.applies:
+            print(f"  {r.method:<12} n/a: {r.why_not}")
+        elif r.speedup_at_qps is None:
+            print(f"  {r.method:<12} {r.why_not or r.acceptance}")
+        else:
+            print(f"  {r.method:<12} {r.speedup_at_qps:5.2f}x at QPS, k {r.k}, alpha {r.alpha:.2f} ({r.acceptance}), "
+                  f"+{format_gib(r.extra_weights_bytes_per_gpu, 2)}/GPU, {r.kv_tokens_taken:,} KV tokens taken")
+    print(f"pick: {c.best or 'leave speculation off'}")
+    for line in c.reasons:
+        print(f"  - {line}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `specdec methods [--scenario FILE] [--json]` to the CLI's subparsers."""
+    p = subparsers.add_parser("methods", help="every speculative method side by side, and the one to run")
+    p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cli)

@@ -223,3 +223,14 @@ def test_a_scenarios_own_head_from_its_config_json_is_compared(tmp_path):
     rows = [r for r in c.rows if r.method == "eagle3"]
     assert [r.drafter for r in rows] == [str(tmp_path / "head"), EAGLE3_8B]
     assert rows[0].extra_weights_bytes_per_gpu == rows[1].extra_weights_bytes_per_gpu == 849_635_328
+
+
+def test_cli_methods_prints_the_comparison_as_json(capsys):
+    from specdec_lib import cli
+
+    assert cli.main(["methods", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    direct = methods.compare_methods(DEFAULT_SCENARIO)
+    assert out["best"] == direct.best and out["reasons"] == list(direct.reasons)
+    assert [r["method"] for r in out["rows"]] == [r.method for r in direct.rows]
+    assert cli.main(["methods", "--scenario", "/no/such/scenario.toml"]) == 2
