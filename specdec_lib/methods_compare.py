@@ -203,7 +203,9 @@ def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]
                 for r in rows if r.applies and r.fits and r.alpha is None]
     reasons += [f"{r.method}: does not fit in memory" for r in rows if r.applies and r.fits is False]
     gaining = [r for r in live if r.speedup_at_qps > 1.0]
-    reasons += [f"{r.method}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
+    reasons += [f"{r.method}: saturates at QPS {qps:g} (running batch capped at {r.max_batch} by max_num_seqs or "
+                f"its KV cache) while the baseline keeps up" if r.speedup_at_qps == 0 else
+                f"{r.method}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
                 if r.speedup_at_qps <= 1.0]
     if not gaining:
         return None, reasons + [f"leave speculation off: no method gains at QPS {qps:g}"]
