@@ -243,7 +243,10 @@ def compare_methods(scenario: Scenario, *, estimates: Iterable[AcceptanceEstimat
         if why_not:
             rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=why_not))
         else:
-            rows.append(_evaluate(scenario, method, drafter, estimates, temperature))
+            try:
+                rows.append(_evaluate(scenario, method, drafter, estimates, temperature))
+            except ValueError as exc:  # one method the planner cannot model costs its own row, not the comparison
+                rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=f"not planned: {exc}"))
     best, reasons = _pick(rows, scenario.qps)
     curves = speedup_curves(scenario, rows, curve_points) if curve_points else {}
     return MethodComparison(scenario.title, scenario.target_model, scenario.qps, tuple(rows), best, tuple(reasons),
