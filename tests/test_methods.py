@@ -234,3 +234,14 @@ def test_cli_methods_prints_the_comparison_as_json(capsys):
     assert out["best"] == direct.best and out["reasons"] == list(direct.reasons)
     assert [r["method"] for r in out["rows"]] == [r.method for r in direct.rows]
     assert cli.main(["methods", "--scenario", "/no/such/scenario.toml"]) == 2
+
+
+def test_a_method_the_planner_cannot_model_costs_only_its_row():
+    # Qwama-0.5B has 14 attention heads: no TP 4 (vLLM refuses it; memory.check_tp says so).
+    s = dataclasses.replace(DEFAULT_SCENARIO, draft_model="turboderp/Qwama-0.5B-Instruct", num_gpus=4,
+                            tensor_parallel_size=4, draft_tensor_parallel_size=4)
+    c = methods.compare_methods(s)
+    draft = c.row("draft_model")
+    assert not draft.applies and "not planned" in draft.why_not and "14 attention heads" in draft.why_not
+    assert c.row("ngram").speedup_at_qps is not None
+    assert any(line.startswith("draft_model: not planned") for line in c.reasons)
