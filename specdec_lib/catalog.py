@@ -655,4 +655,13 @@ def pairing_table() -> list[Pairing]:
 # Drafters (EAGLE / EAGLE-3 heads, MTP modules): data/drafters.csv, loaded in drafters.py
 # --------------------------------------------------------------------------------------------------
 
-from .drafters import DrafterSpec, drafter_from_hf_config, drafters, drafters_for, get_drafter  # noqa: E402,F401
+_DRAFTER_NAMES = ("DrafterSpec", "drafter_from_hf_config", "drafters", "drafters_for", "get_drafter")
+
+
+def __getattr__(name: str):
+    """catalog.drafters(), catalog.get_drafter(...) and friends live in drafters.py (which imports this module)."""
+    if name in _DRAFTER_NAMES:
+        from . import drafters as _drafters
+
+        return getattr(_drafters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
