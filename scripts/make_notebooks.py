@@ -158,6 +158,27 @@ shares and acceptances to see when the tail turns against you.
         ],
         "page = ui.mixed_workload_page()\npage.widget",
     ),
+    "03b_methods_compared": (
+        [
+            """# 03b · Which method: draft model, EAGLE-3, MTP, n-gram or suffix?
+
+The article compares a draft model with n-gram lookup. vLLM today also runs **EAGLE-3 heads** (one decoder layer
+plus a small head over a 32k draft vocabulary, trained for one target), the target's own **multi-token-prediction
+(MTP)** layers, and **suffix decoding** (CPU suffix trees, good for agent loops). This page puts every method that
+applies to the target side by side, computed alike:
+- **memory**: a head's or draft's weights and its KV layers come out of the same KV cache (tokens taken);
+- **cost**: one draft step against one target step (*c*), from the calibrated step-time model;
+- **acceptance**: measured or predicted when you have it, else a *published prior* with its citation
+  (hover the label) — never shown as measured;
+- **speedup at your QPS**, the crossover batch and QPS, and the k-by-batch-size schedule in the vLLM command.
+
+The pick follows one rule over all methods (open *The rule* below the verdict). A method with no published
+drafter for your target says so instead of guessing.
+""",
+            READING_ORDER,
+        ],
+        "from specdec_lib import methods_page\npage = methods_page.methods_compared_page()\npage.widget",
+    ),
     "07_decision_memo": (
         [
             """# 07 · The decision and the memo

@@ -649,3 +649,19 @@ def pairing(draft: str | ModelSpec, target: str | ModelSpec, source_ratio: float
 def pairing_table() -> list[Pairing]:
     """The source's draft-pairing table (plus the vLLM blog's Qwama/Llama-3-70B pair), recomputed."""
     return [pairing(d, t, r) for d, t, r in SOURCE_PAIRINGS]
+
+
+# --------------------------------------------------------------------------------------------------
+# Drafters (EAGLE / EAGLE-3 heads, MTP modules): data/drafters.csv, loaded in drafters.py
+# --------------------------------------------------------------------------------------------------
+
+_DRAFTER_NAMES = ("DrafterSpec", "drafter_from_hf_config", "drafters", "drafters_for", "get_drafter")
+
+
+def __getattr__(name: str):
+    """catalog.drafters(), catalog.get_drafter(...) and friends live in drafters.py (which imports this module)."""
+    if name in _DRAFTER_NAMES:
+        from . import drafters as _drafters
+
+        return getattr(_drafters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@
     specdec measure --url URL [--api-key-env VAR] [--sweep temps|load] [...]
     specdec memo   [--scenario FILE] [--run RUN_DIR] [--baseline-run RUN_DIR] -o memo.html
     specdec scenario [-o FILE]          (write the built-in default scenario as TOML)
+    specdec methods [--scenario FILE] [--json]   (every speculative method side by side)
 
 Exit codes: 0 ok; 2 bad input (the message names the field or file); 3 endpoint unreachable (refused, DNS,
 timeout); 4 the endpoint answered but not as a vLLM server should (HTTP error, not vLLM, broken stream);
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specdec", description="Speculative decoding on vLLM: plan, measure, decide, and write the memo.",
         epilog="Exit codes: 0 ok, 2 bad input, 3 endpoint unreachable, 4 endpoint error, 130 interrupted.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario,methods}")
 
     p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
     p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_scenario)
+
+    from specdec_lib.methods_compare import register as register_methods  # `specdec methods`
+
+    register_methods(sub)
     return parser
 
 

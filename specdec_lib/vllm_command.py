@@ -247,3 +247,85 @@ def legacy_command(scenario: Scenario, *, crossover_batch: float | None = None,
     last = "0.8.2" if used else None
     return ServeCommand(tuple(argv), None, VersionRange("0.4.1" if used else None, last,
                                                         "the V0 speculative flags' range"), notes)
+
+
+# --- every method vLLM 0.32 accepts (added for the methods comparison) --------------------------------------------
+
+MTP_METHODS = ("mtp", "deepseek_mtp", "qwen3_next_mtp", "qwen3_5_mtp", "glm4_moe_mtp", "gemma4_mtp", "mimo_mtp",
+               "ernie_mtp")
+"""A subset of vLLM 0.32's MTPModelTypes (`vllm/config/speculative.py`); "mtp" is the generic name."""
+ALL_METHODS = ("draft_model", "eagle", "eagle3", "ngram", "suffix") + MTP_METHODS
+SUFFIX_KEYS = ("suffix_decoding_max_tree_depth", "suffix_decoding_max_cached_requests",
+               "suffix_decoding_max_spec_factor", "suffix_decoding_min_token_prob")
+
+
+def method_speculative_config(method: str, *, num_speculative_tokens: int, model: str | None = None,
+                              draft_tensor_parallel_size: int | None = None, quantization: str | None = None,
+                              crossover_batch: float | None = None, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+                              prompt_lookup_min: int | None = None, prompt_lookup_max: int | None = None,
+                              parallel_drafting: bool = False, suffix: dict | None = None) -> dict:
+    """`--speculative-config` for any method, with its own keys and the k schedule by batch size.
+
+    draft_model / eagle / eagle3 carry `model` (the draft or the head's path/repo); an MTP method names no model
+    (vLLM uses the target's own MTP layers); ngram carries prompt_lookup_min/max; suffix its
+    suffix_decoding_* keys (vLLM needs `arctic-inference` installed to build a suffix config);
+    `parallel_drafting` (P-EAGLE) only for eagle/eagle3 heads trained for it (vLLM loads their mask_hidden).
+    """
+    if method not in ALL_METHODS:
+        raise ValueError(f"method={method!r} is not accepted: one of {', '.join(ALL_METHODS)}")
+    if not isinstance(num_speculative_tokens, int) or num_speculative_tokens < 1:
+        raise ValueError(f"num_speculative_tokens={num_speculative_tokens!r} is not accepted: an integer >= 1")
+    config: dict = {"method": method, "num_speculative_tokens": num_speculative_tokens}
+    if method in ("draft_model", "eagle", "eagle3"):
+        if not model:
+            raise ValueError(f"model={model!r} is not accepted: method {method!r} needs the draft's or head's path")
+        config["model"] = model
+        if draft_tensor_parallel_size is not None:
+            config["draft_tensor_parallel_size"] = draft_tensor_parallel_size
+        if quantization:
+            config["quantization"] = quantization
+    elif model:
+        raise ValueError(f"model={model!r} is not accepted for method {method!r}: it runs no separate model")
+    if method == "ngram":
+        config["prompt_lookup_max"] = prompt_lookup_max or 4
+        config["prompt_lookup_min"] = prompt_lookup_min or 2
+        if config["prompt_lookup_min"] > config["prompt_lookup_max"]:
+            raise ValueError(f"prompt_lookup_min={config['prompt_lookup_min']} is not accepted: at most "
+                             f"prompt_lookup_max ({config['prompt_lookup_max']})")
+    if method == "suffix":
+        unknown = set(suffix or {}) - set(SUFFIX_KEYS)
+        if unknown:
+            raise ValueError(f"suffix={sorted(unknown)} is not accepted: keys among {', '.join(SUFFIX_KEYS)}")
+        config.update(suffix or {})
+    if parallel_drafting:
+        if method not in ("eagle", "eagle3"):
+            raise ValueError(f"parallel_drafting=True is not accepted for method {method!r}: EAGLE heads only")
+        config["parallel_drafting"] = True
+    schedule = k_schedule(crossover_batch, num_speculative_tokens, max_num_seqs=max_num_seqs)
+    if schedule is not None:
+        config["num_speculative_tokens_per_batch_size"] = schedule
+    return config
+
+
+def method_serve_command(scenario: Scenario, method: str, *, num_speculative_tokens: int, model: str | None = None,
+                         crossover_batch: float | None = None, target_model_path: str | None = None,
+                         max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, **keys) -> ServeCommand:
+    """`vllm serve` for the scenario's target with any method's `--speculative-config` (see
+    `method_speculative_config`; `keys` are its method-specific keywords)."""
+    import dataclasses
+
+    base = serve_command(dataclasses.replace(scenario, method="none", draft_model=None),
+                         target_model_path=target_model_path, max_num_seqs=max_num_seqs)
+    quantization = None
+    if method == "draft_model":
+        quantization = _quantization(scenario.draft_precision, "draft_precision")
+    config = method_speculative_config(
+        method, num_speculative_tokens=num_speculative_tokens, model=model, quantization=quantization,
+        draft_tensor_parallel_size=scenario.tensor_parallel_size if method in ("draft_model", "eagle", "eagle3")
+        else None, crossover_batch=crossover_batch, max_num_seqs=max_num_seqs, **keys)
+    notes = list(base.notes)
+    if method == "suffix":
+        notes.append("suffix decoding needs `pip install arctic-inference` in the server's environment "
+                     "(vllm/config/speculative.py _validate_suffix_decoding).")
+    argv = base.argv + ("--speculative-config", json.dumps(config, separators=(",", ":")))
+    return ServeCommand(argv, config, TODAY, tuple(notes))

@@ -189,3 +189,107 @@ def test_vllm_accepts_the_generated_commands(tmp_path):
     assert results["legacy"]["parse_error"] == "parser exit 2"
     # ...and vLLM's schedule validator is real: a schedule not starting at batch size 1 is refused.
     assert results["bad-schedule"]["rejected"] and "start at 1" in results["bad-schedule"]["message"]
+
+
+# --- every method (methods comparison): its own keys and k schedule, through vLLM's parser -----------------------
+
+_METHOD_CHECKER = r'''
+import json, sys
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.engine.arg_utils import EngineArgs
+from vllm.v1.spec_decode.dynamic.utils import build_dynamic_sd_schedule_lookup
+
+out = []
+for case in json.loads(sys.stdin.read()):
+    parser = make_arg_parser(FlexibleArgumentParser())
+    r = {"name": case["name"]}
+    try:
+        args = parser.parse_args(case["argv"])
+    except SystemExit as exc:
+        r["parse_error"] = f"parser exit {exc.code}"
+        out.append(r)
+        continue
+    if getattr(args, "model_tag", None):
+        args.model = args.model_tag
+    r["parse_error"] = None
+    r["speculative_config"] = args.speculative_config
+    sched = args.speculative_config.get("num_speculative_tokens_per_batch_size")
+    if sched:
+        k = args.speculative_config["num_speculative_tokens"]
+        lookup = build_dynamic_sd_schedule_lookup(sched, vllm_max_batch_size=1024, vllm_num_speculative_tokens=k)
+        r["k_at_batch"] = {str(b): lookup[b] for b in (1, 8, 9, 1024)}
+    if case.get("engine_config"):
+        try:
+            sc = EngineArgs.from_cli_args(args).create_engine_config().speculative_config
+            r["built"] = {"method": sc.method, "k": sc.num_speculative_tokens,
+                          "prompt_lookup": [sc.prompt_lookup_min, sc.prompt_lookup_max],
+                          "parallel_drafting": sc.parallel_drafting,
+                          "draft_vocab": getattr(sc.draft_model_config.hf_config, "draft_vocab_size", None)
+                          if sc.draft_model_config else None}
+        except Exception as exc:
+            r["build_error"] = f"{type(exc).__name__}: {exc}"[:400]
+    out.append(r)
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_vllm_accepts_every_methods_command(tmp_path):
+    from specdec_lib.vllm_command import method_serve_command, method_speculative_config
+
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text(json.dumps(TINY_LLAMA_CONFIG))
+    (tmp_path / "head").mkdir()
+    head = dict(TINY_LLAMA_CONFIG, architectures=["LlamaForCausalLMEagle3"], num_hidden_layers=1,
+                draft_vocab_size=1024)
+    (tmp_path / "head" / "config.json").write_text(json.dumps(head))
+    tiny = dataclasses.replace(
+        DEFAULT_SCENARIO, target_model="tiny-target", draft_model=None, method="none", target_precision="bf16",
+        num_gpus=1, tensor_parallel_size=1, draft_tensor_parallel_size=1, context_len=512,
+        workload=(RequestClass("chat", 1.0, 0.7, 128, 128),))
+    target = str(tmp_path / "target")
+    commands = {
+        "eagle3": method_serve_command(tiny, "eagle3", num_speculative_tokens=3, model=str(tmp_path / "head"),
+                                       crossover_batch=9, target_model_path=target),
+        "eagle3_parallel": method_serve_command(tiny, "eagle3", num_speculative_tokens=3, model=str(tmp_path / "head"),
+                                                target_model_path=target, parallel_drafting=True),
+        "ngram": method_serve_command(tiny, "ngram", num_speculative_tokens=4, crossover_batch=9,
+                                      target_model_path=target, prompt_lookup_min=3, prompt_lookup_max=5),
+        "suffix": method_serve_command(tiny, "suffix", num_speculative_tokens=16, target_model_path=target,
+                                       suffix={"suffix_decoding_max_tree_depth": 16,
+                                               "suffix_decoding_min_token_prob": 0.2}),
+        "deepseek_mtp": method_serve_command(DEFAULT_SCENARIO, "deepseek_mtp", num_speculative_tokens=1,
+                                             crossover_batch=9),
+        "draft_model": method_serve_command(DEFAULT_SCENARIO, "draft_model", num_speculative_tokens=5,
+                                            model="meta-llama/Llama-3.1-8B-Instruct", crossover_batch=9),
+    }
+    cases = [{"name": n, "argv": list(c.argv[2:]), "engine_config": n in ("eagle3", "eagle3_parallel", "ngram",
+                                                                          "suffix")} for n, c in commands.items()]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                "VLLM_CPU_KVCACHE_SPACE": "1"})
+    proc = subprocess.run([str(_vllm_python()), "-c", _METHOD_CHECKER], input=json.dumps(cases), capture_output=True,
+                          text=True, timeout=300, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    results = {r["name"]: r for r in json.loads(lines[-1][len("RESULT "):])}
+    for name, cmd in commands.items():
+        assert results[name]["parse_error"] is None, name
+        assert results[name]["speculative_config"] == cmd.speculative_config, name
+    # vLLM's own schedule lookup: k up to 8 running requests, 0 above (crossover batch 9).
+    assert results["eagle3"]["k_at_batch"] == {"1": 3, "8": 3, "9": 0, "1024": 0}
+    assert results["ngram"]["k_at_batch"] == {"1": 4, "8": 4, "9": 0, "1024": 0}
+    built = results["eagle3"]["built"]
+    assert (built["method"], built["k"], built["parallel_drafting"], built["draft_vocab"]) == ("eagle3", 3, False, 1024)
+    assert results["eagle3_parallel"]["built"]["parallel_drafting"] is True
+    assert results["ngram"]["built"]["method"] == "ngram" and results["ngram"]["built"]["prompt_lookup"] == [3, 5]
+    # Suffix decoding parses, but vLLM refuses to build it without arctic-inference (not in the test venv):
+    assert "arctic" in results["suffix"].get("build_error", "").lower() or results["suffix"]["built"]["k"] == 16
+    assert "arctic-inference" in " ".join(commands["suffix"].notes)
+    assert "model" not in commands["deepseek_mtp"].speculative_config
+    with pytest.raises(ValueError, match="parallel_drafting=True is not accepted for method 'ngram'"):
+        method_speculative_config("ngram", num_speculative_tokens=3, parallel_drafting=True)
+    with pytest.raises(ValueError, match="needs the draft's or head's path"):
+        method_speculative_config("eagle3", num_speculative_tokens=3)
+    with pytest.raises(ValueError, match="method='medusa2' is not accepted"):
+        method_speculative_config("medusa2", num_speculative_tokens=3)
