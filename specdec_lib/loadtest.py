@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -94,8 +95,12 @@ def load_prompts(source: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS) -> li
     if isinstance(source, Path) or (isinstance(source, str) and (source.endswith(".jsonl") or "/" in source)):
         path = Path(source)
         if not path.is_file():
-            raise ValueError(f"prompts file {path}: does not exist")
-        return _parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), path.stem, str(path))
+            raise ValueError(f"prompts file {path}: {'is a directory' if path.is_dir() else 'does not exist'}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"prompts file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return _parse_prompt_lines(text.splitlines(), path.stem, str(path))
     names = [source] if isinstance(source, str) else list(source)
     unknown = [n for n in names if n not in BUILTIN_PROMPT_SETS]
     if unknown or not names:
@@ -126,6 +131,8 @@ class Job:
 
 def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int | None, run_t0: float,
              timeout_s: float, stop_event: threading.Event, extra_body: dict | None) -> dict:
+    """One request -> one record. Never raises: whatever goes wrong (an HTTP error, a wrong-shaped or impossible
+    answer, a bug) becomes this record's error, so one bad answer costs this record only."""
     sent_at = time.perf_counter() - run_t0
     record: dict[str, Any] = {f: None for f in runs.RECORD_FIELDS}
     record.update(
@@ -137,21 +144,19 @@ def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int |
         kwargs = {"messages": job.prompt.chat_messages()} if api == "chat" else {"prompt": job.prompt.text}
         res = client.stream(model=model, max_tokens=job.max_tokens, temperature=job.temperature, seed=job.seed,
                             timeout_s=timeout_s, stop_event=stop_event, extra_body=extra_body, **kwargs)
+        acc = request_acceptance(res, k)
+        record.update(
+            ttft_s=res.ttft_s, tpot_s=res.tpot_s, e2e_s=res.e2e_s, itl_s=list(res.itl_s),
+            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, chunks=res.chunks,
+            finish_reason=res.finish_reason, spec_metrics=res.spec_metrics, status=200, timing_note=res.timing_note,
+            accepted_tokens=acc.accepted_tokens if acc else None, draft_tokens=acc.draft_tokens if acc else None,
+            acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
+        )
     except EndpointError as exc:
         record.update(error=str(exc), error_kind=exc.kind, status=exc.status, e2e_s=time.perf_counter() - run_t0 - sent_at)
-        return record
     except Exception as exc:  # a bug or an unexpected library error: recorded, never hidden
-        record.update(error=client._redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
+        record.update(error=client.redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
                       e2e_s=time.perf_counter() - run_t0 - sent_at)
-        return record
-    acc = request_acceptance(res, k)
-    record.update(
-        ttft_s=res.ttft_s, tpot_s=res.tpot_s, e2e_s=res.e2e_s, itl_s=list(res.itl_s), prompt_tokens=res.prompt_tokens,
-        completion_tokens=res.completion_tokens, chunks=res.chunks, finish_reason=res.finish_reason,
-        spec_metrics=res.spec_metrics, status=200,
-        accepted_tokens=acc.accepted_tokens if acc else None, draft_tokens=acc.draft_tokens if acc else None,
-        acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
-    )
     return record
 
 
@@ -176,7 +181,11 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
 
     def done(fut: Future) -> None:
         rec = fut.result()
-        writer.append_request(rec)
+        try:
+            writer.append_request(rec)
+        except OSError as exc:  # disk full or an I/O error: this record is lost, the file and the run go on
+            writer.lost_records.append(rec["index"])
+            print(f"[specdec] record {rec['index']} not written: {exc}", file=sys.stderr)
         records.append(rec)
         bar.update(1)
         if rec.get("error"):
@@ -236,6 +245,9 @@ def _interval(client: EndpointClient, label: str, temperature: float | None, bef
     except (EndpointError, metrics.CounterResetError) as exc:
         iv["error"] = str(exc)
         return iv
+    except Exception as exc:  # an impossible value the parser let through: this interval's error, not the run's
+        iv["error"] = client.redact(f"{client.url('/metrics')}: {type(exc).__name__}: {exc}")
+        return iv
     iv["delta"] = _delta_dict(d)
     iv["v0_acceptance_rate_after"] = after.v0_acceptance_rate
     return iv
@@ -259,6 +271,7 @@ def _safe_scrape(client: EndpointClient) -> tuple[metrics.Snapshot | None, str |
 
 def _metadata(client: EndpointClient, info: ServerInfo, parameters: dict) -> dict:
     return {
+        "model_choice": "explicit" if parameters.get("model") else "the only served model",
         "endpoint": client.base_url,
         "served_model": info.served_model,
         "vllm_version": info.vllm_version,
@@ -275,13 +288,13 @@ def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path,
                         parameters: dict) -> ServerInfo:
     """Discovery; when it fails, a run folder still records what was attempted and why it failed, then re-raise."""
     try:
-        return client.discover()
+        return client.discover(model=parameters.get("model"))
     except EndpointError as exc:
         meta = {"endpoint": client.base_url, "parameters": parameters, "error": str(exc), "error_kind": exc.kind}
         if resume is None:
-            writer = runs.RunWriter.create(runs_dir, kind, meta)
+            writer = runs.RunWriter.create(runs_dir, kind, meta, redact=client.redact_obj)
         else:
-            writer = runs.RunWriter(Path(resume))
+            writer = runs.RunWriter(Path(resume), redact=client.redact_obj)
             writer.update_metadata(error=str(exc), error_kind=exc.kind)
         writer.update_metadata(status="failed", finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         exc.run_path = writer.path
@@ -291,8 +304,24 @@ def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path,
 def _open_writer(client: EndpointClient, info: ServerInfo, kind: str, runs_dir: str | Path, resume: str | Path | None,
                  parameters: dict) -> runs.RunWriter:
     if resume is None:
-        return runs.RunWriter.create(runs_dir, kind, _metadata(client, info, parameters))
-    writer = runs.RunWriter(Path(resume))
+        return runs.RunWriter.create(runs_dir, kind, _metadata(client, info, parameters), redact=client.redact_obj)
+    writer = runs.RunWriter(Path(resume), redact=client.redact_obj)
+    try:
+        _check_resumable(writer, client, info, kind, parameters)
+    except BaseException:
+        writer.close()
+        raise
+    for note in writer.set_aside:
+        print(f"[specdec] resume: {note}", file=sys.stderr)
+    if writer.set_aside:
+        writer.update_metadata(set_aside=list(writer.metadata.get("set_aside", [])) + list(writer.set_aside))
+    writer.update_metadata(status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return writer
+
+
+def _check_resumable(writer: runs.RunWriter, client: EndpointClient, info: ServerInfo, kind: str,
+                     parameters: dict) -> None:
+    resume = writer.path
     meta = writer.metadata
     if meta.get("kind") != kind:
         raise ValueError(f"resume={resume}: run kind is {meta.get('kind')!r}, not {kind!r}")
@@ -301,8 +330,6 @@ def _open_writer(client: EndpointClient, info: ServerInfo, kind: str, runs_dir: 
     if meta.get("endpoint") != client.base_url or meta.get("served_model") != info.served_model:
         raise ValueError(f"resume={resume}: recorded against {meta.get('endpoint')} / {meta.get('served_model')}, "
                          f"now {client.base_url} / {info.served_model}")
-    writer.update_metadata(status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    return writer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,14 +450,23 @@ def _run_phases(client: EndpointClient, info, writer, phases: Sequence[_Phase], 
                                    concurrency=phase.concurrency, rate_qps=phase.rate_qps, seed=phase.seed,
                                    stop_event=stop_event, deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s,
                                    progress=progress, desc=phase.label, extra_body=extra_body)
-            writer.append_interval(_interval(client, phase.label, phase.temperature, before,
-                                             [r["index"] for r in recs], stopped, err))
+            try:
+                writer.append_interval(_interval(client, phase.label, phase.temperature, before,
+                                                 [r["index"] for r in recs], stopped, err))
+            except OSError as exc:
+                print(f"[specdec] interval {phase.label} not written: {exc}", file=sys.stderr)
             if stopped:
                 interrupted = True
                 break
         finished = True
     finally:
-        writer.finish("complete" if finished and not interrupted else "interrupted")
+        try:
+            if writer.lost_records:
+                writer.update_metadata(lost_records=sorted(writer.lost_records))
+            writer.finish("complete" if finished and not interrupted else "interrupted")
+        except OSError as exc:  # the disk is full: the records already written stay; say it, keep the cause
+            writer.close()
+            print(f"[specdec] could not update {writer.path / 'metadata.json'}: {exc}", file=sys.stderr)
     return interrupted
 
 
@@ -451,12 +487,14 @@ def run_temperature_sweep(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     extra_body: dict | None = None,
+    model: str | None = None,
 ) -> SweepResult:
     """N requests per temperature, one isolated /metrics counter delta per temperature.
 
     The same prompts (in the same order) are used at every temperature, so temperature is the only change. Per
     request, acceptance comes from the response when the server runs with ``--per-request-spec-decode-metrics``,
-    else from streamed chunk sizes (see ``endpoint.request_acceptance``).
+    else from streamed chunk sizes (see ``endpoint.request_acceptance``). A server serving several models needs
+    ``model`` (which one to measure).
     """
     if requests_per_temperature < 1 or concurrency < 1 or max_tokens < 1:
         raise ValueError(f"requests_per_temperature={requests_per_temperature}, concurrency={concurrency}, "
@@ -472,7 +510,7 @@ def run_temperature_sweep(
     params = {"temperatures": temps, "requests_per_temperature": requests_per_temperature,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "concurrency": concurrency, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
-              "extra_body": extra_body}
+              "extra_body": extra_body, **({"model": model} if model else {})}
     info = _discover_or_record(client, "sweep", runs_dir, resume, params)
     writer = _open_writer(client, info, "sweep", runs_dir, resume, params)
     phases = [
@@ -545,6 +583,7 @@ def run_load_test(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     extra_body: dict | None = None,
+    model: str | None = None,
     request_seeds: bool = False,
 ) -> LoadTestResult:
     """Fixed concurrency levels (closed loop) then Poisson request rates (open loop, seeded, at most
@@ -554,7 +593,7 @@ def run_load_test(
     per-request generator path, which would distort the latency being measured)."""
     if requests_per_level < 1 or max_tokens < 1 or max_in_flight < 1:
         raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, max_in_flight={max_in_flight}: each must be >= 1")
-    if any(c < 1 for c in concurrency_levels) or any(r <= 0 for r in request_rates_qps):
+    if any(c < 1 for c in concurrency_levels) or any(not 0 < r < float("inf") for r in request_rates_qps):
         raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and request_rates_qps={list(request_rates_qps)} > 0")
     if not concurrency_levels and not request_rates_qps:
         raise ValueError("give at least one concurrency level or request rate")
@@ -566,7 +605,7 @@ def run_load_test(
               "requests_per_level": requests_per_level, "temperatures": temps,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
-              "extra_body": extra_body, "request_seeds": request_seeds}
+              "extra_body": extra_body, "request_seeds": request_seeds, **({"model": model} if model else {})}
     info = _discover_or_record(client, "load", runs_dir, resume, params)
     writer = _open_writer(client, info, "load", runs_dir, resume, params)
     levels: list[tuple[str, int | None, float | None]] = [(f"concurrency={c}", c, None) for c in concurrency_levels]
