@@ -101,7 +101,7 @@ class StreamParser:
         return f"{self.completion_tokens} tokens in {len(self.chunk_tokens)} chunks"
 
     def bad(self, what: str) -> StreamError:
-        return StreamError("bad_response", f"{self.redact(what, EXCERPT_CHARS)} (after {self.progress()})")
+        return StreamError("bad_response", f"{self.redact(what, 2 * EXCERPT_CHARS)} (after {self.progress()})")
 
     def feed(self, read_no: int, now: float, raw: bytes) -> bool:
         """Take one line of the stream; True at ``[DONE]``."""
