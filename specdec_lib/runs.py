@@ -37,6 +37,7 @@ RECORD_FIELDS = (
     "accepted_tokens", "draft_tokens", "acceptance_rate", "acceptance_source", "spec_metrics", "finish_reason",
     "error", "error_kind", "status", "timing_note",
 )
+OPTIONAL_RECORD_FIELDS = ("timing_note",)  # added later: a record without it is written with None
 SECRET_KEYS = ("api_key", "apikey", "authorization", "bearer", "password", "secret")
 
 
@@ -215,6 +216,7 @@ class RunWriter:
         """Write one request record. A record holding a value JSON cannot carry (NaN, Infinity, an object) is
         written as an error record for its index instead; a failed write raises RecordWriteError (that record
         only is lost; the file keeps every earlier line)."""
+        record = {**{f: None for f in OPTIONAL_RECORD_FIELDS}, **record}
         missing = [k for k in RECORD_FIELDS if k not in record]
         if missing:
             raise ValueError(f"request record is missing fields {missing}")
