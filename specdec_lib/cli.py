@@ -179,7 +179,8 @@ def _prompts_arg(text: str):
         return loadtest.BUILTIN_PROMPT_SETS
     if text.endswith(".jsonl") or "/" in text or Path(text).is_file():
         if not Path(text).is_file():
-            raise ValueError(f"--prompts={text!r}: no such file ({'a directory' if Path(text).is_dir() else 'missing'})")
+            what = "a directory" if Path(text).is_dir() else "missing"
+            raise ValueError(f"--prompts={text!r}: no such file ({what})")
         return Path(text)
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -218,7 +219,8 @@ def cmd_measure(args) -> int:
     if args.sweep == "temps":
         levels = _ints(args.concurrency, "--concurrency")
         if len(levels) != 1:
-            raise ValueError(f"--concurrency={args.concurrency!r} is not accepted: a temperature sweep takes one number")
+            raise ValueError(f"--concurrency={args.concurrency!r} is not accepted: "
+                             "a temperature sweep takes one number")
         result = loadtest.run_temperature_sweep(
             client, temperatures=_floats(args.temperatures, "--temperatures"),
             requests_per_temperature=args.requests, concurrency=levels[0], **common)
@@ -291,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
     m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
     m.add_argument("--max-tokens", type=int, default=128)
-    m.add_argument("--prompts", default="", help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
+    m.add_argument("--prompts", default="",
+                   help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
     m.add_argument("--api", choices=("chat", "completions"), default="chat")
     m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
     m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")

@@ -18,7 +18,7 @@ import math
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -27,7 +27,13 @@ import urllib3
 
 from specdec_lib import metrics, redaction, transport
 from specdec_lib.stream_events import (  # noqa: F401  (re-exported: the stream's records live there)
-    BUFFERED_NOTE, RequestAcceptance, StreamError, StreamParser, StreamResult, request_acceptance, whole,
+    BUFFERED_NOTE,
+    RequestAcceptance,
+    StreamError,
+    StreamParser,
+    StreamResult,
+    request_acceptance,
+    whole,
 )
 
 BODY_EXCERPT_CHARS = 300
@@ -314,7 +320,8 @@ class EndpointClient:
             raise EndpointError(url, "malformed_metrics",
                                 f"malformed /metrics payload: {self.redact(str(exc), BODY_EXCERPT_CHARS)}") from None
         if not snap.is_vllm:
-            raise EndpointError(url, "not_vllm", "no vllm:* metric families in /metrics: this does not look like a vLLM server")
+            raise EndpointError(url, "not_vllm",
+                                "no vllm:* metric families in /metrics: this does not look like a vLLM server")
         return snap
 
     def server_config(self, unknowns: list[str] | None = None) -> dict | None:

@@ -25,94 +25,22 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from specdec_lib import metrics, runs
+from specdec_lib.comparisons import (  # noqa: F401  (part of this module's public API)
+    AB_DROP_THRESHOLD,
+    ABRow,
+    LatencyComparison,
+    compare_load_tests,
+    quantization_ab,
+)
 from specdec_lib.endpoint import EndpointClient, EndpointError, ServerInfo, request_acceptance
+from specdec_lib.prompt_sets import BUILTIN_PROMPT_SETS, Prompt, load_prompts  # noqa: F401  (public API)
+from specdec_lib.prompt_sets import prompts_param as _prompts_param
 
-BUILTIN_PROMPT_SETS = ("chat", "code", "summarisation", "json_extraction")
 DEFAULT_TEMPERATURES = (0.0, 0.4, 0.8, 1.0)
-AB_DROP_THRESHOLD = 0.05  # the source: "a drop of more than 5 percentage points ... revisit the configuration"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Prompts
-@dataclass(frozen=True)
-class Prompt:
-    prompt_set: str
-    prompt_id: str
-    text: str | None = None  # completion prompt, or the single user message for chat
-    messages: tuple[dict, ...] | None = None  # a full chat conversation (user JSONL may give one)
-
-    def chat_messages(self) -> list[dict]:
-        return list(self.messages) if self.messages is not None else [{"role": "user", "content": self.text}]
-
-
-def _parse_prompt_lines(lines: Iterable[str], set_name: str, where: str) -> list[Prompt]:
-    out = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{where}:{n}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
-            raise ValueError(f"{where}:{n}: each line must be an object with exactly one of 'prompt' or 'messages'")
-        if "prompt" in obj and (not isinstance(obj["prompt"], str) or not obj["prompt"].strip()):
-            raise ValueError(f"{where}:{n}: 'prompt' must be a non-empty string")
-        if "messages" in obj and not (isinstance(obj["messages"], list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in obj["messages"])):
-            raise ValueError(f"{where}:{n}: 'messages' must be a list of {{'role', 'content'}} objects")
-        out.append(
-            Prompt(
-                prompt_set=str(obj.get("set", set_name)),
-                prompt_id=str(obj.get("id", f"{set_name}-{n}")),
-                text=obj.get("prompt"),
-                messages=tuple(obj["messages"]) if "messages" in obj else None,
-            )
-        )
-    if not out:
-        raise ValueError(f"{where}: no prompts")
-    return out
-
-
-def _prompts_param(source: str | Path | Sequence[str]) -> str | list[str]:
-    """How the prompt source is written in a run's metadata (a path as text, set names as a list)."""
-    if isinstance(source, (str, Path)):
-        return str(source)
-    return [str(p) for p in source]
-
-
-def load_prompts(source: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS) -> list[Prompt]:
-    """Prompts from built-in sets (names in BUILTIN_PROMPT_SETS) or a user JSONL file.
-
-    User JSONL: one object per line, ``{"id": ..., "prompt": "..."}`` or ``{"id": ..., "messages": [...]}``
-    (optional ``"set"`` to group them). Built-in sets are interleaved so any prefix mixes all of them.
-    """
-    if isinstance(source, Path) or (isinstance(source, str) and (source.endswith(".jsonl") or "/" in source)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"prompts file {path}: {'is a directory' if path.is_dir() else 'does not exist'}")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"prompts file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        return _parse_prompt_lines(text.splitlines(), path.stem, str(path))
-    names = [source] if isinstance(source, str) else list(source)
-    unknown = [n for n in names if n not in BUILTIN_PROMPT_SETS]
-    if unknown or not names:
-        raise ValueError(f"prompt sets {unknown or names}: choose from {BUILTIN_PROMPT_SETS} or give a .jsonl path")
-    sets = []
-    for name in names:
-        text = resources.files("specdec_lib").joinpath("prompts", f"{name}.jsonl").read_text(encoding="utf-8")
-        sets.append(_parse_prompt_lines(text.splitlines(), name, f"specdec_lib/prompts/{name}.jsonl"))
-    mixed = []
-    for i in range(max(len(s) for s in sets)):
-        mixed.extend(s[i] for s in sets if i < len(s))
-    return mixed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,7 +81,8 @@ def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int |
             acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
         )
     except EndpointError as exc:
-        record.update(error=str(exc), error_kind=exc.kind, status=exc.status, e2e_s=time.perf_counter() - run_t0 - sent_at)
+        record.update(error=str(exc), error_kind=exc.kind, status=exc.status,
+                      e2e_s=time.perf_counter() - run_t0 - sent_at)
     except Exception as exc:  # a bug or an unexpected library error: recorded, never hidden
         record.update(error=client.redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
                       e2e_s=time.perf_counter() - run_t0 - sent_at)
@@ -168,7 +97,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, model: str, api: str, k: int | None,
            concurrency: int, rate_qps: float | None, seed: int, stop_event: threading.Event, deadline: float | None,
-           run_t0: float, timeout_s: float, progress: bool, desc: str, extra_body: dict | None) -> tuple[list[dict], bool]:
+           run_t0: float, timeout_s: float, progress: bool, desc: str,
+           extra_body: dict | None) -> tuple[list[dict], bool]:
     """Run jobs closed-loop (``concurrency`` in flight) or open-loop (Poisson arrivals at ``rate_qps``, at most
     ``concurrency`` in flight). Returns (records, interrupted)."""
     records: list[dict] = []
@@ -255,7 +185,8 @@ def _interval(client: EndpointClient, label: str, temperature: float | None, bef
 
 def _delta_dict(d: metrics.SpecDelta) -> dict:
     return {
-        "available": d.available, "drafts": d.drafts, "draft_tokens": d.draft_tokens, "accepted_tokens": d.accepted_tokens,
+        "available": d.available, "drafts": d.drafts, "draft_tokens": d.draft_tokens,
+        "accepted_tokens": d.accepted_tokens,
         "per_position": list(d.per_position), "num_speculative_tokens": d.num_speculative_tokens,
         "per_engine": [asdict(e) for e in d.per_engine], "requests_finished": d.requests_finished,
         "generation_tokens": d.generation_tokens,
@@ -326,7 +257,8 @@ def _check_resumable(writer: runs.RunWriter, client: EndpointClient, info: Serve
     if meta.get("kind") != kind:
         raise ValueError(f"resume={resume}: run kind is {meta.get('kind')!r}, not {kind!r}")
     if meta.get("parameters") != json.loads(json.dumps(parameters)):
-        raise ValueError(f"resume={resume}: parameters differ from the interrupted run's: {meta.get('parameters')} vs {parameters}")
+        raise ValueError(f"resume={resume}: parameters differ from the interrupted run's: "
+                         f"{meta.get('parameters')} vs {parameters}")
     if meta.get("endpoint") != client.base_url or meta.get("served_model") != info.served_model:
         raise ValueError(f"resume={resume}: recorded against {meta.get('endpoint')} / {meta.get('served_model')}, "
                          f"now {client.base_url} / {info.served_model}")
@@ -383,16 +315,19 @@ def _band(alpha: float | None) -> str | None:
 def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
     """Per-temperature results recomputed from a sweep's run folder (records + counter intervals)."""
     if run.metadata.get("kind") != "sweep":
-        raise ValueError(f"run {run.path}: kind is {run.metadata.get('kind')!r}; per-temperature results need a 'sweep' run")
+        raise ValueError(f"run {run.path}: kind is {run.metadata.get('kind')!r}; "
+                         "per-temperature results need a 'sweep' run")
     summary = runs.summarise(run)
     out = []
     for label, g in summary["groups"].items():
         acc = g["acceptance"]
         lat = g["latency"]
         ivs = [iv for iv in run.intervals if iv["label"] == label]
-        v0 = next((iv.get("v0_acceptance_rate_after") for iv in reversed(ivs) if iv.get("v0_acceptance_rate_after") is not None), None)
+        v0 = next((iv.get("v0_acceptance_rate_after") for iv in reversed(ivs)
+                   if iv.get("v0_acceptance_rate_after") is not None), None)
         k = acc["num_speculative_tokens"]
-        d = metrics.SpecDelta(available=acc["speculation_metrics"], drafts=acc["drafts"], draft_tokens=acc["draft_tokens"],
+        d = metrics.SpecDelta(available=acc["speculation_metrics"], drafts=acc["drafts"],
+                              draft_tokens=acc["draft_tokens"],
                               accepted_tokens=acc["accepted_tokens"], per_position=tuple(acc["per_position_accepted"]))
         if acc["intervals"] == 0:
             status = "no counter interval was recorded for this temperature (scrape failed or run interrupted early)"
@@ -446,7 +381,8 @@ def _run_phases(client: EndpointClient, info, writer, phases: Sequence[_Phase], 
                 interrupted = True
                 break
             before, err = _safe_scrape(client)
-            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
+            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api,
+                                   k=info.num_speculative_tokens,
                                    concurrency=phase.concurrency, rate_qps=phase.rate_qps, seed=phase.seed,
                                    stop_event=stop_event, deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s,
                                    progress=progress, desc=phase.label, extra_body=extra_body)
@@ -592,16 +528,19 @@ def run_load_test(
     per-request sampling seeds are sent only with ``request_seeds=True`` (vLLM samples seeded requests on a slower
     per-request generator path, which would distort the latency being measured)."""
     if requests_per_level < 1 or max_tokens < 1 or max_in_flight < 1:
-        raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, max_in_flight={max_in_flight}: each must be >= 1")
+        raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, "
+                         f"max_in_flight={max_in_flight}: each must be >= 1")
     if any(c < 1 for c in concurrency_levels) or any(not 0 < r < float("inf") for r in request_rates_qps):
-        raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and request_rates_qps={list(request_rates_qps)} > 0")
+        raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and "
+                         f"request_rates_qps={list(request_rates_qps)} finite and > 0")
     if not concurrency_levels and not request_rates_qps:
         raise ValueError("give at least one concurrency level or request rate")
     temps = [float(t) for t in temperatures]
     if not temps or any(not 0.0 <= t <= 2.0 for t in temps):
         raise ValueError(f"temperatures={list(temperatures)}: values in 0..2")
     prompt_list = load_prompts(prompts)
-    params = {"concurrency_levels": list(concurrency_levels), "request_rates_qps": [float(r) for r in request_rates_qps],
+    params = {"concurrency_levels": list(concurrency_levels),
+              "request_rates_qps": [float(r) for r in request_rates_qps],
               "requests_per_level": requests_per_level, "temperatures": temps,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
@@ -623,90 +562,3 @@ def run_load_test(
                               extra_body=extra_body)
     return LoadTestResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                           levels=load_results_from_run(runs.load_run(writer.path)))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Comparisons (pure functions of summaries)
-@dataclass(frozen=True)
-class LatencyComparison:
-    label: str
-    metric: str  # "ttft" | "tpot" | "itl" | "e2e"
-    baseline_p50_s: float | None
-    speculative_p50_s: float | None
-    baseline_p99_s: float | None
-    speculative_p99_s: float | None
-    p50_change: float | None  # (spec − base) / base; negative = faster
-    p99_change: float | None
-    p50_improves_p99_regresses: bool  # the source's mixed-workload signal
-
-
-def _change(base: float | None, spec: float | None) -> float | None:
-    if base is None or spec is None or base == 0:
-        return None
-    return (spec - base) / base
-
-
-def compare_load_tests(baseline: LoadTestResult, speculative: LoadTestResult,
-                       metrics_compared: Sequence[str] = ("ttft", "tpot", "itl", "e2e")) -> tuple[LatencyComparison, ...]:
-    """Side by side per level present in both runs. The signal fires when P50 gets faster while P99 gets slower."""
-    spec_by_label = {lv.label: lv for lv in speculative.levels}
-    rows = []
-    for b in baseline.levels:
-        s = spec_by_label.get(b.label)
-        if s is None:
-            continue
-        for m in metrics_compared:
-            b50, s50 = b.latency.get(f"{m}_p50_s"), s.latency.get(f"{m}_p50_s")
-            b99, s99 = b.latency.get(f"{m}_p99_s"), s.latency.get(f"{m}_p99_s")
-            c50, c99 = _change(b50, s50), _change(b99, s99)
-            rows.append(LatencyComparison(b.label, m, b50, s50, b99, s99, c50, c99,
-                                          bool(c50 is not None and c99 is not None and c50 < 0 < c99)))
-    if not rows:
-        raise ValueError(f"no common load levels: baseline {[lv.label for lv in baseline.levels]}, "
-                         f"speculative {[lv.label for lv in speculative.levels]}")
-    return tuple(rows)
-
-
-@dataclass(frozen=True)
-class ABRow:
-    temperature: float
-    reference_v1_rate: float | None
-    candidate_v1_rate: float | None
-    reference_alpha: float | None
-    candidate_alpha: float | None
-    alpha_drop_points: float | None  # (reference − candidate) α, in percentage points
-    v1_drop_points: float | None
-    flagged: bool  # α dropped by more than the threshold
-
-
-def quantization_ab(reference: SweepResult | runs.Run | str | Path, candidate: SweepResult | runs.Run | str | Path,
-                    threshold: float = AB_DROP_THRESHOLD) -> tuple[ABRow, ...]:
-    """Compare acceptance of two sweeps on the same prompts (e.g. BF16 vs INT4 target).
-
-    Flags a drop of more than ``threshold`` (0.05 = 5 points, the source's advice) in α, the per-token acceptance
-    that the source's V0-era figures measured; the V1 rate drop is shown beside it.
-    """
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold={threshold}: accepted range is (0, 1)")
-
-    def as_run(x) -> runs.Run:
-        if isinstance(x, SweepResult):
-            return runs.load_run(x.run_path)
-        if isinstance(x, runs.Run):
-            return x
-        return runs.load_run(x)
-
-    ra, rb = as_run(reference), as_run(candidate)
-    pa = [(r["temperature"], r["prompt_id"]) for r in ra.records]
-    pb = [(r["temperature"], r["prompt_id"]) for r in rb.records]
-    if sorted(pa) != sorted(pb):
-        raise ValueError(f"runs {ra.path.name} and {rb.path.name} did not use the same prompts at the same temperatures")
-    ta = {t.temperature: t for t in sweep_results_from_run(ra)}
-    tb = {t.temperature: t for t in sweep_results_from_run(rb)}
-    rows = []
-    for temp in sorted(set(ta) & set(tb)):
-        a, b = ta[temp], tb[temp]
-        ad = (a.alpha - b.alpha) * 100 if a.alpha is not None and b.alpha is not None else None
-        vd = (a.v1_rate - b.v1_rate) * 100 if a.v1_rate is not None and b.v1_rate is not None else None
-        rows.append(ABRow(temp, a.v1_rate, b.v1_rate, a.alpha, b.alpha, ad, vd, bool(ad is not None and ad > threshold * 100)))
-    return tuple(rows)

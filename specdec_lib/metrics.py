@@ -336,7 +336,8 @@ def delta(before: Snapshot, after: Snapshot) -> SpecDelta:
             )
         )
     k = max(len(e.accepted_per_position) for e in engines)
-    per_pos = tuple(sum(e.accepted_per_position[i] for e in engines if i < len(e.accepted_per_position)) for i in range(k))
+    per_pos = tuple(sum(e.accepted_per_position[i] for e in engines if i < len(e.accepted_per_position))
+                    for i in range(k))
     return SpecDelta(
         available=True,
         drafts=sum(e.drafts for e in engines),

@@ -64,7 +64,8 @@ def _check_no_secrets(obj: Any, where: str) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
             if isinstance(k, str) and any(s in k.lower() for s in SECRET_KEYS) and k != "has_api_key":
-                raise ValueError(f"{where}: refusing to write field {k!r}: credentials are never stored in a run folder")
+                raise ValueError(f"{where}: refusing to write field {k!r}: "
+                                 "credentials are never stored in a run folder")
             _check_no_secrets(v, where)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
@@ -162,7 +163,8 @@ class RunWriter:
             raise ValueError(f"run folder {self.path}: no metadata.json (not a run folder)")
         self.lost_records: list[int] = []  # indices whose record could not be written (disk full, I/O error)
         self._lock_file = _acquire_run_lock(self.path)
-        self.set_aside = tuple(m for m in (set_aside_cut_tail(self.path / n) for n in ("requests.jsonl", "intervals.jsonl")) if m)
+        found = (set_aside_cut_tail(self.path / n) for n in ("requests.jsonl", "intervals.jsonl"))
+        self.set_aside = tuple(m for m in found if m)
 
     @classmethod
     def create(cls, runs_dir: str | os.PathLike, kind: str, metadata: dict, *,
@@ -468,4 +470,5 @@ def summarise(run: Run) -> dict:
             "acceptance": acceptance_summary(recs, ivs),
             "server_requests_finished": sum(iv["delta"].get("requests_finished") or 0 for iv in ivs if iv.get("delta")),
         }
-    return {"run_id": run.metadata.get("run_id"), "kind": run.metadata.get("kind"), "status": run.metadata.get("status"), "groups": groups}
+    return {"run_id": run.metadata.get("run_id"), "kind": run.metadata.get("kind"),
+            "status": run.metadata.get("status"), "groups": groups}

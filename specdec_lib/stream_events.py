@@ -4,7 +4,8 @@
 every chunk's shape and values (a wrong-shaped or impossible field is a ``StreamError`` naming the field, so one
 bad answer costs one record) and returns a ``StreamResult``.
 
-Definitions of the streamed timings (the same as ``vllm bench serve``'s, ``vllm/benchmarks/lib/endpoint_request_func.py``):
+Definitions of the streamed timings (the same as ``vllm bench serve``'s,
+``vllm/benchmarks/lib/endpoint_request_func.py``):
 
 * TTFT = arrival of the first chunk that carries a generated token − the moment the request was sent;
 * ITL  = gaps between consecutive token-carrying chunks (with speculation a chunk carries several tokens);

@@ -231,7 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(TOKEN_GAP_S)
         metrics = {"num_draft_tokens": 8, "num_accepted_draft_tokens": 6, "draft_acceptance_rate": 0.75}
         if fault == "spec_nan":
-            metrics = {"num_draft_tokens": float("nan"), "num_accepted_draft_tokens": 6, "draft_acceptance_rate": float("nan")}
+            metrics = {"num_draft_tokens": float("nan"), "num_accepted_draft_tokens": 6,
+                       "draft_acceptance_rate": float("nan")}
         elif fault == "spec_missing":
             metrics = {"draft_acceptance_rate": 0.5}
         self._chunked(b"data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": tokens},

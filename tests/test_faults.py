@@ -16,8 +16,8 @@ import threading
 import time
 
 import pytest
-
 from hostile_server import HostileServer
+
 from specdec_lib import loadtest, runs
 from specdec_lib.endpoint import EndpointClient, EndpointError
 
@@ -45,7 +45,8 @@ def _failed_run(exc: EndpointError) -> runs.Run:
 def test_unreachable_endpoint_names_the_url_and_records_the_attempt(make_url, kind, words, test_output_dir):
     url = make_url()
     with pytest.raises(EndpointError) as err:
-        loadtest.run_temperature_sweep(EndpointClient(url, connect_timeout_s=3), runs_dir=test_output_dir, progress=False)
+        loadtest.run_temperature_sweep(EndpointClient(url, connect_timeout_s=3), runs_dir=test_output_dir,
+                                       progress=False)
     e = err.value
     assert e.kind == kind and words in str(e) and url + "/v1/models" in str(e)
     run = _failed_run(e)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import requests
 
-from specdec_lib import localserver, tiny_models as tiny_builder
+from specdec_lib import localserver
+from specdec_lib import tiny_models as tiny_builder
 from specdec_lib.localserver import HarnessError, VLLMServer
-
 
 # ------------------------------------------------------------------------------------------ pure parts
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hostile_server import MARK, MODEL, HostileServer
+
 from specdec_lib import cli, loadtest, metrics, runs
 from specdec_lib.endpoint import EndpointClient, EndpointError
 

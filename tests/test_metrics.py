@@ -167,13 +167,16 @@ def test_old_v0_gauge_is_read_as_an_alpha_estimate():
     assert "every accepted position" in [v for v in rep.values if v.name == "v0_gauge"][0].definition
 
 
+_COUNTER = "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} "
+
+
 @pytest.mark.parametrize("text", [
     "vllm:spec_decode_num_drafts_total{engine=\"0\" 12\n",  # unterminated label set
     "this is not prometheus text at all {{{\n",
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} -5\n",  # negative
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} 2.5\n",  # fractional
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} +Inf\n",  # infinite
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} NaN\n",
+    _COUNTER + "-5\n",  # negative
+    _COUNTER + "2.5\n",  # fractional
+    _COUNTER + "+Inf\n",  # infinite
+    _COUNTER + "NaN\n",
     "# TYPE vllm:spec_decode_draft_acceptance_rate gauge\nvllm:spec_decode_draft_acceptance_rate NaN\n",  # V0 gauge
     "# TYPE vllm:spec_decode_draft_acceptance_rate gauge\nvllm:spec_decode_draft_acceptance_rate 1.7\n",  # not a rate
     "# TYPE vllm:spec_decode_efficiency gauge\nvllm:spec_decode_efficiency -0.2\n",
