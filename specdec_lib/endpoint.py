@@ -441,10 +441,10 @@ class EndpointClient:
                         break
             except StreamError as exc:
                 raise EndpointError(url, exc.kind, exc.detail, status=exc.status) from None
-            except ValueError as exc:  # a line too long to be an event
+            except transport.LineTooLongError as exc:
                 raise EndpointError(url, "bad_response", f"{exc} after {state.progress()}") from None
             except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                    OSError) as exc:
+                    OSError, ValueError) as exc:  # ValueError: a read on the socket the deadline just closed
                 raise self._failure(url, exc, deadline, total_s, mid_stream=state.progress()) from None
             finally:
                 resp.close()

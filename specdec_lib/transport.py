@@ -32,6 +32,10 @@ MAX_LINE_BYTES = 4 * 2**20  # one SSE line longer than this is not a token event
 _current = threading.local()
 
 
+class LineTooLongError(ValueError):
+    """A line of a streamed body longer than MAX_LINE_BYTES: not a token event."""
+
+
 class Deadline:
     """The wall-clock budget of one request (and an optional stop event), enforced by shutting its socket down.
 
@@ -174,7 +178,7 @@ def iter_lines(resp: requests.Response, deadline: Deadline) -> Iterator[tuple[in
         buf += data
         if b"\n" not in data:
             if len(buf) > MAX_LINE_BYTES:
-                raise ValueError(f"a line of the stream exceeds {MAX_LINE_BYTES} bytes without a line break")
+                raise LineTooLongError(f"a line of the stream exceeds {MAX_LINE_BYTES} bytes without a line break")
             continue
         *lines, buf = buf.split(b"\n")
         for line in lines:
