@@ -237,7 +237,7 @@ def test_a_slow_metrics_endpoint_cannot_outlast_the_timeout(test_output_dir, cap
     assert_no_secret(str(err.value), *capsys.readouterr())
 
 
-def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir):
+def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir, capsys):
     def ctrl_c_once_the_request_is_in_flight():
         deadline = time.monotonic() + 20
         while srv.posts < 1 and time.monotonic() < deadline:
@@ -255,14 +255,16 @@ def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir
     run = runs.load_run(res.run_path)
     assert run.metadata["status"] == "interrupted"
     assert [r["error_kind"] for r in run.records] == ["cancelled"]
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
 # ------------------------------------------------------------------------------------------- wrong numbers
-def test_a_stalled_stream_is_a_timeout_not_a_cut(test_output_dir):
+def test_a_stalled_stream_is_a_timeout_not_a_cut(test_output_dir, capsys):
     with HostileServer(stream="stall") as srv:
         res = load(srv, test_output_dir, requests_per_level=1, request_timeout_s=1.5)
     (rec,) = runs.load_run(res.run_path).records
     assert rec["error_kind"] == "timeout" and "after 2 tokens" in rec["error"]
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
 def test_a_read_timeout_is_reported_as_a_timeout_not_as_could_not_connect():
@@ -272,25 +274,27 @@ def test_a_read_timeout_is_reported_as_a_timeout_not_as_could_not_connect():
     assert err.value.kind == "timeout" and "could not connect" not in str(err.value)
 
 
-def test_a_buffered_unframed_stream_does_not_report_ttft_equal_to_e2e(test_output_dir):
+def test_a_buffered_unframed_stream_does_not_report_ttft_equal_to_e2e(test_output_dir, capsys):
     with HostileServer(stream="http10_buffered") as srv:
         res = load(srv, test_output_dir, requests_per_level=1)
     (rec,) = runs.load_run(res.run_path).records
     assert rec["error"] is None and rec["completion_tokens"] == 6 and rec["e2e_s"] >= 6 * 0.1
     assert rec["ttft_s"] is None and rec["tpot_s"] is None and rec["itl_s"] == []
     assert "not measurable" in rec["timing_note"]
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
-def test_an_unframed_stream_written_incrementally_is_timed_at_arrival(test_output_dir):
+def test_an_unframed_stream_written_incrementally_is_timed_at_arrival(test_output_dir, capsys):
     with HostileServer(stream="http10_incremental") as srv:
         res = load(srv, test_output_dir, requests_per_level=1)
     (rec,) = runs.load_run(res.run_path).records
     # the server sleeps 0.1 s before each of its 6 token events: TTFT is about one gap, E2E about six
     assert rec["error"] is None and rec["timing_note"] is None and len(rec["itl_s"]) == 5
     assert 0.1 <= rec["ttft_s"] <= rec["e2e_s"] - 0.2  # the server spends 0.5 s after its first event
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
-def test_duplicate_series_are_counted_once(test_output_dir):
+def test_duplicate_series_are_counted_once(test_output_dir, capsys):
     before = metrics.parse_metrics((DATA / "vllm032_draft_noise05_before.txt").read_text())
     after = metrics.parse_metrics((DATA / "vllm032_draft_noise05_after.txt").read_text())
     expected = metrics.delta(before, after)
@@ -298,6 +302,7 @@ def test_duplicate_series_are_counted_once(test_output_dir):
         res = load(srv, test_output_dir)
     (iv,) = runs.load_run(res.run_path).intervals
     assert iv["error"] is None and iv["delta"]["drafts"] == expected.drafts == 50  # 102 - 52 in the captures
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
 @pytest.mark.parametrize("fault, words", [
@@ -332,12 +337,13 @@ def test_wrong_shaped_json_is_a_clear_error_naming_url_and_field(test_output_dir
 
 
 @pytest.mark.parametrize("faults", [{"version": "403"}, {"version": "html_500"}, {"server_info": "html_500"}])
-def test_optional_discovery_routes_failing_do_not_abort_discovery(faults, test_output_dir):
+def test_optional_discovery_routes_failing_do_not_abort_discovery(faults, test_output_dir, capsys):
     with HostileServer(**faults) as srv:
         res = load(srv, test_output_dir)
     run = runs.load_run(res.run_path)
     assert len(run.records) == 3 and all(r["error"] is None for r in run.records)
     assert any(("403" in u or "500" in u) for u in run.metadata["server"]["unknowns"])
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
 def test_several_served_models_need_an_explicit_choice(test_output_dir, capsys, monkeypatch):
