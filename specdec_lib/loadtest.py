@@ -227,7 +227,7 @@ def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path,
         else:
             writer = runs.RunWriter(Path(resume), redact=client.redact_obj)
             writer.update_metadata(error=str(exc), error_kind=exc.kind)
-        writer.update_metadata(status="failed", finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        writer.finish("failed")  # releases the run lock: the traceback that keeps this frame must not keep it
         exc.run_path = writer.path
         raise
 
