@@ -128,6 +128,8 @@ def set_aside_cut_tail(path: Path) -> str | None:
     body = data[:-1] if data.endswith(b"\n") else data
     cut = body.rfind(b"\n") + 1  # start of the last line
     last = data[cut:]
+    if not last.strip():  # a trailing blank line is no record
+        return None
     complete = data.endswith(b"\n")
     if complete:
         try:
