@@ -258,6 +258,27 @@ def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir
     assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
 
 
+def test_the_stop_event_ends_a_dripping_request_at_once(test_output_dir, capsys):
+    stop = threading.Event()
+    out: dict = {}
+    with HostileServer(stream="drip") as srv:
+        worker = threading.Thread(target=lambda: out.update(res=load(srv, test_output_dir, requests_per_level=2,
+                                                                     request_timeout_s=25, stop_event=stop)))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while srv.posts < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the server is dripping its answer now
+        set_at = time.monotonic()
+        stop.set()
+        worker.join(timeout=25)
+        stopped_after = time.monotonic() - set_at
+    assert not worker.is_alive() and stopped_after < 2.5  # not the 25 s request timeout
+    assert out["res"].interrupted
+    assert [r["error_kind"] for r in runs.load_run(out["res"].run_path).records] == ["cancelled"]
+    assert_no_secret(*capsys.readouterr(), folders=(test_output_dir,))
+
+
 # ------------------------------------------------------------------------------------------- wrong numbers
 def test_a_stalled_stream_is_a_timeout_not_a_cut(test_output_dir, capsys):
     with HostileServer(stream="stall") as srv:
