@@ -496,8 +496,16 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | Mapping[str, Any], na
             raise ValueError(f"{where}: no such config.json") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not valid JSON ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except IsADirectoryError:
+            raise ValueError(f"{where}: is a directory, expected a config.json file") from None
         if name is None:
             name = path.parent.name
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    if "text_config" in config and not isinstance(config["text_config"], dict):
+        raise ValueError(f"{where}, field 'text_config': expected an object, got {config['text_config']!r}")
     if "text_config" in config and "num_hidden_layers" not in config:
         config = {**config["text_config"], "model_type": config["text_config"].get("model_type", "")}
     model_type = str(config.get("model_type", ""))
@@ -508,6 +516,17 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | Mapping[str, Any], na
             raise ValueError(f"{where}, field {field!r}: expected a positive integer, got {value!r}")
         return value
 
+    def optional_positive(field: str) -> int | None:
+        value = config.get(field)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{where}, field {field!r}: expected a positive integer or null, got {value!r}")
+        return value
+
+    for flag in ("tie_word_embeddings", "attention_bias", "mlp_bias"):
+        if config.get(flag) is not None and not isinstance(config[flag], bool):
+            raise ValueError(f"{where}, field {flag!r}: expected true or false, got {config[flag]!r}")
     for moe_field in ("num_local_experts", "num_experts", "n_routed_experts"):
         if config.get(moe_field):
             raise ValueError(f"{where}, field {moe_field!r}: mixture-of-experts models are not supported")
@@ -516,8 +535,8 @@ def model_from_hf_config(path_or_dict: str | os.PathLike | Mapping[str, Any], na
 
     heads = need("num_attention_heads")
     hidden = need("hidden_size")
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or None
+    kv_heads = optional_positive("num_key_value_heads") or heads
+    head_dim = optional_positive("head_dim")
     if head_dim is None:
         if hidden % heads:
             raise ValueError(f"{where}, field 'head_dim': missing and hidden_size {hidden} is not a multiple "

