@@ -649,3 +649,17 @@ def pairing(draft: str | ModelSpec, target: str | ModelSpec, source_ratio: float
 def pairing_table() -> list[Pairing]:
     """The source's draft-pairing table (plus the vLLM blog's Qwama/Llama-3-70B pair), recomputed."""
     return [pairing(d, t, r) for d, t, r in SOURCE_PAIRINGS]
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """True when two model names mean the same weights: the same catalog entry, or the same name once the org,
+    case and an -Instruct/-Chat suffix are set aside (a served name outside the catalog). None matches nothing."""
+    if not a or not b:
+        return False
+    keys_a, keys_b = _model_keys(a.strip().lower()), _model_keys(b.strip().lower())
+    if set(keys_a[1:]) & set(keys_b[1:]) or keys_a[0] == keys_b[0]:
+        return True
+    try:
+        return get_model(a).name == get_model(b).name
+    except ValueError:
+        return False

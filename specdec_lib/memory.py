@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from .catalog import GPU, ModelSpec, Precision, get_gpu, get_model, get_precision
+from .display import GIB, MIB
+from .rules import DRAFT_MAX_MEMORY_SHARE, TARGET_CONSTRAINED_MEMORY_SHARE
 
-GIB = 1024**3
-MIB = 1024**2
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # vllm/config/cache.py, vLLM 0.32 (the source says 0.9)
 SOURCE_GPU_MEMORY_UTILIZATION = 0.90
 DEFAULT_BLOCK_SIZE = 16  # GPU attention backends; the CPU backend uses 128
@@ -49,8 +49,8 @@ NON_TORCH_BYTES_TP1 = 256 * MIB  # cuBLAS/cuDNN workspaces created after the ini
 NON_TORCH_BYTES_TP = 1 * GIB  # + NCCL channel buffers and custom all-reduce IPC buffers when TP > 1
 CUDAGRAPH_BYTES_PER_MODEL = 512 * MIB  # vLLM's "Estimated CUDA graph memory", typically a few hundred MiB
 
-RULE_TARGET_WEIGHTS_FRACTION = 0.70  # the source: target weights over 70 % of GPU memory
-RULE_DRAFT_FRACTION = 0.15  # the source: draft over ~15 % of available memory
+RULE_TARGET_WEIGHTS_FRACTION = TARGET_CONSTRAINED_MEMORY_SHARE  # the source's 70 % (rules.py)
+RULE_DRAFT_FRACTION = DRAFT_MAX_MEMORY_SHARE  # the source's ~15 % (rules.py)
 
 KV_CACHE_DTYPES: dict[str, int | None] = {
     "auto": None,  # the model's dtype: bf16/fp16 here, so 2 bytes
