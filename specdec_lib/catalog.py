@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from specdec_lib.rules import RATIO_MAX, RATIO_MIN
+
 HF_ENDPOINT_ENV = "SPECDEC_HF_ENDPOINT"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DATA_DIR_ENV = "SPECDEC_DATA_DIR"
@@ -598,7 +600,7 @@ def model_from_hub(repo_id: str, *, revision: str = "main", timeout_s: float = 1
 # The source's draft-pairing table
 # --------------------------------------------------------------------------------------------------
 
-SWEET_SPOT_RATIO = (8.0, 12.0)  # the source: "a 1:8 to 1:12 size ratio" (target params / draft params)
+SWEET_SPOT_RATIO = (RATIO_MIN, RATIO_MAX)  # the source: "a 1:8 to 1:12 size ratio" (rules.py)
 
 # (draft, target, the source's stated ratio) in the order of the source's table, plus the vLLM blog's pair.
 SOURCE_PAIRINGS: tuple[tuple[str, str, float], ...] = (

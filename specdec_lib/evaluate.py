@@ -93,6 +93,14 @@ class Evaluation:
         return {kk: [speculation.speedup(a, kk, self.load.cost_ratio) for a in alphas]
                 for kk in sorted({max(1, k - 2), k, k + 2})}
 
+    def speedup_at_batch1(self, alpha: float) -> float | None:
+        """Leviathan's speedup at batch 1 for `alpha` with this deployment's c and k (None without a load model)."""
+        from specdec_lib import speculation
+
+        if self.load is None or self.scenario.method == "none":
+            return None
+        return speculation.speedup(alpha, self.scenario.num_speculative_tokens, self.load.cost_ratio)
+
     def k_schedule(self):
         """`num_speculative_tokens_per_batch_size` from the mix's crossover batch (None: no schedule)."""
         crossover = None if self.load is None else self.load.crossover_batch

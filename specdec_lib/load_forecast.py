@@ -113,22 +113,36 @@ def effective_alpha(alphas_and_shares, k: int) -> float | None:
     pairs = list(alphas_and_shares)
     if not pairs or any(a is None for a, _ in pairs):
         return None
+    if len({a for a, _ in pairs}) == 1:
+        return pairs[0][0]
     mean_e = sum(share * speculation.expected_tokens_per_step(a, k) for a, share in pairs)
     return speculation.alpha_from_mean_acceptance_length(min(mean_e, k + 1.0), k)
 
 
-def _class_load(dep, request_class, alpha, k, per_replica_qps, replicas, memory_plan) -> ClassLoad:
-    wl = load.Workload(request_class.prompt_tokens, request_class.output_tokens)
+def _shape_load(dep, wl, alpha, k, per_replica_qps, replicas, memory_plan, cache) -> tuple:
+    """(max_batch, capacity per replica, crossover batch, crossover QPS whole deployment, QpsResult or None) for
+    one request shape; memoised in `cache` (a single-class mix is the class itself: computed once)."""
+    key = (wl, alpha)
+    if key in cache:
+        return cache[key]
     cap_batch = max_batch_for(wl.prompt_tokens, wl.output_tokens, memory_plan)
     capacity = load.capacity_qps(dep, wl, speculative=False, max_batch=cap_batch)
-    saturated = per_replica_qps >= capacity
-    cross_b = cross_q = speed = None
+    cross_b = cross_q = result = None
     if alpha is not None and dep.method != "none":
         cross_b = load.crossover_batch(dep, alpha, k, wl.mean_context_len, max_batch=max(cap_batch, 2))
         q = load.crossover_qps(dep, wl, alpha, k, max_batch=cap_batch)
         cross_q = None if q is None else q * replicas
-        if not saturated:
-            speed = load.speedup_at_qps(dep, per_replica_qps, wl, alpha, k, max_batch=cap_batch).speedup
+        result = load.speedup_at_qps(dep, per_replica_qps, wl, alpha, k, max_batch=cap_batch)
+    cache[key] = (cap_batch, capacity, cross_b, cross_q, result)
+    return cache[key]
+
+
+def _class_load(dep, request_class, alpha, k, per_replica_qps, replicas, memory_plan, cache) -> ClassLoad:
+    wl = load.Workload(request_class.prompt_tokens, request_class.output_tokens)
+    cap_batch, capacity, cross_b, cross_q, result = _shape_load(dep, wl, alpha, k, per_replica_qps, replicas,
+                                                                memory_plan, cache)
+    saturated = per_replica_qps >= capacity
+    speed = None if result is None or saturated else result.speedup
     return ClassLoad(request_class.name, request_class.share, wl.prompt_tokens, wl.output_tokens, alpha, cap_batch,
                      capacity * replicas, cross_b, cross_q, speed, saturated)
 
@@ -166,8 +180,8 @@ def forecast(dep, scenario, alphas, *, memory_plan=None, replicas: int | None = 
     prompt = max(1, round(sum(c.share * c.prompt_tokens for c in scenario.workload)))
     output = max(1, round(sum(c.share * c.output_tokens for c in scenario.workload)))
     wl = load.Workload(prompt, output)
-    max_batch = max_batch_for(prompt, output, memory_plan)
-    classes = tuple(_class_load(dep, c, a, k, per_replica, replicas, memory_plan)
+    cache: dict = {}
+    classes = tuple(_class_load(dep, c, a, k, per_replica, replicas, memory_plan, cache)
                     for c, a in zip(scenario.workload, alphas))
     mix_capacity = 1.0 / sum(c.share / c.capacity_qps for c in classes) if all(c.capacity_qps > 0 for c in classes) \
         else 0.0
@@ -175,16 +189,13 @@ def forecast(dep, scenario, alphas, *, memory_plan=None, replicas: int | None = 
     speculative = dep.method != "none"
     c_ratio = load.cost_ratio(dep, 1, wl.mean_context_len) if speculative else 0.0
     be = speculation.break_even_alpha(k, c_ratio) if speculative and c_ratio < 1 else None
+    max_batch, _, cross_b, cross_q, result = _shape_load(
+        dep, wl, alpha if speculative else None, k, per_replica, replicas, memory_plan, cache)
     base = load.batch_from_qps(dep, per_replica, wl, speculative=False, max_batch=max_batch)
     saturated = base.saturated or scenario.qps >= mix_capacity
-    batch, speed, cross_b, cross_q = base.batch_size, None, None, None
-    if alpha is not None and speculative:
-        cross_b = load.crossover_batch(dep, alpha, k, wl.mean_context_len, max_batch=max(max_batch, 2))
-        q = load.crossover_qps(dep, wl, alpha, k, max_batch=max_batch)
-        cross_q = None if q is None else q * replicas
-        if not saturated:
-            result = load.speedup_at_qps(dep, per_replica, wl, alpha, k, max_batch=max_batch)
-            batch, speed = result.speculative.batch_size, result.speedup
+    batch, speed = base.batch_size, None
+    if result is not None and not saturated:
+        batch, speed = result.speculative.batch_size, result.speedup
     xs, curves = _curves(dep, wl, alpha, k, max_batch, mix_capacity / replicas, replicas,
                          curve_points if speculative else 0)
     notes = (f"load model: {dep.factors.source}",

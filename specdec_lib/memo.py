@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 import plotly.offline
 
-from specdec_lib import acceptance, display, plots, rules, vllm_command
+from specdec_lib import acceptance, display, plots, report, rules, vllm_command
 from specdec_lib import decision as dec
 from specdec_lib.scenario import Scenario, production_temperature_median
 
@@ -221,57 +221,6 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
     return rows
 
 
-def speedup_rows(ev) -> list[tuple[str, str]]:
-    """The break-even and load numbers (one function: pages, memo and CLI print these rows)."""
-    s, f = ev.scenario, ev.load
-    k = s.num_speculative_tokens
-    rows: list[tuple[str, str]] = [("draft tokens per step k", str(k)), ("calibration", ev.calibration)]
-    if f is None or s.method == "none":
-        return rows
-    alpha, source = ev.workload_alpha
-    rows += [("draft/target step cost c (batch 1)", f"{f.cost_ratio:.3f}"),
-             (f"break-even alpha at k={k} (batch 1, computed)",
-              "never (c >= 1)" if f.break_even_alpha is None else f"{f.break_even_alpha:.3f}"),
-             ("the source's bands (alpha)", f"off below {rules.ALPHA_OFF_BELOW}, likely win above "
-                                            f"{rules.ALPHA_WIN_ABOVE}; the stricter of band and break-even decides"),
-             ("alpha used (share-weighted)", "unknown: curves for illustrative alphas" if alpha is None
-              else f"{alpha:.3f} ({source})"),
-             ("replicas", f"{f.replicas} ({f.replicas_source})"),
-             ("request shape (share-weighted)", f"{f.prompt_tokens:,} prompt + {f.output_tokens:,} output tokens"),
-             ("capacity without speculation", f"{f.capacity_qps:.3g} requests/s"
-              + (f" - SATURATED at {s.qps:g} requests/s: {f.replicas_needed} replicas needed" if f.saturated else "")),
-             ("running batch per replica at the scenario QPS", "saturated" if f.saturated
-              else "—" if f.batch_at_qps is None else f"{f.batch_at_qps:.2f}"),
-             ("predicted speedup at the scenario QPS", "saturated" if f.saturated
-              else "—" if f.speedup_at_qps is None else f"{f.speedup_at_qps:.2f}x"),
-             ("crossover batch size (first batch without a gain)", "needs alpha" if f.alpha is None
-              else "none in range" if f.crossover_batch is None else f"{f.crossover_batch:g}"),
-             ("crossover request rate", "needs alpha" if f.alpha is None else "none in range"
-              if f.crossover_qps is None else f"{f.crossover_qps:.3g} requests/s")]
-    return rows + [("note", n) for n in f.notes]
-
-
-def class_rows(ev) -> list[dict[str, str]]:
-    """One row per request class: shape, acceptance used (with bounds and the others that apply), capacity."""
-    by_name = {c.name: c for c in (ev.load.classes if ev.load else ())}
-    rows = []
-    for request_class, choice in zip(ev.scenario.workload, ev.acceptance):
-        cl = by_name.get(request_class.name)
-        rows.append({
-            "name": request_class.name, "share": display.format_percent(request_class.share),
-            "temperature": f"{request_class.temperature:g}", "prompt_tokens": f"{request_class.prompt_tokens:,}",
-            "output_tokens": f"{request_class.output_tokens:,}", "alpha": choice.describe(),
-            "source": choice.source or "—",
-            "also": "; ".join(acceptance.describe_estimate(e) for e in choice.also_applicable) or "—",
-            "rejected": "; ".join(why for _, why in choice.rejected) or "—",
-            "capacity": "—" if cl is None else f"{cl.capacity_qps:.3g} requests/s",
-            "speedup": "—" if cl is None else ("saturated" if cl.saturated else "needs alpha"
-                                               if cl.speedup_at_qps is None else f"{cl.speedup_at_qps:.2f}x"),
-            "crossover_batch": "—" if cl is None or cl.crossover_batch is None else f"{cl.crossover_batch:g}",
-        })
-    return rows
-
-
 def _figures(ev, run, baseline_run, measurements) -> dict[str, str | None]:
     from specdec_lib import speculation
 
@@ -330,7 +279,7 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
         "title": ev.title,
         "scenario": scenario,
         "scenario_rows": _scenario_rows(scenario),
-        "workload_rows": class_rows(ev),
+        "workload_rows": report.class_rows(ev),
         "decision": decision,
         "deciding": decision.deciding,
         "evidence": ev.evidence,
@@ -339,7 +288,7 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
         "memory_findings": list(plan.findings) if plan is not None else [],
         "memory_vllm_errors": list(plan.vllm_errors) if plan is not None else [],
         "load_error": ev.load_error,
-        "speedup_rows": speedup_rows(ev),
+        "speedup_rows": report.speedup_rows(ev),
         "figures": _figures(ev, run, baseline_run, measurements),
         "measurements": measurements,
         "latency_columns": LATENCY_COLUMNS,
@@ -400,6 +349,15 @@ def render_memo(scenario: Scenario | None = None, *, run=None, baseline_run=None
     context = build_context(ev, baseline_run=baseline_run, generated_utc=generated_utc)
     template = _environment().get_template(TEMPLATE_NAME)
     return template.render(plotly_js=plotly.offline.get_plotlyjs(), **context)
+
+
+def write_memo_html(ev, path: str | Path, *, baseline_run=None) -> Path:
+    """Write the memo of an `Evaluation` (what a page shows is what the file says)."""
+    html = render_memo(evaluation=ev, baseline_run=baseline_run)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
 
 
 def write_memo(scenario: Scenario, path: str | Path, *, run_dir: str | Path | None = None,

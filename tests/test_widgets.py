@@ -100,6 +100,8 @@ def test_changing_k_redraws_the_curves_in_place():
 def test_the_assumed_alpha_point_sits_on_the_k_curve_and_follows_the_slider():
     page = ui.break_even_page()
     fig = page.figures["alpha"]
+    assert not [t for t in fig.data if t.name == "assumed α"], "no alpha stated: no point"
+    page.controls["alpha_known"].value = True
     page.controls["alpha"].value = 0.8
     point = trace(fig, "assumed α")
     curve = trace(fig, "k = 5")
@@ -109,6 +111,7 @@ def test_the_assumed_alpha_point_sits_on_the_k_curve_and_follows_the_slider():
 
 def test_lower_alpha_lowers_the_speedup_under_load():
     page = ui.break_even_page()
+    page.controls["alpha_known"].value = True
     before = list(page.figures["qps"].data[0].y)
     page.controls["alpha"].value = 0.5
     after = list(page.figures["qps"].data[0].y)
