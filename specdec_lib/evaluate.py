@@ -123,7 +123,7 @@ class Evaluation:
     def memory_frame(self):
         import pandas as pd
 
-        return pd.Series(self.memory.to_dict()).to_frame("value") if self.memory is not None else pd.DataFrame()
+        return self.memory.to_frame() if self.memory is not None else pd.DataFrame()
 
     def __repr__(self) -> str:
         deciding = ", ".join(r.condition for r in self.decision.deciding) or "every condition passed"
@@ -152,17 +152,19 @@ def deployment_for(scenario: Scenario, target, draft, calibration: load.StepFact
 
 
 def plan_memory_for(scenario: Scenario, target=None, draft=None):
-    """`memory.plan_memory` with the scenario's fields (models resolved by the caller, or by name here)."""
+    """`memory.plan_memory` with the scenario's fields; catalog names are resolved here, once (the memory model
+    takes records)."""
     from specdec_lib import catalog, memory
 
     target = target if target is not None else catalog.get_model(scenario.target_model)
     if draft is None and scenario.draft_model:
         draft = catalog.get_model(scenario.draft_model)
     return memory.plan_memory(
-        target, draft if scenario.method in ("draft_model",) or draft is not None else None, gpu=scenario.gpu,
-        num_gpus=scenario.num_gpus, tp=scenario.tensor_parallel_size,
-        draft_tp=scenario.draft_tensor_parallel_size if scenario.draft_model else None,
-        target_precision=scenario.target_precision, draft_precision=scenario.draft_precision,
+        target, draft, gpu=catalog.get_gpu(scenario.gpu), num_gpus=scenario.num_gpus,
+        tp=scenario.tensor_parallel_size,
+        draft_tp=scenario.draft_tensor_parallel_size if draft is not None else None,
+        target_precision=catalog.get_precision(scenario.target_precision),
+        draft_precision=catalog.get_precision(scenario.draft_precision),
         gpu_memory_utilization=scenario.gpu_memory_utilization, kv_cache_dtype=scenario.kv_cache_dtype,
         context_len=scenario.context_len)
 

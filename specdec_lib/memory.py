@@ -317,6 +317,19 @@ class MemoryPlan:
     def weights_bytes_total(self) -> int:
         return self.target_weights_bytes + self.draft_weights_bytes
 
+    def __repr__(self) -> str:
+        draft = f" + {self.draft} ({self.draft_precision})" if self.draft else ""
+        return (f"MemoryPlan({self.target} ({self.target_precision}){draft} on {self.num_gpus}x {self.gpu}, "
+                f"TP {self.tp}: {'fits' if self.fits else 'does NOT fit'}; KV cache "
+                f"{self.kv_capacity_tokens:,} tokens = {self.max_concurrent_seqs:,} requests of "
+                f"{self.context_len:,} per replica)")
+
+    def to_frame(self):
+        """The plan as a pandas DataFrame (one row per field, base units)."""
+        from specdec_lib.frames import memory_plan
+
+        return memory_plan(self)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["findings"] = list(self.findings)
@@ -439,8 +452,8 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
         for dim_name, dim in (("intermediate_size", model.intermediate_size), ("q heads x head_dim", model.q_size)):
             if (dim // rank_tp) % prec.group_size:
                 errors.append(f"{role} {model.name}: {dim_name} {dim} / TP {rank_tp} is not a multiple of the "
-                              f"{prec.name} group size {prec.group_size}: vLLM cannot shard such a checkpoint (published "
-                              "AWQ/GPTQ releases often pad the dimension: plan with their own config.json).")
+                              f"{prec.name} group size {prec.group_size}: vLLM cannot shard such a checkpoint "
+                              "(published AWQ/GPTQ releases often pad the dimension: plan with their own config.json).")
     if kvb == 1:
         findings.append("fp8 KV cache: half the bytes per token of bf16, at some accuracy risk.")
 

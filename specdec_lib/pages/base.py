@@ -1,8 +1,8 @@
 """The pages' mechanics: `Page`, debounced wiring of controls, figures updated in place, the message line.
 
-Each notebook calls one `*_page()` function (one module per page in this package) and displays `page.widget`. A `Page` keeps its controls, its plotly
-`FigureWidget`s and its message line by name, so a test can set `page.controls["temperature"].value` and read
-`page.figures["speedup"].data` without a browser.
+Each notebook calls one `*_page()` function (one module per page in this package) and displays `page.widget`.
+A `Page` keeps its controls, its plotly `FigureWidget`s and its message line by name, so a test can set
+`page.controls["temperature"].value` and read `page.figures["speedup"].data` without a browser.
 
 Design choices:
 - Figures are built once and updated in place (`fig.batch_update()`): the front end restyles the plot rather than

@@ -8,6 +8,7 @@ import html
 
 import ipywidgets as widgets
 
+from specdec_lib import rules
 from specdec_lib.pages.base import FigureSlot, Page, grid, guarded, layout, message_html, new_message
 from specdec_lib.pages.controls import STYLE, default_scenario, int_control, text_control
 from specdec_lib.pages.live import (
@@ -148,7 +149,7 @@ def live_acceptance_page(scenario=None) -> Page:
         note = check()
         if note:
             return note
-        temperatures = parse_float_list(controls["temperatures"].value, "temperatures", 0.0, 2.0)
+        temperatures = parse_float_list(controls["temperatures"].value, "temperatures", 0.0, rules.MAX_TEMPERATURE)
         n = int(controls["requests_per_temperature"].value)
         url = controls["endpoint_url"].value
         client, _ = discover(url)

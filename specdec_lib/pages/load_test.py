@@ -7,6 +7,7 @@ import html
 
 import ipywidgets as widgets
 
+from specdec_lib import rules
 from specdec_lib.pages.base import FigureSlot, Page, grid, guarded, layout, message_html, new_message
 from specdec_lib.pages.controls import STYLE, WIDE, int_control, text_control
 from specdec_lib.pages.live import (
@@ -81,8 +82,9 @@ def load_test_page() -> Page:
         "concurrency_levels": text_control("1, 4", "Concurrency levels"),
         "requests_per_level": int_control(requests_or_note(16, notes), "Requests per level", 1, 5000),
         "max_tokens": int_control(128, "max_tokens", 1, 4096),
-        "temperature": widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="Temperature",
-                                           continuous_update=False, style=STYLE, layout=WIDE),
+        "temperature": widgets.FloatSlider(value=0.0, min=0.0, max=rules.MAX_TEMPERATURE, step=0.05,
+                                           description="Temperature", continuous_update=False, style=STYLE,
+                                           layout=WIDE),
         "level": widgets.Dropdown(options=[], description="Chart level", style=STYLE),
     }
     run_button = widgets.Button(description="Run the load test", button_style="primary", icon="play")
