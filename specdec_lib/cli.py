@@ -249,7 +249,8 @@ def register_measure(sub) -> None:
     m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
     m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
     m.add_argument("--max-tokens", type=int, default=128)
-    m.add_argument("--prompts", default="", help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
+    m.add_argument("--prompts", default="",
+                   help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
     m.add_argument("--api", choices=("chat", "completions"), default="chat")
     m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
     m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")

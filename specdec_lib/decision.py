@@ -391,7 +391,8 @@ def _load(scenario: Scenario, evidence: Evidence) -> list[Reason]:
         f"request (share-weighted); " + (f"saturated: {f.replicas_needed} replicas needed" if f.saturated
                                          else f"{scenario.qps / f.capacity_qps:.0%} of capacity without speculation")))
     if f.saturated:
-        ok, value, detail = False, "saturated", "no steady state at this load: a queue grows with or without speculation"
+        ok, value = False, "saturated"
+        detail = "no steady state at this load: a queue grows with or without speculation"
     elif f.speedup_at_qps is None:
         ok, value, detail = None, None, "alpha unknown"
     else:

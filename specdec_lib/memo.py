@@ -55,7 +55,8 @@ def _ms(seconds: float | None) -> str:
 def _scenario_rows(s: Scenario) -> list[tuple[str, str]]:
     return [
         ("target model", f"{s.target_model} ({s.target_precision})"),
-        ("speculation", s.method if s.method != "draft_model" else f"draft model {s.draft_model} ({s.draft_precision})"),
+        ("speculation", s.method if s.method != "draft_model"
+         else f"draft model {s.draft_model} ({s.draft_precision})"),
         ("GPUs", f"{s.num_gpus} x {s.gpu}, tensor parallel {s.tensor_parallel_size}"
                  + (f", draft TP {s.draft_tensor_parallel_size}" if s.draft_model else "")),
         ("gpu_memory_utilization", f"{s.gpu_memory_utilization:g}"),
@@ -192,7 +193,8 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
          "threshold": "last positions near 0: lower k",
          "why": "Shows whether k is too large; conditional ratios of consecutive positions estimate alpha."},
         {"what": "TPOT P50 / P99 vs the baseline",
-         "promql": "histogram_quantile(0.99, sum by (le) (rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
+         "promql": "histogram_quantile(0.99, sum by (le) "
+                   "(rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
          "threshold": "P99 above the baseline without speculation",
          "why": "The gain speculation is for; P99 regresses first under mixed workloads."},
         {"what": "TTFT P50 / P99",

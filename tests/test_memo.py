@@ -83,7 +83,8 @@ def _write_run(tmp_path: Path, served_model: str = "tiny-target") -> Path:
         for i in range(4):
             writer.append_request({
                 "index": index, "label": label, "prompt_set": "chat", "prompt_id": f"p{i}", "temperature": temperature,
-                "max_tokens": 64, "concurrency": 1, "rate_qps": None, "sent_at_s": float(index), "ttft_s": 0.05 + i / 100,
+                "max_tokens": 64, "concurrency": 1, "rate_qps": None, "sent_at_s": float(index),
+                "ttft_s": 0.05 + i / 100,
                 "tpot_s": 0.010 + i / 1000, "e2e_s": 0.7, "itl_s": [0.02, 0.03], "prompt_tokens": 20,
                 "completion_tokens": 64, "chunks": 20, "accepted_tokens": 40, "draft_tokens": 80,
                 "acceptance_rate": accepted_per_step / 4, "acceptance_source": "chunks", "spec_metrics": None,

@@ -7,7 +7,7 @@ A new page is one module with a `*_page()` function plus one entry in `PAGES` be
 
 from __future__ import annotations
 
-from specdec_lib.pages.base import Debouncer, FigureSlot, Page, update_figure_in_place
+from specdec_lib.pages.base import SLOW_WAIT_S, Debouncer, FigureSlot, Page, update_figure_in_place
 from specdec_lib.pages.break_even import break_even_page
 from specdec_lib.pages.decision_memo import decision_memo_page
 from specdec_lib.pages.draft_selection import draft_selection_page
@@ -30,7 +30,7 @@ PAGES = {
     "07_decision_memo": decision_memo_page,
 }
 
-__all__ = ["PAGES", "Debouncer", "FigureSlot", "LOCAL_DEMO_COMMAND", "Page", "break_even_page", "decision_memo_page",
+__all__ = ["PAGES", "SLOW_WAIT_S", "Debouncer", "FigureSlot", "LOCAL_DEMO_COMMAND", "Page", "break_even_page", "decision_memo_page",
            "draft_selection_page", "endpoint_url_default", "live_acceptance_page", "load_test_page",
            "memory_budget_page", "mixed_workload_page", "parse_float_list", "start_here_page",
            "update_figure_in_place"]
