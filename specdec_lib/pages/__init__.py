@@ -30,7 +30,8 @@ PAGES = {
     "07_decision_memo": decision_memo_page,
 }
 
-__all__ = ["PAGES", "SLOW_WAIT_S", "Debouncer", "FigureSlot", "LOCAL_DEMO_COMMAND", "Page", "break_even_page", "decision_memo_page",
-           "draft_selection_page", "endpoint_url_default", "live_acceptance_page", "load_test_page",
-           "memory_budget_page", "mixed_workload_page", "parse_float_list", "start_here_page",
-           "update_figure_in_place"]
+__all__ = [
+    "PAGES", "SLOW_WAIT_S", "Debouncer", "FigureSlot", "LOCAL_DEMO_COMMAND", "Page", "break_even_page",
+    "decision_memo_page", "draft_selection_page", "endpoint_url_default", "live_acceptance_page", "load_test_page",
+    "memory_budget_page", "mixed_workload_page", "parse_float_list", "start_here_page", "update_figure_in_place",
+]
