@@ -411,3 +411,12 @@ def _verdict(reasons: list[Reason]) -> str:
     if any(r.status != "passed" for r in reasons):
         return "measure more"
     return "use"
+
+
+def evaluate(scenario: Scenario, *, run=None) -> tuple[Decision, Evidence]:
+    """Compatibility for callers written before `evaluate.evaluate` (the one evaluation path, which new code
+    should call): its (decision, evidence)."""
+    from specdec_lib.evaluate import evaluate as evaluate_scenario
+
+    ev = evaluate_scenario(scenario, run=run)
+    return ev.decision, ev.evidence

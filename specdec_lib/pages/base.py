@@ -294,9 +294,10 @@ def mark_stale(message: widgets.HTML, outputs: list[widgets.HTML], why: str) -> 
 
 
 @functools.lru_cache(maxsize=32)
-def evaluation(scenario):
+def evaluation(scenario, curves: bool = True):
     """`evaluate(scenario)` for the pages, memoised on the (frozen, hashable) scenario: moving a control back and
-    forth does not recompute. Pages never compute beside it."""
+    forth does not recompute. Pages never compute beside it; pages that draw no speedup-vs-QPS chart skip its
+    curves (curves=False), which changes no other figure."""
     from specdec_lib.evaluate import evaluate
 
-    return evaluate(scenario)
+    return evaluate(scenario) if curves else evaluate(scenario, curve_points=0)

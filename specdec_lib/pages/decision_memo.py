@@ -62,7 +62,7 @@ def decision_memo_page(scenario=None) -> Page:
 
     def update() -> str | None:
         s = current()
-        ev = evaluation(s)
+        ev = evaluation(s, curves=False)
         state.update(scenario=s, evaluation=ev)
         title.value = f"<h2>{html.escape(ev.title)}</h2>"
         if ev.memory is not None:

@@ -34,7 +34,7 @@ def start_here_page(scenario=None) -> Page:
 
     def update() -> str | None:
         s = scenario_from_controls(base, controls)
-        ev = evaluation(s)
+        ev = evaluation(s, curves=False)
         state.update(scenario=s, evaluation=ev)
         if ev.memory is not None:
             update_figure_in_place(memory_fig, render.memory_figure(ev.memory))
