@@ -63,17 +63,19 @@ def describe_estimate(estimate: AcceptanceEstimate | None) -> str:
     return f"{estimate.alpha:.3f} {estimate.source}{bounds}{origin}"
 
 
+def estimate_from_class(scenario, request_class) -> AcceptanceEstimate | None:
+    """A request class's typed alpha as an "assumed" estimate for that class (None when it states none)."""
+    if request_class.alpha is None:
+        return None
+    return AcceptanceEstimate(
+        alpha=request_class.alpha, source="assumed", method=scenario.method, temperature=request_class.temperature,
+        k=None, target_model=scenario.target_model, draft_model=scenario.draft_model,
+        origin=f"scenario, class {request_class.name!r}")
+
+
 def estimates_from_scenario(scenario) -> tuple[AcceptanceEstimate, ...]:
     """The scenario's own per-class alpha as "assumed" estimates (one per class that states one)."""
-    out = []
-    for c in scenario.workload:
-        if c.alpha is None:
-            continue
-        out.append(AcceptanceEstimate(
-            alpha=c.alpha, source="assumed", method=scenario.method, temperature=c.temperature,
-            k=None, target_model=scenario.target_model, draft_model=scenario.draft_model,
-            origin=f"scenario, class {c.name!r}"))
-    return tuple(out)
+    return tuple(e for c in scenario.workload if (e := estimate_from_class(scenario, c)) is not None)
 
 
 def estimates_from_run(run) -> tuple[AcceptanceEstimate, ...]:
@@ -160,14 +162,11 @@ def choose(scenario, estimates=()) -> tuple[ClassAcceptance, ...]:
 
     Order: source rank (measured, predicted, prior, assumed), then the temperature closest to the class's, then
     the most requests behind it."""
-    pool = tuple(estimates) + estimates_from_scenario(scenario)
     out = []
     for c in scenario.workload:
+        own = estimate_from_class(scenario, c)  # a class's typed alpha is a candidate for that class only
         applicable, rejected = [], []
-        for e in pool:
-            if e.source == "assumed" and e.origin.startswith("scenario, class ") and e.origin != \
-                    f"scenario, class {c.name!r}":
-                continue  # another class's typed alpha is not a candidate for this class
+        for e in tuple(estimates) + ((own,) if own is not None else ()):
             why = mismatch(e, scenario, c.temperature)
             if why is None:
                 applicable.append(e)
@@ -182,8 +181,3 @@ def choose(scenario, estimates=()) -> tuple[ClassAcceptance, ...]:
             caveats=_caveats(chosen, scenario) if chosen else ()))
     return tuple(out)
 
-
-def weakest_source(choices) -> str | None:
-    """The least trusted source among the classes' choices (what a figure built from all of them can claim)."""
-    ranked = [c.chosen for c in choices if c.chosen is not None]
-    return max(ranked, key=lambda e: e.rank).source if ranked else None
