@@ -131,7 +131,7 @@ class Evaluation:
         return f"Evaluation({self.title!r}: {self.verdict.upper()}; deciding: {deciding}; {speed})"
 
     def _repr_html_(self) -> str:
-        from specdec_lib.pages.render import verdict_html
+        from specdec_lib.report import verdict_html
 
         return f"<h4>{html.escape(self.title)}</h4>" + verdict_html(self)
 

@@ -3,7 +3,12 @@ so a number reads the same on every face (units as the CLI shows them: percent, 
 
 from __future__ import annotations
 
+import html
+
 from specdec_lib import acceptance, display, rules
+
+VERDICT_COLOURS = {"use": "#1b5e20", "measure more": "#8a5a00", "leave off": "#b00020"}
+MARKS = {"passed": "✓", "failed": "✗", "unknown": "?"}
 
 
 def speedup_rows(ev) -> list[tuple[str, str]]:
@@ -55,3 +60,25 @@ def class_rows(ev) -> list[dict[str, str]]:
             "crossover_batch": "—" if cl is None or cl.crossover_batch is None else f"{cl.crossover_batch:g}",
         })
     return rows
+
+
+def verdict_html(ev) -> str:
+    """The verdict, its deciding reasons, and every reason with its number, source and "if it fails" (as the CLI
+    and the memo show them; fractions in percent)."""
+    decision = ev.decision
+    deciding = decision.deciding
+    items = "".join(f"<li><b>{html.escape(r.statement)}</b>: {r.status} "
+                    f"({html.escape(display.format_reason_value(r.value, r.unit))}, {r.source})"
+                    + (f": {html.escape(r.detail)}" if r.detail else "") + "</li>" for r in deciding)
+    rows = []
+    for r in decision.reasons:
+        style = " style='font-weight:bold;background:#fff3cd'" if r in deciding else ""
+        rows.append(
+            f"<tr{style}><td>{MARKS[r.status]}</td><td>{html.escape(r.group)}</td><td>{html.escape(r.statement)}</td>"
+            f"<td>{html.escape(display.format_reason_value(r.value, r.unit))}</td><td>{html.escape(r.threshold)}</td>"
+            f"<td>{html.escape(r.source)}</td><td>{html.escape(r.effect)}</td></tr>")
+    return (f"<h3 style='color:{VERDICT_COLOURS[decision.verdict]}'>Verdict: {html.escape(decision.verdict)}</h3>"
+            + (f"<p>Deciding reasons:</p><ul>{items}</ul>" if items else "")
+            + "<table class='specdec-reasons'><tr><th></th><th>group</th><th>condition</th><th>value</th>"
+              "<th>passes when</th><th>source</th><th>if it fails</th></tr>" + "".join(rows) + "</table>"
+            + f"<p style='color:#555'>Calibration: {html.escape(ev.calibration)}</p>")
