@@ -229,15 +229,20 @@ def _unused(pool, choices) -> tuple[tuple[AcceptanceEstimate, str], ...]:
 
 
 def _resolve(scenario: Scenario):
-    """(target, draft, error): catalog records for the scenario's model names, resolved once."""
+    """(target, draft, target error, draft error): catalog records for the scenario's model names, resolved once.
+    An EAGLE head outside the catalog leaves the memory plan unknown (said), not the load model, which models the
+    head as one decoder layer of the target's shape."""
     from specdec_lib import catalog
 
     try:
         target = catalog.get_model(scenario.target_model)
+    except ValueError as exc:
+        return None, None, str(exc), None
+    try:
         draft = catalog.get_model(scenario.draft_model) if scenario.draft_model else None
     except ValueError as exc:
-        return None, None, str(exc)
-    return target, draft, None
+        return target, None, None, str(exc)
+    return target, draft, None, None
 
 
 def evaluate(scenario: Scenario, *, estimates: Sequence[AcceptanceEstimate] = (), run=None,
@@ -254,18 +259,23 @@ def evaluate(scenario: Scenario, *, estimates: Sequence[AcceptanceEstimate] = ()
     pool = tuple(estimates) + (acceptance.estimates_from_run(run) if run is not None else ())
     choices = acceptance.choose(scenario, pool)
     unused = _unused(pool, choices)
-    target, draft, memory_error = _resolve(scenario)
+    target, draft, memory_error, draft_error = _resolve(scenario)
     plan = forecast = None
     load_error = None
     refusals: list[str] = []
     alternative = None
     if target is not None:
+        if draft_error:
+            memory_error = draft_error
+        else:
+            try:
+                plan = plan_memory_for(scenario, target, draft)
+                refusals += list(plan.vllm_errors)
+            except ValueError as exc:
+                memory_error = str(exc)
         try:
-            plan = plan_memory_for(scenario, target, draft)
-            refusals += list(plan.vllm_errors)
-        except ValueError as exc:
-            memory_error = str(exc)
-        try:
+            if draft_error and scenario.method == "draft_model":
+                raise ValueError(draft_error)
             dep = deployment_for(scenario, target, draft, calibration)
             forecast = load_forecast.forecast(dep, scenario, [c.alpha for c in choices], memory_plan=plan,
                                               curve_points=curve_points)
