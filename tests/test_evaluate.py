@@ -114,3 +114,11 @@ def test_a_run_converts_to_one_measured_estimate_per_temperature():
     assert [e.temperature for e in estimates] == [0.0, 0.7]
     assert all(e.source == "measured" and e.k == 4 and e.target_model == "tiny-target" for e in estimates)
     assert all(e.method == "unknown" for e in estimates)               # /server_info was off on that server
+
+
+def test_an_eagle_head_outside_the_catalog_leaves_memory_unknown_not_the_load_model():
+    eagle = with_changes(PASSING, method="eagle", draft_model="yuhuili/EAGLE-LLaMA3.1-Instruct-70B")
+    ev = evaluate(eagle, curve_points=0)
+    assert "yuhuili/EAGLE-LLaMA3.1-Instruct-70B" in ev.memory_error and ev.memory is None
+    assert ev.load is not None and ev.load.cost_ratio > 0           # one decoder layer of the target's shape
+    assert ev.decision.reason("memory_fits").status == "unknown" and ev.verdict != "use"
