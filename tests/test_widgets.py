@@ -318,3 +318,17 @@ def test_a_change_that_fails_marks_the_results_on_screen_stale():
     page.controls["prompt_tokens"].value = 1000
     assert page.message.value == ""
     assert all("stale" not in page.outputs[n].value for n in ("verdict", "summary", "command"))
+
+
+def test_a_saved_scenario_and_the_page_title_follow_the_models(tmp_path):
+    from specdec_lib.scenario import load_scenario
+
+    page = ui.decision_memo_page()
+    page.controls["target_model"].value = "Qwen/Qwen2.5-72B"
+    page.controls["draft_model"].value = "Qwen/Qwen2.5-7B"
+    assert "Qwen2.5-72B" in page.outputs["title"].value and "Llama" not in page.outputs["title"].value
+    page.controls["scenario_path"].value = str(tmp_path / "qwen.toml")
+    page.outputs["buttons"]["save"].click()
+    assert "title" not in (tmp_path / "qwen.toml").read_text()          # derived, so never stale
+    loaded = load_scenario(tmp_path / "qwen.toml")
+    assert loaded.display_title.startswith("Qwen2.5-72B INT8 + Qwen2.5-7B draft")
