@@ -171,7 +171,7 @@ def plan_memory_for(scenario: Scenario, target=None, draft=None):
 
 def same_family_quantized_alternative(scenario: Scenario, target) -> str | None:
     """A catalog model of the target's family, 1:8-1:12 of its size, whose INT8 weights stay within 15% of the
-    memory vLLM may use: the draft to try before relaxing the family. None if there is none."""
+    memory left after the target: the draft to try before relaxing the family. None if there is none."""
     from specdec_lib import catalog, memory
 
     gpu = catalog.get_gpu(scenario.gpu)
