@@ -122,7 +122,7 @@ def _measurement(run, role: str) -> dict:
                              "—" if lat.get("output_tokens_per_s") is None else f"{lat['output_tokens_per_s']:.1f}"))
     return {"role": role, "run_id": run.metadata.get("run_id", run.path.name),
             "metadata_rows": _run_metadata_rows(run.metadata),
-            "acceptance_rows": acceptance_rows, "latency_rows": latency_rows, "summary": summary}
+            "acceptance_rows": acceptance_rows, "latency_rows": latency_rows, "summary": summary, "note": ""}
 
 
 def _fmt_t(t) -> str:
@@ -273,6 +273,11 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
     measurements = []
     if run is not None:
         measurements.append(_measurement(run, "Measurement run"))
+        used = [e for c in ev.acceptance for e in (c.chosen, *c.also_applicable)
+                if e is not None and e.source == "measured"]
+        if not used:
+            measurements[0]["note"] = ("Not evidence for this scenario: "
+                                       + decision.reason("evidence_applies").detail)
     if baseline_run is not None:
         measurements.append(_measurement(baseline_run, "Baseline run (speculation off)"))
     command = _command_block(ev)

@@ -111,6 +111,7 @@ def test_memo_with_a_run_shows_the_measurements_and_its_metadata(tmp_path):
     # The run was taken on another model at k = 4: shown, but not used as evidence for the 70B k = 5 scenario
     assert html.count('class="plotly-graph-div"') == 5   # + histogram, latency (no acceptance-by-T: not used)
     assert "not the scenario&#39;s target" in html
+    assert '<p class="error run-not-used">Not evidence for this scenario' in html
 
 
 def test_a_run_of_the_scenarios_own_model_and_k_is_the_measured_evidence(tmp_path):
