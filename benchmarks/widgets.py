@@ -31,7 +31,7 @@ CASES = [
     ("02 memory budget", "memory_budget_page", "gpu_memory_utilization", [0.90, 0.85, 0.80, 0.88, 0.92]),
     ("00 start here", "start_here_page", "gpu_memory_utilization", [0.90, 0.85, 0.80, 0.88, 0.92]),
     ("01 draft selection", "draft_selection_page", "num_speculative_tokens", [3, 4, 6, 7, 5]),
-    ("03 break-even and load", "break_even_page", "alpha", [0.55, 0.6, 0.75, 0.8, 0.7]),
+    ("03 break-even and load", "break_even_page", "qps", [0.5, 2.0, 3.0, 1.5, 1.0]),
     ("07 decision memo", "decision_memo_page", "gpu_memory_utilization", [0.90, 0.85, 0.80, 0.88, 0.92]),
     ("06 mixed workload (simulation)", "mixed_workload_page", "creative_alpha", [0.5, 0.6, 0.3, 0.7, 0.38]),
 ]

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Write notebooks/*.ipynb (outputs cleared) from the text below, so the pages stay thin and consistent.
 
-Every code cell only imports `specdec_lib.widgets` and calls one page function: the logic is in the library.
+Every page cell imports `specdec_lib.pages` and calls one page function: the logic is in the library. Each
+notebook ends with an "In code" section: the same what-if done through the library, as pandas DataFrames.
+A new notebook is one entry in PAGES: (markdown cells, the page call[, the in-code cell]).
 Run: .venv/bin/python scripts/make_notebooks.py
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ NOTEBOOKS = ROOT / "notebooks"
 READING_ORDER = """**Reading order:** 00 start here · 01 draft selection · 02 memory budget · 03 break-even and load ·
 04 live acceptance by temperature · 05 load test with and without · 06 mixed workload · 07 decision memo"""
 
-PAGES: dict[str, tuple[list[str], str]] = {
+PAGES: dict[str, tuple] = {  # name -> (markdown cells, page call[, in-code cell])
     "00_start_here": (
         [
             """# Will speculative decoding help this vLLM deployment?
@@ -40,7 +42,22 @@ TP 2. Change any control: the memory bar, the speedup curve and the verdict foll
 """,
             READING_ORDER,
         ],
-        "page = ui.start_here_page()\npage.widget",
+        "page = pages.start_here_page()\npage.widget",
+        """# What if monitoring were in place, at each of the source's temperatures? One evaluate() per scenario.
+import dataclasses
+
+import pandas as pd
+
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO, with_changes
+
+rows = []
+for temperature in (0.0, 0.4, 0.8, 1.0):
+    chat = dataclasses.replace(DEFAULT_SCENARIO.workload[0], temperature=temperature)
+    ev = evaluate(with_changes(DEFAULT_SCENARIO, workload=(chat,), monitoring_in_place=True))
+    rows.append({"temperature": temperature, "verdict": ev.verdict,
+                 "deciding": ", ".join(r.condition for r in ev.decision.deciding)})
+pd.DataFrame(rows)""",
     ),
     "01_draft_selection": (
         [
@@ -58,7 +75,17 @@ Pick a target; the table scores every catalog model as its draft against the art
 shows the speedup each draft needs (its cost ratio *c* moves the break-even acceptance).
 """,
         ],
-        "page = ui.draft_selection_page()\npage.widget",
+        "page = pages.draft_selection_page()\npage.widget",
+        """# Every catalog draft for the 70B target, each with its own acceptance (unknown unless given): a DataFrame.
+import dataclasses
+
+import pandas as pd
+
+from specdec_lib.pages.draft_selection import draft_candidates
+from specdec_lib.scenario import DEFAULT_SCENARIO
+
+pd.DataFrame([dataclasses.asdict(d) for d in draft_candidates(DEFAULT_SCENARIO)]).set_index("name")[
+    ["ratio", "band", "same_family", "runs", "cost_ratio", "break_even_alpha", "acceptance"]]""",
     ),
     "02_memory_budget": (
         [
@@ -83,7 +110,16 @@ safer. Measure acceptance before and after (page 04 on each server): a drop of m
 the choice, typically INT4 → INT8 on the target.
 """,
         ],
-        "page = ui.memory_budget_page()\npage.widget",
+        "page = pages.memory_budget_page()\npage.widget",
+        """# The memory plan at three gpu_memory_utilization values, side by side (bytes; GiB = 2**30 bytes).
+import pandas as pd
+
+from specdec_lib.evaluate import plan_memory_for
+from specdec_lib.scenario import DEFAULT_SCENARIO, with_changes
+
+keys = ["kv_budget_bytes_per_gpu", "kv_capacity_tokens", "max_concurrent_seqs", "max_concurrent_seqs_without_draft"]
+pd.DataFrame({u: {k: plan_memory_for(with_changes(DEFAULT_SCENARIO, gpu_memory_utilization=u)).to_dict()[k]
+                  for k in keys} for u in (0.80, 0.90, 0.92)})""",
     ),
     "03_break_even_and_load": (
         [
@@ -100,7 +136,16 @@ speedup shrinks and turns into a slowdown (vLLM team: 1.5× at QPS 1, 1.4× slow
 shows that crossover for this scenario.
 """,
         ],
-        "page = ui.break_even_page()\npage.widget",
+        "page = pages.break_even_page()\npage.widget",
+        """# The load model per request class and for the mix, at alpha 0.75 and 30k-token requests.
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO, RequestClass, with_changes
+
+scenario = with_changes(DEFAULT_SCENARIO, context_len=32768, workload=(
+    RequestClass("chat", 0.9, 0.2, 512, 256, alpha=0.75), RequestClass("long", 0.1, 0.2, 30000, 512, alpha=0.75)))
+ev = evaluate(scenario)
+print(ev)
+ev.load.to_frame()""",
     ),
     "04_live_acceptance_by_temperature": (
         [
@@ -123,7 +168,21 @@ The URL defaults to the environment variable `SPECDEC_ENDPOINT`, else `http://12
 Nothing is sent until you press **Run**.
 """,
         ],
-        "page = ui.live_acceptance_page()\npage.widget",
+        "page = pages.live_acceptance_page()\npage.widget",
+        """# A run folder as acceptance estimates, and whether each applies to the default scenario (no endpoint needed:
+# the workbook's example run, measured on the tiny demo model at k = 4).
+from pathlib import Path
+
+import pandas as pd
+
+import specdec_lib
+from specdec_lib import acceptance, runs
+from specdec_lib.scenario import DEFAULT_SCENARIO
+
+run = runs.load_run(Path(specdec_lib.__file__).parent.parent / "data" / "example-run")
+pd.DataFrame([{"temperature": e.temperature, "alpha": e.alpha, "k": e.k, "target": e.target_model,
+               "applies to the default scenario": acceptance.mismatch(e, DEFAULT_SCENARIO, e.temperature) or "yes"}
+              for e in acceptance.estimates_from_run(run)])""",
     ),
     "05_load_test_with_and_without": (
         [
@@ -140,7 +199,19 @@ is recorded in a run folder (`runs/`) so the percentiles can be recomputed later
 **No server?** `python -m specdec_lib.localserver demo` starts a tiny real vLLM endpoint on this machine.
 """,
         ],
-        "page = ui.load_test_page()\npage.widget",
+        "page = pages.load_test_page()\npage.widget",
+        """# Latency percentiles per group of a run folder (recomputed from its request records), in milliseconds.
+from pathlib import Path
+
+import pandas as pd
+
+import specdec_lib
+from specdec_lib import runs
+
+run = runs.load_run(Path(specdec_lib.__file__).parent.parent / "data" / "example-run")
+summary = runs.summarise(run)
+pd.DataFrame({label: {k: v * 1000 for k, v in g["latency"].items() if k.endswith("_s") and v is not None}
+              for label, g in summary["groups"].items()}).T""",
     ),
     "06_mixed_workload": (
         [
@@ -156,7 +227,17 @@ This page simulates continuous batching of the mix below, with and without specu
 shares and acceptances to see when the tail turns against you.
 """,
         ],
-        "page = ui.mixed_workload_page()\npage.widget",
+        "page = pages.mixed_workload_page()\npage.widget",
+        """# The source's 60/40 mix through the evaluation path: acceptance per class and the load model per class.
+from pathlib import Path
+
+import specdec_lib
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import load_scenario
+
+ev = evaluate(load_scenario(Path(specdec_lib.__file__).parent.parent / "scenarios" / "mixed-chat.toml"))
+print(ev)
+ev.acceptance_frame()[["used", "rejected"]].join(ev.load.to_frame(), how="outer")""",
     ),
     "03b_methods_compared": (
         [
@@ -195,16 +276,29 @@ Below: the verdict with its reasons for the current scenario, the vLLM command l
 run folder from page 04 or 05 to include what you measured.
 """,
         ],
-        "page = ui.decision_memo_page()\npage.widget",
+        "page = pages.decision_memo_page()\npage.widget",
+        """# The reasons as a DataFrame, and the verdict if monitoring were in place.
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO, with_changes
+
+print(evaluate(with_changes(DEFAULT_SCENARIO, monitoring_in_place=True)))
+evaluate(DEFAULT_SCENARIO).to_frame()[["status", "value", "source", "if_it_fails", "deciding"]]""",
     ),
 }
 
 
+IN_CODE_INTRO = """## In code
+
+The same what-if through the library (`specdec_lib.evaluate`), as a pandas DataFrame: what a planner scripts."""
+
+
 def build(name: str) -> nbformat.NotebookNode:
-    markdowns, code = PAGES[name]
+    markdowns, code, *in_code = PAGES[name]
     cells = [new_markdown_cell(text) for text in markdowns]
-    cells.append(new_code_cell("from specdec_lib import widgets as ui"))
-    cells.append(new_code_cell(code))
+    cells.append(new_code_cell("from specdec_lib import pages"))
+    cells.append(new_code_cell(code.replace("ui.", "pages.")))
+    if in_code:
+        cells += [new_markdown_cell(IN_CODE_INTRO), new_code_cell(in_code[0])]
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from specdec_lib.rules import RATIO_MAX, RATIO_MIN
+
 HF_ENDPOINT_ENV = "SPECDEC_HF_ENDPOINT"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DATA_DIR_ENV = "SPECDEC_DATA_DIR"
@@ -617,7 +619,7 @@ def model_from_hub(repo_id: str, *, revision: str = "main", timeout_s: float = 1
 # The source's draft-pairing table
 # --------------------------------------------------------------------------------------------------
 
-SWEET_SPOT_RATIO = (8.0, 12.0)  # the source: "a 1:8 to 1:12 size ratio" (target params / draft params)
+SWEET_SPOT_RATIO = (RATIO_MIN, RATIO_MAX)  # the source: "a 1:8 to 1:12 size ratio" (rules.py)
 
 # (draft, target, the source's stated ratio) in the order of the source's table, plus the vLLM blog's pair.
 SOURCE_PAIRINGS: tuple[tuple[str, str, float], ...] = (
@@ -668,6 +670,20 @@ def pairing(draft: str | ModelSpec, target: str | ModelSpec, source_ratio: float
 def pairing_table() -> list[Pairing]:
     """The source's draft-pairing table (plus the vLLM blog's Qwama/Llama-3-70B pair), recomputed."""
     return [pairing(d, t, r) for d, t, r in SOURCE_PAIRINGS]
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """True when two model names mean the same weights: the same catalog entry, or the same name once the org,
+    case and an -Instruct/-Chat suffix are set aside (a served name outside the catalog). None matches nothing."""
+    if not a or not b:
+        return False
+    keys_a, keys_b = _model_keys(a.strip().lower()), _model_keys(b.strip().lower())
+    if set(keys_a[1:]) & set(keys_b[1:]) or keys_a[0] == keys_b[0]:
+        return True
+    try:
+        return get_model(a).name == get_model(b).name
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------------

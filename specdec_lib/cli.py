@@ -54,70 +54,89 @@ def _run(path: str | None, what: str = "--run"):
 
 # --- plan ----------------------------------------------------------------------------------------------------
 
-def _plan_dict(scenario, run) -> dict:
-    from specdec_lib import decision as dec
-    from specdec_lib import vllm_command
+def _plan_dict(ev) -> dict:
+    """The plan as JSON-ready data: rendered from one `evaluate.Evaluation`, like the memo and the pages."""
     from specdec_lib.scenario import scenario_to_dict
 
-    decision, evidence = dec.evaluate(scenario, run=run)
-    try:
-        command = vllm_command.serve_command(scenario, crossover_batch=evidence.crossover_batch)
-        today = {"argv": list(command.argv), "shell": command.shell(), "notes": list(command.notes),
-                 "speculative_config": command.speculative_config}
-    except ValueError as exc:
-        today = {"error": str(exc)}
-    try:
-        legacy = vllm_command.legacy_command(scenario, crossover_batch=evidence.crossover_batch)
-        legacy_d = {"argv": list(legacy.argv), "shell": legacy.shell(), "applies_to": legacy.applies_to.label()}
-    except ValueError as exc:
-        legacy_d = {"error": str(exc)}
+    f, plan = ev.load, ev.memory
+    cmd = ev.command
+    today = ({"argv": list(cmd.argv), "shell": cmd.shell(), "notes": list(cmd.notes),
+              "speculative_config": cmd.speculative_config} if cmd is not None else {"error": ev.command_error})
+    today["will_start"] = ev.command_will_start
+    today["refusals"] = list(ev.refusals)
+    legacy = ev.legacy_command
+    legacy_d = ({"argv": list(legacy.argv), "shell": legacy.shell(), "applies_to": legacy.applies_to.label()}
+                if legacy is not None else {"error": ev.legacy_error})
     return {
-        "scenario": scenario_to_dict(scenario),
-        "verdict": decision.verdict,
+        "title": ev.title,
+        "scenario": scenario_to_dict(ev.scenario),
+        "verdict": ev.verdict,
+        "calibration": ev.calibration,
         "reasons": [{"condition": r.condition, "group": r.group, "statement": r.statement, "status": r.status,
                      "value": r.value, "unit": r.unit, "threshold": r.threshold, "source": r.source,
-                     "effect": r.effect, "detail": r.detail} for r in decision.reasons],
-        "load": {"cost_ratio": evidence.cost_ratio, "batch_at_qps": evidence.needed_batch_at_qps,
-                 "speedup_at_qps": evidence.predicted_speedup_at_qps, "crossover_batch": evidence.crossover_batch,
-                 "crossover_qps": evidence.crossover_qps},
-        "memory": {"target_weights_bytes": evidence.target_weights_bytes,
-                   "draft_weights_bytes": evidence.draft_weights_bytes,
-                   "max_concurrent_full_context": evidence.max_concurrent_full_context,
-                   "max_concurrent_full_context_without_draft": evidence.max_concurrent_full_context_without_draft},
-        "measured": [{"temperature": m.temperature, "alpha": m.alpha, "v1_rate": m.v1_rate, "requests": m.requests}
-                     for m in evidence.measured],
+                     "effect": r.effect, "detail": r.detail, "deciding": r in ev.decision.deciding}
+                    for r in ev.decision.reasons],
+        "load": None if f is None else {
+            "cost_ratio": f.cost_ratio, "break_even_alpha": f.break_even_alpha, "alpha": f.alpha,
+            "replicas": f.replicas, "replicas_source": f.replicas_source, "capacity_qps": f.capacity_qps,
+            "saturated": f.saturated, "replicas_needed": f.replicas_needed, "batch_at_qps": f.batch_at_qps,
+            "speedup_at_qps": f.speedup_at_qps, "crossover_batch": f.crossover_batch,
+            "crossover_qps": f.crossover_qps, "prompt_tokens": f.prompt_tokens, "output_tokens": f.output_tokens},
+        "memory": None if plan is None else {
+            "target_weights_bytes": plan.target_weights_bytes, "draft_weights_bytes": plan.draft_weights_bytes,
+            "max_concurrent_full_context": plan.max_concurrent_seqs,
+            "max_concurrent_full_context_without_draft": plan.max_concurrent_seqs_without_draft,
+            "vllm_errors": list(plan.vllm_errors)},
+        "acceptance": [{"request_class": c.request_class, "temperature": c.temperature, "alpha": c.alpha,
+                        "source": c.source, "used": c.describe(), "rejected": [why for _, why in c.rejected]}
+                       for c in ev.acceptance],
+        "memory_error": ev.memory_error, "load_error": ev.load_error,
         "command": today,
         "legacy_command": legacy_d,
     }
 
 
 def _print_plan(d: dict) -> None:
-    from specdec_lib.memo import format_value
+    from specdec_lib.display import format_reason_value
 
-    s = d["scenario"]
-    print(f"Scenario: {s['title']}")
+    print(f"Scenario: {d['title']}")
     print(f"Verdict:  {d['verdict'].upper()}")
+    print(f"Calibration: {d['calibration']}")
     print()
     width = max(len(r["statement"]) for r in d["reasons"])
     for r in d["reasons"]:
         mark = {"passed": "ok  ", "failed": "FAIL", "unknown": "??  "}[r["status"]]
-        value = format_value(r["value"], r["unit"])
-        print(f"  [{mark}] {r['statement']:<{width}}  {value:>14}  ({r['source']}; fails -> {r['effect']})")
+        value = format_reason_value(r["value"], r["unit"])
+        star = "*" if r["deciding"] else " "
+        print(f" {star}[{mark}] {r['statement']:<{width}}  {value:>16}  ({r['source']}; fails -> {r['effect']})")
+    print("  (* = deciding)")
+    print("\nAcceptance per request class:")
+    for c in d["acceptance"]:
+        print(f"  {c['request_class']} (T={c['temperature']:g}): {c['used']}")
+        for why in c["rejected"]:
+            print(f"      not used: {why}")
     load = d["load"]
-    if load["speedup_at_qps"] is not None:
-        print(f"\nLoad model: {load['speedup_at_qps']:.2f}x at {s['qps']:g} requests/s; "
-              f"crossover {load['crossover_qps'] if load['crossover_qps'] is None else round(load['crossover_qps'], 3)}"
-              f" requests/s, batch {load['crossover_batch']}")
+    if load is not None:
+        speed = ("SATURATED" if load["saturated"] else "alpha unknown" if load["speedup_at_qps"] is None
+                 else f"{load['speedup_at_qps']:.2f}x")
+        print(f"\nLoad model: {speed} at {d['scenario']['qps']:g} requests/s on {load['replicas']} replica(s) "
+              f"({load['replicas_source']}); capacity {load['capacity_qps']:.3g} requests/s; crossover "
+              f"{'none' if load['crossover_qps'] is None else round(load['crossover_qps'], 3)} requests/s, "
+              f"batch {load['crossover_batch']}")
     print("\nCommand (today's vLLM):")
+    if not d["command"]["will_start"]:
+        print("  WILL NOT START: " + "; ".join(d["command"]["refusals"]))
     print("  " + d["command"].get("shell", d["command"].get("error", "")).replace("\n", "\n  "))
     print("\nLegacy V0 flags (" + d["legacy_command"].get("applies_to", "") + "):")
     print("  " + d["legacy_command"].get("shell", d["legacy_command"].get("error", "")).replace("\n", "\n  "))
 
 
 def cmd_plan(args) -> int:
+    from specdec_lib.evaluate import evaluate
+
     scenario = _scenario(args.scenario)
     run = _run(args.run)
-    d = _plan_dict(scenario, run)
+    d = _plan_dict(evaluate(scenario, run=run))
     if args.json:
         print(json.dumps(d, indent=2, default=str))
     else:
@@ -125,25 +144,44 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def register_plan(sub) -> None:
+    p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
+    p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
+    p.add_argument("--run", metavar="RUN_DIR", help="a measurement run folder to take acceptance from")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_plan)
+
+
 # --- memo ----------------------------------------------------------------------------------------------------
 
 def cmd_memo(args) -> int:
     from specdec_lib import memo
+    from specdec_lib.evaluate import evaluate
 
     scenario = _scenario(args.scenario)
     run_dir = args.run or scenario.measurement_run
     run = _run(run_dir)
     baseline = _run(args.baseline_run, "--baseline-run")
-    print(f"[memo] scenario: {scenario.title}", file=sys.stderr)
+    ev = evaluate(scenario, run=run)
+    print(f"[memo] scenario: {ev.title}", file=sys.stderr)
     if run is not None:
         print(f"[memo] measurement run: {run.path}", file=sys.stderr)
-    html = memo.render_memo(scenario, run=run, baseline_run=baseline)
+    html = memo.render_memo(evaluation=ev, baseline_run=baseline)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     print(f"[memo] wrote {out} ({len(html) / 1e6:.1f} MB)", file=sys.stderr)
     print(str(out))
     return EXIT_OK
+
+
+def register_memo(sub) -> None:
+    o = sub.add_parser("memo", help="write the self-contained HTML decision memo")
+    o.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
+    o.add_argument("--run", metavar="RUN_DIR", help="measurement run folder (default: the scenario's measurement_run)")
+    o.add_argument("--baseline-run", metavar="RUN_DIR", help="a run against the same server without speculation")
+    o.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write memo.html")
+    o.set_defaults(func=cmd_memo)
 
 
 # --- measure -------------------------------------------------------------------------------------------------
@@ -245,6 +283,29 @@ def cmd_measure(args) -> int:
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
+def register_measure(sub) -> None:
+    m = sub.add_parser("measure", help="measure acceptance (temperature sweep) or latency under load")
+    m.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    m.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
+    m.add_argument("--model", help="which served model to measure (required when the server serves several)")
+    m.add_argument("--sweep", choices=("temps", "load"), default="temps")
+    m.add_argument("--temperatures", default="0,0.4,0.8,1.0", help="comma-separated (default: the source's)")
+    m.add_argument("--requests", type=int, default=20, help="requests per temperature or per load level")
+    m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
+    m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
+    m.add_argument("--max-tokens", type=int, default=128)
+    m.add_argument("--prompts", default="",
+                   help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
+    m.add_argument("--api", choices=("chat", "completions"), default="chat")
+    m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
+    m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    m.add_argument("--timeout-s", type=float, default=120.0, help="per request")
+    m.add_argument("--max-duration-s", type=float, default=None, help="stop the whole run after this long")
+    m.add_argument("--no-progress", action="store_true")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_measure)
+
+
 def _level_row(level) -> dict:
     from dataclasses import asdict, is_dataclass
 
@@ -270,55 +331,31 @@ def cmd_scenario(args) -> int:
     return EXIT_OK
 
 
+def register_scenario(sub) -> None:
+    s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.set_defaults(func=cmd_scenario)
+
+
 # --- wiring --------------------------------------------------------------------------------------------------
+
+# A new subcommand is one `register_x(subparsers)` function and one entry here.
+def register_methods(sub) -> None:
+    from specdec_lib.methods_compare import register  # `specdec methods`
+
+    register(sub)
+
+
+REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specdec", description="Speculative decoding on vLLM: plan, measure, decide, and write the memo.",
         epilog="Exit codes: 0 ok, 2 bad input, 3 endpoint unreachable, 4 endpoint error, 130 interrupted.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario,methods}")
-
-    p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
-    p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
-    p.add_argument("--run", metavar="RUN_DIR", help="a measurement run folder to take acceptance from")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=cmd_plan)
-
-    m = sub.add_parser("measure", help="measure acceptance (temperature sweep) or latency under load")
-    m.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
-    m.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
-    m.add_argument("--model", help="which served model to measure (required when the server serves several)")
-    m.add_argument("--sweep", choices=("temps", "load"), default="temps")
-    m.add_argument("--temperatures", default="0,0.4,0.8,1.0", help="comma-separated (default: the source's)")
-    m.add_argument("--requests", type=int, default=20, help="requests per temperature or per load level")
-    m.add_argument("--concurrency", default="4", help="temps: one number; load: levels, e.g. 1,4,16")
-    m.add_argument("--rates", default="", help="load: Poisson request rates in requests/s, e.g. 0.5,1,2")
-    m.add_argument("--max-tokens", type=int, default=128)
-    m.add_argument("--prompts", default="",
-                   help="prompt sets (chat,code,summarisation,json_extraction) or a JSONL file")
-    m.add_argument("--api", choices=("chat", "completions"), default="chat")
-    m.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
-    m.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    m.add_argument("--timeout-s", type=float, default=120.0, help="per request")
-    m.add_argument("--max-duration-s", type=float, default=None, help="stop the whole run after this long")
-    m.add_argument("--no-progress", action="store_true")
-    m.add_argument("--json", action="store_true")
-    m.set_defaults(func=cmd_measure)
-
-    o = sub.add_parser("memo", help="write the self-contained HTML decision memo")
-    o.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
-    o.add_argument("--run", metavar="RUN_DIR", help="measurement run folder (default: the scenario's measurement_run)")
-    o.add_argument("--baseline-run", metavar="RUN_DIR", help="a run against the same server without speculation")
-    o.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write memo.html")
-    o.set_defaults(func=cmd_memo)
-
-    s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
-    s.add_argument("-o", "--output", metavar="FILE")
-    s.set_defaults(func=cmd_scenario)
-
-    from specdec_lib.methods_compare import register as register_methods  # `specdec methods`
-
-    register_methods(sub)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in REGISTRARS:
+        register(sub)
     return parser
 
 

@@ -3,54 +3,56 @@
 The source ("Speculative Decoding on vLLM: A Configuration and Decision Framework", section "Decision
 Framework") lists when to use speculative decoding, when to leave it off, a draft-model checklist, and acceptance
 bands. Each becomes one `Reason` here: its condition id, whether it passed, failed or is unknown, the number
-behind it with its unit, and where that number comes from:
+behind it with its unit, and where that number comes from (`SOURCES`):
 
-- "assumed": stated in the scenario by the user (workload temperatures, SLO kind, monitoring...);
-- "computed": derived by the workbook's models (memory plan, load model) from the scenario and the catalogs;
-- "measured": from a measurement run against a real server.
+- "computed":  derived by the workbook's models (memory plan, load model) from the scenario and the catalogs;
+- "measured":  from a measurement run of this exact configuration;
+- "predicted": from the acceptance oracle (with bounds);
+- "prior":     a published number (its citation in the estimate's origin);
+- "assumed":   stated in the scenario by the user.
+
+Two validity gates come before the framework: a configuration vLLM refuses (`vllm_accepts`) and a load beyond
+what the deployment can serve (`within_capacity`) each fail with their own words and force "leave off"; an
+acceptance figure that does not apply to the scenario (another model, k, method, draft, temperature) is never
+used and fails `evidence_applies`.
 
 Verdict (`decide`):
-- "leave off"    when any condition the source lists under "leave it off when" fails (or acceptance is below
-                 0.5, or the load model predicts a slowdown at the scenario's QPS);
-- "measure more" when nothing says leave it off but some "use it when" condition fails or is unknown
-                 (acceptance 0.5-0.65 is the source's "near break-even: measure P99 under real load");
+- "leave off"    when any condition with effect "leave off" fails;
+- "measure more" when nothing says leave it off but some condition fails or is unknown;
 - "use"          when every condition passes.
 
-Acceptance thresholds apply to alpha, the per-token acceptance probability that vLLM V0's gauge estimated, not
-to V1's accepted/draft-tokens ratio (which counts only the accepted prefix); measured V1 rates are converted with
-`speculation.alpha_from_v1_rate(rate, k)` before any band is applied.
-
-Thresholds the source states only in words ("varies widely", "dramatically different") are constants below,
-marked as our reading; change them here, not in the notebooks.
+Acceptance thresholds apply to alpha, the per-token acceptance probability; measured V1 rates are converted
+(`speculation.alpha_from_v1_rate`) before any band is applied. Thresholds live in `rules.py`. Pure: `decide`
+reads only the scenario and the `Evidence` records the caller (`evaluate.evaluate`) built.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import Any
 
+from specdec_lib.rules import (
+    ALPHA_OFF_BELOW,
+    ALPHA_WIN_ABOVE,
+    CONSISTENT_ALPHA_SPREAD,
+    DRAFT_MAX_MEMORY_SHARE,
+    HOMOGENEOUS_TEMPERATURE_SPREAD,
+    LEAVE_OFF_MEDIAN_TEMPERATURE,
+    LONG_CONTEXT_TOKENS,
+    LOW_ACCEPTANCE_TRAFFIC_MAX,
+    RATIO_MAX,
+    RATIO_MIN,
+    SIGNIFICANT_SHARE,
+    TARGET_CONSTRAINED_MEMORY_SHARE,
+    USE_MAX_TEMPERATURE,
+    WIDE_TEMPERATURE_SPREAD,
+)
 from specdec_lib.scenario import Scenario, production_temperature_median
-
-# --- thresholds: the source's numbers -------------------------------------------------------------------------
-USE_MAX_TEMPERATURE = 0.5             # "target temperature <= 0.5"
-LEAVE_OFF_MEDIAN_TEMPERATURE = 0.7    # "your median temperature is above 0.7"
-DRAFT_MAX_MEMORY_SHARE = 0.15         # "draft should consume no more than ~15% of total available VRAM"
-TARGET_CONSTRAINED_MEMORY_SHARE = 0.70  # "if your target already uses more than 70% of your GPU memory"
-LONG_CONTEXT_TOKENS = 32768           # "long-context requests (32K+ tokens)"
-RATIO_MIN, RATIO_MAX = 8.0, 12.0      # "1:8-1:12 size ratio"
-ALPHA_OFF_BELOW = 0.5                 # "below 0.5 ... disable it"
-ALPHA_WIN_ABOVE = 0.65                # "above 0.65, you're likely seeing a genuine benefit"
-LOW_ACCEPTANCE_TRAFFIC_MAX = 0.10     # "if P10 of your acceptance distribution is below 0.5": < 10% of traffic
-# --- thresholds: our reading of the source's words -----------------------------------------------------------
-HOMOGENEOUS_TEMPERATURE_SPREAD = 0.3  # "temperature-homogeneous": classes within 0.3 of each other
-WIDE_TEMPERATURE_SPREAD = 0.5         # "temperature varies widely": classes more than 0.5 apart
-CONSISTENT_ALPHA_SPREAD = 0.2         # "dramatically different acceptance rates" (its example: 0.80 vs 0.35)
-SIGNIFICANT_SHARE = 0.05              # request classes below 5% of traffic do not define the mix
-MEASURED_TEMPERATURE_TOLERANCE = 0.05  # a measurement at T counts for a class at T +/- 0.05
 
 VERDICTS = ("use", "measure more", "leave off")
 STATUSES = ("passed", "failed", "unknown")
-SOURCES = ("computed", "measured", "assumed")
+SOURCES = ("computed", "measured", "predicted", "prior", "assumed")
+EFFECTS = ("leave off", "measure more")
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,13 @@ class Reason:
     """One condition of the framework, evaluated. `value` is in base units (fractions, bytes, tokens, x)."""
 
     condition: str
-    group: str          # "use it when" | "leave it off when" | "draft checklist" | "acceptance" | "load"
+    group: str          # "validity" | "use it when" | "leave it off when" | "draft checklist" | "acceptance" | "load"
     statement: str      # the source's condition, in words
     status: str         # "passed" | "failed" | "unknown"
     value: float | str | None
     unit: str           # "temperature", "fraction", "bytes", "tokens", "x", "alpha", "ratio", "" ...
     threshold: str      # what passing means, e.g. "<= 0.5"
-    source: str         # "computed" | "measured" | "assumed"
+    source: str         # one of SOURCES
     effect: str         # the verdict this condition forces when it fails: "leave off" | "measure more"
     detail: str = ""
 
@@ -73,7 +75,7 @@ class Reason:
             raise ValueError(f"status={self.status!r} is not accepted: one of {', '.join(STATUSES)}")
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r} is not accepted: one of {', '.join(SOURCES)}")
-        if self.effect not in ("leave off", "measure more"):
+        if self.effect not in EFFECTS:
             raise ValueError(f"effect={self.effect!r} is not accepted: 'leave off' or 'measure more'")
 
 
@@ -97,51 +99,42 @@ class Decision:
             return tuple(r for r in self.reasons if r.status != "passed")
         return ()
 
+    def __repr__(self) -> str:
+        deciding = ", ".join(r.condition for r in self.deciding) or "every condition passed"
+        return f"Decision({self.verdict!r}; deciding: {deciding}; {len(self.reasons)} reasons)"
 
-@dataclass(frozen=True)
-class ClassAcceptance:
-    """Measured acceptance for one temperature: the V1 ratio as read, and alpha converted from it."""
+    def to_frame(self):
+        """One row per reason (pandas DataFrame), in the framework's order."""
+        import pandas as pd
 
-    temperature: float
-    alpha: float
-    v1_rate: float | None = None
-    requests: int = 0
+        from specdec_lib.display import format_reason_value
+
+        return pd.DataFrame([dict(condition=r.condition, group=r.group, statement=r.statement, status=r.status,
+                                  value=format_reason_value(r.value, r.unit), threshold=r.threshold,
+                                  source=r.source, if_it_fails=r.effect, detail=r.detail,
+                                  deciding=r in self.deciding) for r in self.reasons]).set_index("condition")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """Numbers the framework needs that the scenario does not state: computed by the workbook or measured.
+    """What `decide` needs beyond the scenario, as the records that hold it (None: not known, so the condition
+    that needs it is "unknown", never a default value).
 
-    None means "not known", which makes the condition that needs it "unknown" (never a default value).
+    target, draft: catalog `ModelSpec`s; memory: `memory.MemoryPlan`; load: `load_forecast.LoadPrediction`;
+    acceptance: one `acceptance.ClassAcceptance` per request class (in workload order); vllm_refusals: what
+    vLLM 0.32 would refuse at start-up (the memory plan's and the command builder's).
     """
 
-    # catalog (computed from the model catalog)
-    target_params: int | None = None
-    draft_params: int | None = None
-    target_family: str | None = None
-    draft_family: str | None = None
-    target_tokenizer: str | None = None
-    draft_tokenizer: str | None = None
-    target_vocab_size: int | None = None
-    draft_vocab_size: int | None = None
-    same_family_quantized_alternative: str | None = None  # a same-family draft that fits if quantized to int8
-    # memory plan (computed)
-    target_memory_share: float | None = None   # target weights per GPU / GPU memory (the 70% rule)
-    draft_memory_share: float | None = None    # draft weights per GPU / memory vLLM may use per GPU (the 15% rule)
-    target_weights_bytes: int | None = None
-    draft_weights_bytes: int | None = None
-    max_concurrent_full_context: float | None = None  # KV capacity with the draft / context_len
-    max_concurrent_full_context_without_draft: float | None = None
-    # load model (computed)
-    needed_batch_at_qps: float | None = None
-    cost_ratio: float | None = None
-    predicted_speedup_at_qps: float | None = None
-    crossover_qps: float | None = None
-    crossover_batch: float | None = None
-    # measurements (measured)
-    measured: tuple[ClassAcceptance, ...] = ()
-    measured_low_acceptance_share: float | None = None  # share of measured requests with alpha < 0.5
-    run_id: str | None = None
+    target: Any = None
+    draft: Any = None
+    memory: Any = None
+    load: Any = None
+    acceptance: tuple = ()
+    low_acceptance_share: float | None = None   # measured: share of requests with alpha < 0.5
+    low_acceptance_origin: str = ""
+    same_family_quantized_alternative: str | None = None
+    vllm_refusals: tuple[str, ...] = ()
+    unused_estimates: tuple[tuple[Any, str], ...] = ()  # (estimate, why) for figures that apply to no class
     notes: tuple[str, ...] = field(default=())
 
 
@@ -154,210 +147,262 @@ def _significant(scenario: Scenario):
     return [c for c in scenario.workload if c.share >= SIGNIFICANT_SHARE] or list(scenario.workload)
 
 
-def class_alphas(scenario: Scenario, evidence: Evidence) -> list[tuple[str, float, float | None, str]]:
-    """(class name, share, alpha or None, source) per request class: measured at its temperature if a
-    measurement lies within MEASURED_TEMPERATURE_TOLERANCE, else the scenario's stated alpha (assumed)."""
+def class_alphas(scenario: Scenario, evidence: Evidence) -> list[tuple[str, float, float | None, str | None]]:
+    """(class name, share, alpha or None, source or None) per request class, as `evidence.acceptance` chose."""
+    by_name = {c.request_class: c for c in evidence.acceptance}
     out = []
     for c in scenario.workload:
-        near = [m for m in evidence.measured if abs(m.temperature - c.temperature) <= MEASURED_TEMPERATURE_TOLERANCE]
-        if near:
-            best = min(near, key=lambda m: abs(m.temperature - c.temperature))
-            out.append((c.name, c.share, best.alpha, "measured"))
-        elif c.alpha is not None:
-            out.append((c.name, c.share, c.alpha, "assumed"))
-        else:
-            out.append((c.name, c.share, None, "assumed"))
+        choice = by_name.get(c.name)
+        out.append((c.name, c.share, choice.alpha if choice else None, choice.source if choice else None))
     return out
 
 
+def _weakest(sources) -> str:
+    ranked = [s for s in sources if s is not None]
+    order = ("measured", "predicted", "prior", "assumed")
+    return max(ranked, key=order.index) if ranked else "assumed"
+
+
 def workload_alpha(scenario: Scenario, evidence: Evidence) -> tuple[float | None, str]:
-    """Share-weighted alpha of the workload (what an aggregate counter would show) and its source."""
+    """Share-weighted alpha of the workload (what an aggregate counter would show) and its least trusted source."""
     per_class = class_alphas(scenario, evidence)
     if any(a is None for _, _, a, _ in per_class):
-        return None, "assumed"
-    alpha = sum(share * a for _, share, a, _ in per_class)
-    source = "measured" if all(s == "measured" for *_, s in per_class) else "assumed"
-    return alpha, source
+        return None, _weakest(s for *_, s in per_class)
+    return sum(share * a for _, share, a, _ in per_class), _weakest(s for *_, s in per_class)
 
 
 def decide(scenario: Scenario, evidence: Evidence) -> Decision:
     """Evaluate every condition of the source's framework for this scenario; see the module docstring."""
-    reasons: list[Reason] = []
+    reasons = [*_validity(scenario, evidence), *_use_it_when(scenario, evidence),
+               *_leave_off_when(scenario, evidence), *_draft_checklist(scenario, evidence),
+               *_acceptance(scenario, evidence), *_load(scenario, evidence)]
+    return Decision(_verdict(reasons), tuple(reasons))
+
+
+def _validity(scenario: Scenario, evidence: Evidence) -> list[Reason]:
+    refusals = evidence.vllm_refusals
+    out = [_reason(
+        "vllm_accepts", "validity", "vLLM 0.32 starts this configuration", not refusals,
+        "refused" if refusals else "yes", "", "no start-up error", "computed", "leave off",
+        "; ".join(refusals) if refusals else "no refusal known to the memory planner or the command builder")]
+    unused = evidence.unused_estimates
+    out.append(_reason(
+        "evidence_applies", "validity", "Every acceptance figure given belongs to this scenario", not unused,
+        f"{len(unused)} not used" if unused else "yes", "", "same target, method, draft, k and temperatures",
+        unused[0][0].source if unused else "computed", "measure more",
+        "; ".join(dict.fromkeys(why for _, why in unused)) if unused else "no figure was set aside"))
+    return out
+
+
+def _use_it_when(scenario: Scenario, evidence: Evidence) -> list[Reason]:
     significant = _significant(scenario)
     temperatures = [c.temperature for c in significant]
     spread = max(temperatures) - min(temperatures)
     median_t = production_temperature_median(scenario)
-
-    # --- use it when ---------------------------------------------------------------------------------------
-    reasons.append(_reason(
+    out = [_reason(
         "temperature_low", "use it when", "Target temperature <= 0.5 (structured output, code)",
         median_t <= USE_MAX_TEMPERATURE, median_t, "temperature", f"median <= {USE_MAX_TEMPERATURE}", "assumed",
-        "measure more", "share-weighted median temperature of the workload"))
-    reasons.append(_reason(
+        "measure more", "share-weighted median temperature of the workload"), _reason(
         "temperature_homogeneous", "use it when", "Workload is temperature-homogeneous",
         spread <= HOMOGENEOUS_TEMPERATURE_SPREAD, spread, "temperature",
         f"spread <= {HOMOGENEOUS_TEMPERATURE_SPREAD}", "assumed", "measure more",
-        "max - min temperature over request classes with >= 5% of traffic (threshold: our reading)"))
+        "max - min temperature over request classes with >= 5% of traffic (threshold: our reading)")]
+    statement = "Draft uses no more than ~15% of available VRAM"
     if scenario.method in ("ngram", "none"):
-        reasons.append(_reason(
-            "draft_memory_share", "use it when", "Draft uses no more than ~15% of available VRAM",
-            True, 0.0, "fraction", f"<= {DRAFT_MAX_MEMORY_SHARE:.0%}", "computed", "measure more",
-            f"method {scenario.method} loads no draft model"))
+        out.append(_reason("draft_memory_share", "use it when", statement, True, 0.0, "fraction",
+                           f"<= {DRAFT_MAX_MEMORY_SHARE:.0%}", "computed", "measure more",
+                           f"method {scenario.method} loads no draft model"))
     else:
-        share = evidence.draft_memory_share
-        reasons.append(_reason(
-            "draft_memory_share", "use it when", "Draft uses no more than ~15% of available VRAM",
-            None if share is None else share <= DRAFT_MAX_MEMORY_SHARE, share, "fraction",
-            f"<= {DRAFT_MAX_MEMORY_SHARE:.0%}", "computed", "measure more",
-            "draft weights / (GPU memory x gpu_memory_utilization), per GPU"))
-    per_class = class_alphas(scenario, evidence)
-    if len(significant) == 1:
-        reasons.append(_reason(
-            "batch_consistent", "use it when", "Requests in a batch have similar acceptance rates",
-            True, 0.0, "alpha", f"spread <= {CONSISTENT_ALPHA_SPREAD}", "assumed", "measure more",
-            "one request class"))
-    else:
-        sig_names = {c.name for c in significant}
-        alphas = [(a, s) for name, _, a, s in per_class if name in sig_names]
-        if any(a is None for a, _ in alphas):
-            reasons.append(_reason(
-                "batch_consistent", "use it when", "Requests in a batch have similar acceptance rates",
-                None, None, "alpha", f"spread <= {CONSISTENT_ALPHA_SPREAD}", "assumed", "measure more",
-                "acceptance unknown for some request classes: measure each temperature"))
-        else:
-            a_spread = max(a for a, _ in alphas) - min(a for a, _ in alphas)
-            src = "measured" if all(s == "measured" for _, s in alphas) else "assumed"
-            reasons.append(_reason(
-                "batch_consistent", "use it when", "Requests in a batch have similar acceptance rates",
-                a_spread <= CONSISTENT_ALPHA_SPREAD, a_spread, "alpha", f"spread <= {CONSISTENT_ALPHA_SPREAD}",
-                src, "measure more", "max - min per-class alpha (threshold: our reading of 'dramatically different')"))
-    measured_here = all(
-        any(abs(m.temperature - c.temperature) <= MEASURED_TEMPERATURE_TOLERANCE for m in evidence.measured)
-        for c in significant)
-    if evidence.measured and measured_here:
-        validated, vsource = True, "measured"
-        vdetail = f"run {evidence.run_id or '?'} measured every production temperature"
-    else:
-        validated, vsource = scenario.acceptance_validated_at_production_temperature, "assumed"
-        vdetail = "stated in the scenario" + ("" if not evidence.measured else
-                                              "; the run does not cover every production temperature")
-    reasons.append(_reason(
-        "acceptance_validated", "use it when", "Acceptance validated at production temperatures, not only greedy",
-        validated, "yes" if validated else "no", "", "yes", vsource, "measure more", vdetail))
+        share = None if evidence.memory is None else evidence.memory.draft_weights_fraction_of_usable
+        out.append(_reason("draft_memory_share", "use it when", statement,
+                           None if share is None else share <= DRAFT_MAX_MEMORY_SHARE, share, "fraction",
+                           f"<= {DRAFT_MAX_MEMORY_SHARE:.0%}", "computed", "measure more",
+                           "draft weights / (GPU memory x gpu_memory_utilization), per GPU"))
+    out.append(_batch_consistent(scenario, evidence, significant))
+    out.append(_validated(scenario, evidence, significant))
     # TPOT/throughput vs TTFT: one condition, listed by the source on both sides; failing it means leave off.
-    reasons.append(_reason(
+    out.append(_reason(
         "slo_not_ttft", "leave it off when", "Primary SLO is TPOT/throughput, not TTFT",
         scenario.slo != "ttft", scenario.slo, "", "tpot, throughput or e2e", "assumed", "leave off",
         "speculation shortens TPOT; the draft's prefill can lengthen TTFT"))
+    return out
 
-    # --- leave it off when -----------------------------------------------------------------------------------
-    reasons.append(_reason(
+
+def _batch_consistent(scenario: Scenario, evidence: Evidence, significant) -> Reason:
+    statement, threshold = "Requests in a batch have similar acceptance rates", f"spread <= {CONSISTENT_ALPHA_SPREAD}"
+    if len(significant) == 1:
+        return _reason("batch_consistent", "use it when", statement, True, 0.0, "alpha", threshold, "assumed",
+                       "measure more", "one request class")
+    names = {c.name for c in significant}
+    alphas = [(a, s) for name, _, a, s in class_alphas(scenario, evidence) if name in names]
+    if any(a is None for a, _ in alphas):
+        return _reason("batch_consistent", "use it when", statement, None, None, "alpha", threshold, "assumed",
+                       "measure more", "acceptance unknown for some request classes: measure each temperature")
+    spread = max(a for a, _ in alphas) - min(a for a, _ in alphas)
+    return _reason("batch_consistent", "use it when", statement, spread <= CONSISTENT_ALPHA_SPREAD, spread, "alpha",
+                   threshold, _weakest(s for _, s in alphas), "measure more",
+                   "max - min per-class alpha (threshold: our reading of 'dramatically different')")
+
+
+def _validated(scenario: Scenario, evidence: Evidence, significant) -> Reason:
+    names = {c.name for c in significant}
+    chosen = [c.chosen for c in evidence.acceptance if c.request_class in names]
+    if chosen and len(chosen) == len(names) and all(e is not None and e.source == "measured" for e in chosen):
+        validated, source = True, "measured"
+        detail = "measured at every production temperature: " + ", ".join(sorted({e.origin for e in chosen}))
+    else:
+        validated, source = scenario.acceptance_validated_at_production_temperature, "assumed"
+        measured = [e for c in evidence.acceptance for e in (c.chosen, *c.also_applicable)
+                    if e is not None and e.source == "measured"]
+        detail = "stated in the scenario" + ("; a measurement covers only some production temperatures"
+                                             if measured else "; no measurement of this configuration")
+    return _reason("acceptance_validated", "use it when",
+                   "Acceptance validated at production temperatures, not only greedy", validated,
+                   "yes" if validated else "no", "", "yes", source, "measure more", detail)
+
+
+def _leave_off_when(scenario: Scenario, evidence: Evidence) -> list[Reason]:
+    significant = _significant(scenario)
+    temperatures = [c.temperature for c in significant]
+    spread = max(temperatures) - min(temperatures)
+    median_t = production_temperature_median(scenario)
+    plan, forecast = evidence.memory, evidence.load
+    fits = None if plan is None else plan.max_concurrent_seqs
+    out = [_reason(
         "temperature_median_high", "leave it off when", "Median temperature not above 0.7",
         median_t <= LEAVE_OFF_MEDIAN_TEMPERATURE, median_t, "temperature",
-        f"median <= {LEAVE_OFF_MEDIAN_TEMPERATURE}", "assumed", "leave off"))
-    reasons.append(_reason(
+        f"median <= {LEAVE_OFF_MEDIAN_TEMPERATURE}", "assumed", "leave off"), _reason(
         "temperature_varies_widely", "leave it off when", "Temperature does not vary widely across the request mix",
         spread <= WIDE_TEMPERATURE_SPREAD, spread, "temperature", f"spread <= {WIDE_TEMPERATURE_SPREAD}",
-        "assumed", "leave off", "threshold: our reading of 'varies widely'"))
-    fits = evidence.max_concurrent_full_context
-    reasons.append(_reason(
+        "assumed", "leave off", "threshold: our reading of 'varies widely'"), _reason(
         "memory_fits", "leave it off when", "Target, draft and one full-context request fit in GPU memory",
         None if fits is None else fits >= 1.0, fits, "requests", ">= 1 request of context_len", "computed",
-        "leave off", "KV cache capacity with the draft / context_len"))
-    target_share = evidence.target_memory_share
+        "leave off", "KV cache capacity with the draft / context_len")]
+    target_share = None if plan is None else plan.target_weights_fraction_of_memory
     long_context = scenario.context_len >= LONG_CONTEXT_TOKENS
     if target_share is None:
         constrained = None
     else:
-        squeezed = (fits is not None and evidence.needed_batch_at_qps is not None
-                    and fits < evidence.needed_batch_at_qps)
+        needed = None if forecast is None else forecast.batch_at_qps
+        squeezed = fits is not None and needed is not None and fits < needed
         constrained = target_share > TARGET_CONSTRAINED_MEMORY_SHARE or squeezed
     vram_ok = True if not long_context else (None if constrained is None else not constrained)
-    reasons.append(_reason(
+    out.append(_reason(
         "vram_long_context", "leave it off when", "Not VRAM-constrained while serving long-context requests",
         vram_ok, target_share, "fraction",
         f"target <= {TARGET_CONSTRAINED_MEMORY_SHARE:.0%} of memory, or context < {LONG_CONTEXT_TOKENS}",
         "computed", "leave off",
         f"context_len {scenario.context_len} tokens ({'long' if long_context else 'not long'}); target weights share "
         f"of GPU memory" + ("" if fits is None else f"; {fits:.1f} full-context requests fit with the draft")))
-    reasons.append(_reason(
+    out.append(_reason(
         "monitoring_in_place", "leave it off when", "Acceptance-rate monitoring is set up",
         scenario.monitoring_in_place, "yes" if scenario.monitoring_in_place else "no", "", "yes", "assumed",
         "leave off", "without it you cannot tell whether speculation helps"))
+    return out
 
-    # --- draft checklist ---------------------------------------------------------------------------------------
-    if scenario.method in ("draft_model",):
-        fam_ok = (None if evidence.target_family is None or evidence.draft_family is None
-                  else evidence.target_family == evidence.draft_family)
-        reasons.append(_reason(
-            "draft_same_family", "draft checklist", "Draft from the same model family (training distribution)",
-            fam_ok, evidence.draft_family, "family", f"== {evidence.target_family}", "computed", "measure more"))
-        ratio = (evidence.target_params / evidence.draft_params
-                 if evidence.target_params and evidence.draft_params else None)
-        reasons.append(_reason(
-            "draft_size_ratio", "draft checklist", "Draft:target size ratio 1:8 to 1:12",
-            None if ratio is None else RATIO_MIN <= ratio <= RATIO_MAX, ratio, "ratio",
-            f"{RATIO_MIN:g} <= target/draft <= {RATIO_MAX:g}", "computed", "measure more",
-            "target parameters / draft parameters"))
-        tok_known = evidence.target_tokenizer is not None and evidence.draft_tokenizer is not None
-        tok_ok = None if not tok_known else (evidence.target_tokenizer == evidence.draft_tokenizer
-                                             and evidence.target_vocab_size == evidence.draft_vocab_size)
-        reasons.append(_reason(
-            "draft_same_tokenizer", "draft checklist", "Draft shares the target's tokenizer",
-            tok_ok, evidence.draft_tokenizer, "tokenizer", f"== {evidence.target_tokenizer}", "computed", "leave off",
-            "vLLM 0.32 refuses different vocabulary sizes unless use_heterogeneous_vocab (greedy drafts only)"))
-        if fam_ok is False:
-            alt = evidence.same_family_quantized_alternative
-            reasons.append(_reason(
-                "draft_quantize_before_relaxing_family", "draft checklist",
-                "Quantize a same-family draft before relaxing the family",
-                alt is None, alt or "none fits", "model", "no same-family draft fits when quantized", "computed",
-                "measure more", "an INT8 same-family draft loses less acceptance than a different family"))
-        else:
-            reasons.append(_reason(
-                "draft_quantize_before_relaxing_family", "draft checklist",
-                "Quantize a same-family draft before relaxing the family",
-                fam_ok, evidence.draft_family, "family", "family kept", "computed", "measure more",
-                "the family was not relaxed" if fam_ok else "family unknown"))
 
-    # --- acceptance bands ----------------------------------------------------------------------------------------
-    alpha, alpha_source = workload_alpha(scenario, evidence)
-    if scenario.method == "none":
-        band_ok, band_effect, band_detail = False, "leave off", "speculation is off in this scenario"
-    elif alpha is None:
-        band_ok, band_effect, band_detail = None, "measure more", "acceptance not known: measure it"
-    elif alpha < ALPHA_OFF_BELOW:
-        band_ok, band_effect, band_detail = False, "leave off", "below 0.5: speculation adds latency"
-    elif alpha <= ALPHA_WIN_ABOVE:
-        band_ok, band_effect, band_detail = False, "measure more", "0.5-0.65: near break-even, measure P99 under load"
+def _draft_checklist(scenario: Scenario, evidence: Evidence) -> list[Reason]:
+    if scenario.method != "draft_model":
+        return []
+    target, draft = evidence.target, evidence.draft
+    t_family = None if target is None else target.family
+    d_family = None if draft is None else draft.family
+    fam_ok = None if t_family is None or d_family is None else t_family == d_family
+    ratio = target.params / draft.params if target is not None and draft is not None else None
+    tok_ok = None if target is None or draft is None else (target.tokenizer == draft.tokenizer
+                                                           and target.vocab_size == draft.vocab_size)
+    out = [_reason(
+        "draft_same_family", "draft checklist", "Draft from the same model family (training distribution)",
+        fam_ok, d_family, "family", f"== {t_family}", "computed", "measure more"), _reason(
+        "draft_size_ratio", "draft checklist", "Draft:target size ratio 1:8 to 1:12",
+        None if ratio is None else RATIO_MIN <= ratio <= RATIO_MAX, ratio, "ratio",
+        f"{RATIO_MIN:g} <= target/draft <= {RATIO_MAX:g}", "computed", "measure more",
+        "target parameters / draft parameters"), _reason(
+        "draft_same_tokenizer", "draft checklist", "Draft shares the target's tokenizer",
+        tok_ok, None if draft is None else draft.tokenizer, "tokenizer",
+        f"== {None if target is None else target.tokenizer}", "computed", "leave off",
+        "vLLM 0.32 refuses different vocabulary sizes unless use_heterogeneous_vocab (greedy drafts only)")]
+    statement = "Quantize a same-family draft before relaxing the family"
+    if fam_ok is False:
+        alt = evidence.same_family_quantized_alternative
+        out.append(_reason("draft_quantize_before_relaxing_family", "draft checklist", statement,
+                           alt is None, alt or "none fits", "model", "no same-family draft fits when quantized",
+                           "computed", "measure more",
+                           "an INT8 same-family draft loses less acceptance than a different family"))
     else:
-        band_ok, band_effect, band_detail = True, "measure more", "above 0.65: likely a genuine win"
-    reasons.append(_reason(
+        out.append(_reason("draft_quantize_before_relaxing_family", "draft checklist", statement,
+                           fam_ok, d_family, "family", "family kept", "computed", "measure more",
+                           "the family was not relaxed" if fam_ok else "family unknown"))
+    return out
+
+
+def _acceptance(scenario: Scenario, evidence: Evidence) -> list[Reason]:
+    alpha, source = workload_alpha(scenario, evidence)
+    break_even = None if evidence.load is None else evidence.load.break_even_alpha
+    arithmetic = ("" if break_even is None else
+                  f"; computed break-even alpha at k={scenario.num_speculative_tokens}, batch 1: {break_even:.2f}")
+    if scenario.method == "none":
+        ok, effect, detail = False, "leave off", "speculation is off in this scenario"
+    elif alpha is None:
+        ok, effect, detail = None, "measure more", "acceptance not known: measure it"
+    elif break_even is not None and alpha <= break_even:
+        ok, effect, detail = False, "leave off", (f"below the computed break-even {break_even:.2f}: the arithmetic "
+                                                  "decides (stricter than the source's 0.5 band here)")
+    elif alpha < ALPHA_OFF_BELOW:
+        ok, effect, detail = False, "leave off", "below 0.5: the source's band decides (speculation adds latency)"
+    elif alpha <= ALPHA_WIN_ABOVE:
+        ok, effect, detail = False, "measure more", "0.5-0.65: near break-even, measure P99 under load"
+    else:
+        ok, effect, detail = True, "measure more", "above 0.65: likely a genuine win"
+    out = [_reason(
         "acceptance_band", "acceptance", "Per-token acceptance alpha above 0.65 (below 0.5: turn it off)",
-        band_ok, alpha, "alpha", f"> {ALPHA_WIN_ABOVE} (off below {ALPHA_OFF_BELOW})", alpha_source, band_effect,
-        band_detail + " (alpha per token; V1 accepted/draft ratios converted)"))
-    if evidence.measured_low_acceptance_share is not None:
-        low_share, low_source = evidence.measured_low_acceptance_share, "measured"
+        ok, alpha, "alpha", f"> {ALPHA_WIN_ABOVE} (off below {ALPHA_OFF_BELOW})", source, effect,
+        detail + arithmetic + " (alpha per token; V1 accepted/draft ratios converted)")]
+    per_class = class_alphas(scenario, evidence)
+    if evidence.low_acceptance_share is not None:
+        low_share, low_source = evidence.low_acceptance_share, "measured"
     elif all(a is not None for _, _, a, _ in per_class):
         low_share = sum(share for _, share, a, _ in per_class if a < ALPHA_OFF_BELOW)
-        low_source = "measured" if all(s == "measured" for *_, s in per_class) else "assumed"
+        low_source = _weakest(s for *_, s in per_class)
     else:
         low_share, low_source = None, "assumed"
-    reasons.append(_reason(
+    out.append(_reason(
         "acceptance_tail", "acceptance", "Less than 10% of traffic below 0.5 acceptance (P10 >= 0.5)",
         None if low_share is None else low_share < LOW_ACCEPTANCE_TRAFFIC_MAX, low_share, "fraction",
         f"< {LOW_ACCEPTANCE_TRAFFIC_MAX:.0%} of requests", low_source, "measure more",
         "aggregate acceptance hides the slow tail: P50 wins while P99 regresses"))
+    return out
 
-    # --- load model -------------------------------------------------------------------------------------------------
-    speed = evidence.predicted_speedup_at_qps
-    reasons.append(_reason(
-        "speedup_at_qps", "load", f"Load model predicts a speedup at {scenario.qps:g} requests/s",
-        None if speed is None else speed > 1.0, speed, "x", "> 1", "computed", "leave off",
-        ("" if evidence.crossover_qps is None else f"crossover at {evidence.crossover_qps:.3g} requests/s; ")
-        + ("alpha unknown" if speed is None else f"at alpha {alpha:.2f}" if alpha is not None else "")))
 
-    return Decision(_verdict(reasons), tuple(reasons))
+def _load(scenario: Scenario, evidence: Evidence) -> list[Reason]:
+    f = evidence.load
+    out = []
+    if f is None:
+        out.append(_reason("within_capacity", "load", f"The deployment serves {scenario.qps:g} requests/s",
+                           None, None, "requests/s", f"capacity > {scenario.qps:g}", "computed", "leave off",
+                           "load model not evaluated"))
+        out.append(_reason("speedup_at_qps", "load", f"Load model predicts a speedup at {scenario.qps:g} requests/s",
+                           None, None, "x", "> 1", "computed", "leave off", "load model not evaluated"))
+        return out
+    out.append(_reason(
+        "within_capacity", "load", f"The deployment serves {scenario.qps:g} requests/s (not saturated)",
+        not f.saturated, f.capacity_qps, "requests/s", f"capacity > {scenario.qps:g}", "computed", "leave off",
+        f"{f.replicas} replica(s) ({f.replicas_source}) of {f.prompt_tokens} + {f.output_tokens} tokens per "
+        f"request (share-weighted); " + (f"saturated: {f.replicas_needed} replicas needed" if f.saturated
+                                         else f"{scenario.qps / f.capacity_qps:.0%} of capacity without speculation")))
+    if f.saturated:
+        ok, value = False, "saturated"
+        detail = "no steady state at this load: a queue grows with or without speculation"
+    elif f.speedup_at_qps is None:
+        ok, value, detail = None, None, "alpha unknown"
+    else:
+        ok, value = f.speedup_at_qps > 1.0, f.speedup_at_qps
+        detail = f"at effective alpha {f.alpha:.2f}, running batch {f.batch_at_qps:.1f} per replica"
+    if f.crossover_qps is not None:
+        detail = f"crossover at {f.crossover_qps:.3g} requests/s; " + detail
+    out.append(_reason("speedup_at_qps", "load", f"Load model predicts a speedup at {scenario.qps:g} requests/s",
+                       ok, value, "x", "> 1", "computed", "leave off", detail))
+    return out
 
 
 def _verdict(reasons: list[Reason]) -> str:
@@ -368,234 +413,10 @@ def _verdict(reasons: list[Reason]) -> str:
     return "use"
 
 
-# --- gathering the evidence: catalog + memory plan + load model + a measurement run ---------------------------
-
-def measured_acceptance(run, k: int | None = None) -> tuple[tuple[ClassAcceptance, ...], float | None]:
-    """Per-temperature alpha from a loaded run (`runs.load_run`), and the share of requests with alpha < 0.5.
-
-    Counter-based: V1 rate = accepted / draft tokens summed over the run's intervals at one temperature, then
-    alpha = speculation.alpha_from_v1_rate(rate, k). Per-request rates (V1 definition, from the response's
-    spec-decode metrics or from tokens per chunk) give the low-acceptance share. k comes from the run's
-    counters (num_speculative_tokens) unless given.
-    """
-    from specdec_lib import runs, speculation
-
-    summary = runs.summarise(run)
-    by_temperature: dict[float, list[dict]] = {}
-    for label, group in summary["groups"].items():
-        t = group.get("temperature")
-        if t is None:
-            continue
-        by_temperature.setdefault(float(t), []).append(group)
-    out: list[ClassAcceptance] = []
-    k_run = k
-    for t in sorted(by_temperature):
-        groups = by_temperature[t]
-        draft = sum(g["acceptance"]["draft_tokens"] for g in groups)
-        accepted = sum(g["acceptance"]["accepted_tokens"] for g in groups)
-        kk = k or next((g["acceptance"]["num_speculative_tokens"] for g in groups
-                        if g["acceptance"]["num_speculative_tokens"]), None)
-        k_run = k_run or kk
-        if draft <= 0 or not kk:
-            continue
-        rate = accepted / draft
-        out.append(ClassAcceptance(temperature=t, alpha=speculation.alpha_from_v1_rate(rate, kk), v1_rate=rate,
-                                   requests=sum(g["latency"]["succeeded"] for g in groups)))
-    rates = [r["acceptance_rate"] for r in run.records
-             if r.get("error") is None and r.get("acceptance_rate") is not None]
-    low_share = None
-    if rates and k_run:
-        low = sum(1 for r in rates if speculation.alpha_from_v1_rate(min(max(r, 0.0), 1.0), k_run) < ALPHA_OFF_BELOW)
-        low_share = low / len(rates)
-    return tuple(out), low_share
-
-
-def same_family_quantized_alternative(scenario: Scenario) -> str | None:
-    """A catalog model of the target's family, 1:8-1:12 of its size, whose INT8 weights stay within 15% of the
-    memory left after the target: the draft to try before relaxing the family. None if there is none."""
-    from specdec_lib import catalog, memory
-
-    target = catalog.get_model(scenario.target_model)
-    gpu = catalog.get_gpu(scenario.gpu)
-    int8 = catalog.get_precision("int8")
-    target_bytes = memory.weight_bytes(target, catalog.get_precision(scenario.target_precision),
-                                       scenario.tensor_parallel_size)
-    available = gpu.memory_bytes * scenario.gpu_memory_utilization - target_bytes
-    for name, model in sorted(catalog.models().items(), key=lambda kv: -kv[1].params):
-        if model.family != target.family or model.name == target.name:
-            continue
-        ratio = target.params / model.params
-        if not RATIO_MIN <= ratio <= RATIO_MAX:
-            continue
-        try:
-            draft_bytes = memory.weight_bytes(model, int8, scenario.draft_tensor_parallel_size)
-        except ValueError:
-            continue
-        if available > 0 and draft_bytes / available <= DRAFT_MAX_MEMORY_SHARE:
-            return name
-    return None
-
-
-def evidence_for(scenario: Scenario, *, run=None, memory_plan=None, load_prediction=None) -> Evidence:
-    """Everything `decide` needs beyond the scenario: catalog facts, the memory plan, the load model's
-    prediction (a `LoadPrediction`, see `predict_load`) and, if a run is given, measured acceptance."""
-    from specdec_lib import catalog
-
-    target = catalog.get_model(scenario.target_model)
-    draft = catalog.get_model(scenario.draft_model) if scenario.draft_model else None
-    plan = memory_plan if memory_plan is not None else plan_memory_for(scenario)
-    measured: tuple[ClassAcceptance, ...] = ()
-    low_share = None
-    run_id = None
-    if run is not None:
-        measured, low_share = measured_acceptance(run, k=None)
-        run_id = run.metadata.get("run_id")
-    alt = None
-    if draft is not None and draft.family != target.family:
-        alt = same_family_quantized_alternative(scenario)
-    lp = load_prediction
-    return Evidence(
-        target_params=target.params, draft_params=draft.params if draft else None,
-        target_family=target.family, draft_family=draft.family if draft else None,
-        target_tokenizer=target.tokenizer, draft_tokenizer=draft.tokenizer if draft else None,
-        target_vocab_size=target.vocab_size, draft_vocab_size=draft.vocab_size if draft else None,
-        same_family_quantized_alternative=alt,
-        target_memory_share=plan.target_weights_fraction_of_memory,
-        draft_memory_share=plan.draft_weights_fraction_of_usable,  # the reading is explained in memory.MemoryPlan
-        target_weights_bytes=plan.target_weights_bytes, draft_weights_bytes=plan.draft_weights_bytes,
-        max_concurrent_full_context=plan.max_concurrent_seqs,
-        max_concurrent_full_context_without_draft=plan.max_concurrent_seqs_without_draft,
-        needed_batch_at_qps=lp.batch_at_qps if lp else None,
-        cost_ratio=lp.cost_ratio if lp else None,
-        predicted_speedup_at_qps=lp.speedup_at_qps if lp else None,
-        crossover_qps=lp.crossover_qps if lp else None,
-        crossover_batch=lp.crossover_batch if lp else None,
-        measured=measured, measured_low_acceptance_share=low_share, run_id=run_id,
-        notes=tuple(lp.notes) if lp else ("load model not evaluated",))
-
-
-def plan_memory_for(scenario: Scenario):
-    """`memory.plan_memory` with the scenario's fields."""
-    from specdec_lib import memory
-
-    return memory.plan_memory(
-        scenario.target_model, scenario.draft_model, gpu=scenario.gpu,
-        num_gpus=scenario.num_gpus, tp=scenario.tensor_parallel_size,
-        draft_tp=scenario.draft_tensor_parallel_size if scenario.draft_model else None,
-        target_precision=scenario.target_precision, draft_precision=scenario.draft_precision,
-        gpu_memory_utilization=scenario.gpu_memory_utilization, kv_cache_dtype=scenario.kv_cache_dtype,
-        context_len=scenario.context_len)
-
-
-@dataclass(frozen=True)
-class LoadPrediction:
-    """The load model's numbers for one scenario (computed by `load.py`; see `predict_load`)."""
-
-    alpha: float | None
-    cost_ratio: float | None                  # draft/target step time at batch 1 (the paper's c)
-    batch_at_qps: float | None                # running batch size at the scenario's QPS
-    speedup_at_qps: float | None
-    crossover_batch: float | None             # batch size where the predicted speedup falls to 1
-    crossover_qps: float | None
-    curve_x: tuple[float, ...] = ()           # request rates for the chart
-    curves: dict = field(default_factory=dict)  # label -> speedups over curve_x
-    notes: tuple[str, ...] = ()
-
-
-def with_load(evidence: Evidence, prediction: LoadPrediction) -> Evidence:
-    """The evidence with the load model's numbers filled in."""
-    import dataclasses
-
-    return dataclasses.replace(
-        evidence, needed_batch_at_qps=prediction.batch_at_qps, cost_ratio=prediction.cost_ratio,
-        predicted_speedup_at_qps=prediction.speedup_at_qps, crossover_qps=prediction.crossover_qps,
-        crossover_batch=prediction.crossover_batch, notes=evidence.notes + prediction.notes)
-
-
-LOAD_METHODS = {"draft_model": "draft_model", "eagle": "eagle", "eagle3": "eagle", "ngram": "ngram"}
-ILLUSTRATIVE_ALPHAS = (0.5, 0.65, 0.8)
-
-
-def load_workload(scenario: Scenario):
-    """The load model's single request shape: share-weighted mean prompt and output tokens."""
-    from specdec_lib import load
-
-    prompt = round(sum(c.share * c.prompt_tokens for c in scenario.workload))
-    output = round(sum(c.share * c.output_tokens for c in scenario.workload))
-    return load.Workload(prompt_tokens=max(1, prompt), output_tokens=max(1, output))
-
-
-def deployment_for(scenario: Scenario):
-    """`load.Deployment` for the scenario (catalog lookups; ValueError for unknown names)."""
-    from specdec_lib import catalog, load, memory
-
-    if scenario.method not in LOAD_METHODS:
-        raise ValueError(f"method={scenario.method!r}: the load model covers {', '.join(LOAD_METHODS)}")
-    method = LOAD_METHODS[scenario.method]
-    kwargs = {}
-    if method == "draft_model":
-        kwargs = dict(draft=catalog.get_model(scenario.draft_model),
-                      draft_precision=catalog.get_precision(scenario.draft_precision),
-                      draft_tp=scenario.draft_tensor_parallel_size)
-    return load.Deployment(target=catalog.get_model(scenario.target_model),
-                           target_precision=catalog.get_precision(scenario.target_precision),
-                           gpu=catalog.get_gpu(scenario.gpu), tp=scenario.tensor_parallel_size, method=method,
-                           kv_dtype_bytes=memory.kv_dtype_bytes(scenario.kv_cache_dtype), **kwargs)
-
-
-def predict_load(scenario: Scenario, *, alpha: float | None, memory_plan=None, curve_points: int = 24) -> LoadPrediction:
-    """The load model (`load.py`) at the scenario's QPS: c at batch 1, running batch, speedup, crossovers, and
-    speedup-vs-QPS curves (for alpha, or for illustrative alphas 0.5/0.65/0.8 when alpha is unknown).
-
-    The batch cap is vLLM's max_num_seqs or what the KV cache holds at the workload's mean request length,
-    whichever is smaller (from the memory plan when given).
-    """
-    from specdec_lib import load
-
-    dep = deployment_for(scenario)
-    wl = load_workload(scenario)
-    k = scenario.num_speculative_tokens
-    max_batch = 256
-    notes = [f"load model: {dep.factors.source}"]
-    if memory_plan is not None:
-        per_request = wl.prompt_tokens + wl.output_tokens
-        kv_requests = memory_plan.kv_capacity_tokens // per_request
-        max_batch = max(1, min(memory_plan.max_num_seqs, kv_requests))
-        notes.append(f"running batch capped at {max_batch} (max_num_seqs {memory_plan.max_num_seqs}, KV cache "
-                     f"{kv_requests} requests of {per_request} tokens)")
-    c = load.cost_ratio(dep, 1, wl.mean_context_len)
-    batch = speedup = crossover_b = crossover_q = None
-    if alpha is not None:
-        result = load.speedup_at_qps(dep, scenario.qps, wl, alpha, k, max_batch=max_batch)
-        batch, speedup = result.speculative.batch_size, result.speedup
-        crossover_b = load.crossover_batch(dep, alpha, k, wl.mean_context_len, max_batch=max(max_batch, 2))
-        crossover_q = load.crossover_qps(dep, wl, alpha, k, max_batch=max_batch)
-    else:
-        batch = load.batch_from_qps(dep, scenario.qps, wl, speculative=False, max_batch=max_batch).batch_size
-    capacity = load.capacity_qps(dep, wl, speculative=False, max_batch=max_batch)
-    lo, hi = capacity / 1000.0, capacity * 0.98  # up to the baseline's capacity: beyond it both queues grow
-    xs = tuple(lo * (hi / lo) ** (i / (curve_points - 1)) for i in range(curve_points)) if curve_points > 1 else ()
-    curves = {}
-    for a in ((alpha,) if alpha is not None else ILLUSTRATIVE_ALPHAS) if xs else ():
-        ys = []
-        for q in xs:
-            s = load.speedup_at_qps(dep, q, wl, a, k, max_batch=max_batch).speedup
-            ys.append(s if math.isfinite(s) else None)
-        curves[f"alpha {a:.2f}"] = ys
-    return LoadPrediction(alpha=alpha, cost_ratio=c, batch_at_qps=batch, speedup_at_qps=speedup,
-                          crossover_batch=crossover_b, crossover_qps=crossover_q, curve_x=xs, curves=curves,
-                          notes=tuple(notes))
-
-
 def evaluate(scenario: Scenario, *, run=None) -> tuple[Decision, Evidence]:
-    """Plan memory, gather evidence (with a run's measurements if given), run the load model, decide.
+    """Compatibility for callers written before `evaluate.evaluate` (the one evaluation path, which new code
+    should call): its (decision, evidence)."""
+    from specdec_lib.evaluate import evaluate as evaluate_scenario
 
-    A scenario the catalog or memory model cannot plan (unknown model, does not fit the TP...) raises ValueError
-    naming the field: the caller reports it (the memo shows it; the CLI exits 2).
-    """
-    plan = plan_memory_for(scenario)
-    evidence = evidence_for(scenario, run=run, memory_plan=plan)
-    alpha, _ = workload_alpha(scenario, evidence)
-    if scenario.method != "none":
-        evidence = with_load(evidence, predict_load(scenario, alpha=alpha, memory_plan=plan, curve_points=0))
-    return decide(scenario, evidence), evidence
+    ev = evaluate_scenario(scenario, run=run)
+    return ev.decision, ev.evidence

@@ -55,3 +55,26 @@ def format_ratio(ratio: float) -> str:
 
 def format_percent(fraction: float, digits: int = 0) -> str:
     return f"{fraction * 100:.{digits}f}%"
+
+
+def format_reason_value(value, unit: str) -> str:
+    """A decision reason's number for display: fractions as %, bytes as GiB, ratios as 1:N, x as 1.23x."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, str):
+        return value
+    if unit == "fraction":
+        return f"{value:.1%}"
+    if unit == "bytes":
+        return format_gib(value)
+    if unit == "ratio":
+        return f"1:{value:.1f}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "requests":
+        return f"{value:,.0f} requests"
+    if unit == "requests/s":
+        return f"{value:.3g} requests/s"
+    if unit in ("alpha", "temperature"):
+        return f"{value:.2f}"
+    return f"{value:g} {unit}".strip()

@@ -29,16 +29,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from . import speculation
 
 __all__ = [
     "StepFactors", "DEFAULT_FACTORS", "StepTime", "Deployment", "Workload", "SpeculativeStep", "SpeedupResult",
-    "BatchAtLoad", "QpsResult", "Sensitivity", "StepObservation", "FitResult",
+    "BatchAtLoad", "QpsResult", "Sensitivity",
     "step_time_breakdown", "step_time_s", "target_step_time", "draft_step_time_s", "cost_ratio", "spec_step_time",
     "speedup_vs_batch", "crossover_batch", "prefill_time_s", "batch_from_qps", "capacity_qps", "speedup_at_qps",
-    "crossover_qps", "sensitivity", "fit_step_factors", "fit_from_latency_sweep", "observations_from_latency_sweep",
+    "crossover_qps", "sensitivity",
 ]
 
 
@@ -126,7 +126,7 @@ def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
     return int(v)
 
 
-def _positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
+def positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
             or (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name}={v!r}: expected a finite number {'>' if strict else '>='} {minimum}")
@@ -155,7 +155,7 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
     mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
     f = factors or DEFAULT_FACTORS
     tp = _positive_int("tp", tp)
-    b = _positive_number("batch_size", batch_size, strict=False)
+    b = positive_number("batch_size", batch_size, strict=False)
     q = _positive_int("tokens_per_seq", tokens_per_seq)
     ctx = _positive_int("context_len", context_len, minimum=0)
     kvb = _positive_int("kv_dtype_bytes", kv_dtype_bytes)
@@ -245,7 +245,7 @@ class Deployment:
             raise ValueError("draft=None: method 'draft_model' needs a draft ModelSpec and draft_precision")
         _positive_int("tp", self.tp)
         _positive_int("draft_tp", self.draft_tp)
-        _positive_number("ngram_step_s", self.ngram_step_s, strict=False)
+        positive_number("ngram_step_s", self.ngram_step_s, strict=False)
 
     def describe(self) -> str:
         t = f"{self.target.name} {self.target_precision.name} TP {self.tp} on {self.gpu.name}"
@@ -411,7 +411,7 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
     cannot keep up (or prefills alone fill the GPU) the result is ``saturated`` and E2E is infinite (the queue
     grows). ``max_batch`` stands for vLLM's max_num_seqs or the KV-cache limit, whichever is smaller.
     """
-    qps = _positive_number("qps", qps)
+    qps = positive_number("qps", qps)
     _positive_int("max_batch", max_batch)
     pre = prefill_time_s(dep, workload.prompt_tokens)
     rho = qps * pre
@@ -506,7 +506,7 @@ def crossover_qps(dep: Deployment, workload: Workload, alpha: float, k: int, *, 
     if qps_max is None:
         probe = batch_from_qps(dep, 1e-6, workload, speculative=False, max_batch=max_batch)
         qps_max = probe.capacity_qps
-    qps_max = _positive_number("qps_max", qps_max)
+    qps_max = positive_number("qps_max", qps_max)
 
     def s(q: float) -> float:
         return speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup
@@ -581,168 +581,15 @@ def sensitivity(func: Callable[..., float], inputs: Mapping[str, float], *, inte
         f"elasticities at {dict(inputs)}; central differences ±{rel_step:.0%} (integers ±1)",))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# calibration
-# ----------------------------------------------------------------------------------------------------------------
+# The calibration fit (fitting StepFactors to measured steps) lives in step_fit.py; its names stay reachable here
+# (`load.fit_step_factors`, ...) for the scripts and callers written before the split (PEP 562, no import cycle).
+_MOVED_TO_STEP_FIT = ("StepObservation", "FitResult", "fit_step_factors", "fit_from_latency_sweep",
+                      "observations_from_latency_sweep")
 
 
-@dataclass(frozen=True)
-class StepObservation:
-    """One measured step (or a TPOT read as one baseline step) with what ran."""
+def __getattr__(name: str):
+    if name in _MOVED_TO_STEP_FIT:
+        from specdec_lib import step_fit
 
-    model: Any
-    precision: Any
-    gpu: Any
-    tp: int
-    batch_size: float
-    tokens_per_seq: int
-    context_len: int
-    measured_s: float
-    include_communication: bool = True
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class FitResult:
-    factors: StepFactors
-    predicted_s: tuple[float, ...]
-    measured_s: tuple[float, ...]
-    median_abs_pct_error: float
-    fitted: tuple[str, ...]
-    assumptions: tuple[str, ...]
-
-
-def _predict(obs: StepObservation, f: StepFactors) -> StepTime:
-    return step_time_breakdown(obs.model, obs.precision, obs.gpu, obs.tp, obs.batch_size, obs.tokens_per_seq,
-                               obs.context_len, f, include_communication=obs.include_communication)
-
-
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
-def fit_step_factors(observations: Sequence[StepObservation], *, prior: StepFactors = DEFAULT_FACTORS,
-                     fit_per_layer_overhead: bool | None = None, fit_compute: bool = True) -> FitResult:
-    """Fit η_mem, η_compute and the overheads to measured steps, minimising the squared relative error.
-
-    For each (η_mem, η_compute) on a grid (then a finer grid around the best), the overheads enter linearly and
-    are solved by weighted least squares (non-negative). Per-layer and fixed overhead can only be told apart
-    with models of different depths: by default the per-layer term is fitted only when the observations span
-    more than one layer count, otherwise it stays at 0 and the fixed term absorbs it. A parameter the data
-    cannot see (η_compute when no step is compute-bound) stays at the value closest to ``prior``.
-    """
-    if len(observations) < 2:
-        raise ValueError(f"observations: {len(observations)} given, expected at least 2 measured steps")
-    for i, o in enumerate(observations):
-        _positive_number(f"observations[{i}].measured_s", o.measured_s)
-    depths = {o.model.num_layers for o in observations}
-    per_layer = (len(depths) > 1) if fit_per_layer_overhead is None else fit_per_layer_overhead
-    zero = replace(prior, overhead_s=0.0, overhead_s_per_layer=0.0)
-
-    def solve(em: float, ec: float) -> tuple[float, StepFactors]:
-        f = replace(zero, memory_efficiency=em, compute_efficiency=ec)
-        r = [_predict(o, f).total_s for o in observations]
-        m = [o.measured_s for o in observations]
-        n = [o.model.num_layers for o in observations]
-        w = [1.0 / x ** 2 for x in m]
-        y = [mi - ri for mi, ri in zip(m, r)]
-
-        def fixed_only() -> tuple[float, float]:
-            return max(0.0, sum(wi * yi for wi, yi in zip(w, y)) / sum(w)), 0.0
-
-        def layer_only() -> tuple[float, float]:
-            return 0.0, max(0.0, sum(wi * yi * ni for wi, yi, ni in zip(w, y, n)) / sum(wi * ni * ni
-                                                                                      for wi, ni in zip(w, n)))
-        if per_layer:
-            s_w, s_n, s_nn = sum(w), sum(wi * ni for wi, ni in zip(w, n)), sum(wi * ni * ni for wi, ni in zip(w, n))
-            s_y, s_ny = sum(wi * yi for wi, yi in zip(w, y)), sum(wi * ni * yi for wi, ni, yi in zip(w, n, y))
-            det = s_w * s_nn - s_n * s_n
-            o0, o1 = ((s_y * s_nn - s_n * s_ny) / det, (s_w * s_ny - s_n * s_y) / det) if det > 0 else (-1, -1)
-            if o0 < 0 or o1 < 0:
-                cands = [fixed_only(), layer_only()]
-                o0, o1 = min(cands, key=lambda c: sum(wi * (yi - c[0] - c[1] * ni) ** 2
-                                                      for wi, yi, ni in zip(w, y, n)))
-        else:
-            o0, o1 = fixed_only()
-        loss = sum(wi * (yi - o0 - o1 * ni) ** 2 for wi, yi, ni in zip(w, y, n))
-        # a vanishing pull towards the prior decides between equally good values the data cannot tell apart
-        loss += 1e-9 * ((em - prior.memory_efficiency) ** 2 + (ec - prior.compute_efficiency) ** 2)
-        return loss, replace(f, overhead_s=o0, overhead_s_per_layer=o1)
-
-    def grid(lo_m, hi_m, lo_c, hi_c, step):
-        ms = [round(lo_m + i * step, 6) for i in range(int(round((hi_m - lo_m) / step)) + 1)]
-        cs = [round(lo_c + i * step, 6) for i in range(int(round((hi_c - lo_c) / step)) + 1)] if fit_compute \
-            else [prior.compute_efficiency]
-        best = None
-        for em in ms:
-            if not 0 < em <= 1:
-                continue
-            for ec in cs:
-                if not 0 < ec <= 1:
-                    continue
-                cand = solve(em, ec)
-                if best is None or cand[0] < best[0]:
-                    best = cand
-        return best
-
-    _, f = grid(0.2, 1.0, 0.1, 1.0, 0.04)
-    for span, step in ((0.08, 0.01), (0.015, 0.002)):
-        _, f = grid(f.memory_efficiency - span, f.memory_efficiency + span, f.compute_efficiency - span,
-                    f.compute_efficiency + span, step)
-    pred = tuple(_predict(o, f).total_s for o in observations)
-    meas = tuple(o.measured_s for o in observations)
-    mape = _median([abs(p - m) / m for p, m in zip(pred, meas)])
-    fitted = ("memory_efficiency", *(("compute_efficiency",) if fit_compute else ()), "overhead_s",
-              *(("overhead_s_per_layer",) if per_layer else ()))
-    return FitResult(factors=replace(f, source=f"fitted to {len(observations)} measured steps"), predicted_s=pred,
-                     measured_s=meas, median_abs_pct_error=mape, fitted=fitted, assumptions=(
-                         "least squares on relative error; efficiencies on a grid of 0.04, refined to 0.01 then 0.002",
-                         "interconnect factors not fitted (kept from the prior)"
-                         if any(o.tp > 1 and o.include_communication for o in observations)
-                         else "single-GPU steps: interconnect factors not fitted",
-                     ))
-
-
-def observations_from_latency_sweep(records: Iterable[Mapping[str, Any]], *, model: Any, precision: Any, gpu: Any,
-                                    tp: int) -> list[StepObservation]:
-    """Turn a baseline (no speculation) concurrency sweep into step observations.
-
-    Records follow runs.py's schema; those with an ``error`` or no ``tpot_s`` are skipped. Per concurrency level:
-    the median TPOT is one step at a running batch equal to the concurrency (a closed loop keeps that many
-    requests in flight; prefill interleaving is ignored), at a context of median prompt + half the median output.
-    """
-    groups: dict[float, list[Mapping[str, Any]]] = {}
-    for i, r in enumerate(records):
-        if r.get("error") or r.get("tpot_s") is None:
-            continue
-        conc = r.get("concurrency")
-        if conc is None:
-            raise ValueError(f"records[{i}].concurrency=None: expected the closed-loop concurrency of a sweep")
-        groups.setdefault(float(conc), []).append(r)
-    out = []
-    for conc, rs in sorted(groups.items()):
-        tpot = _median([float(r["tpot_s"]) for r in rs])
-        prompt = _median([float(r.get("prompt_tokens") or 0) for r in rs])
-        completion = _median([float(r.get("completion_tokens") or 0) for r in rs])
-        out.append(StepObservation(model=model, precision=precision, gpu=gpu, tp=tp, batch_size=conc,
-                                   tokens_per_seq=1, context_len=int(prompt + completion / 2), measured_s=tpot,
-                                   label=f"concurrency {conc:g} ({len(rs)} requests)"))
-    return out
-
-
-def fit_from_latency_sweep(records: Iterable[Mapping[str, Any]], *, model: Any, precision: Any, gpu: Any, tp: int,
-                           prior: StepFactors = DEFAULT_FACTORS) -> FitResult:
-    """Fit the step factors to a baseline latency sweep taken against the user's own endpoint.
-
-    One model means one depth, so the overhead is fitted as a fixed per-step term (per-layer = 0); η_compute is
-    seen only if the sweep reaches compute-bound batches, otherwise it stays at the prior's value.
-    """
-    obs = observations_from_latency_sweep(records, model=model, precision=precision, gpu=gpu, tp=tp)
-    if len(obs) < 2:
-        raise ValueError(f"records: {len(obs)} concurrency level(s) with a TPOT, expected at least 2")
-    res = fit_step_factors(obs, prior=prior, fit_per_layer_overhead=False)
-    return replace(res, factors=replace(res.factors, source=f"fitted to a latency sweep ({len(obs)} levels) of "
-                                                            f"{model.name} TP {tp} on {gpu.name}"),
-                   assumptions=(*res.assumptions, "TPOT at concurrency C read as one step at batch C"))
+        return getattr(step_fit, name)
+    raise AttributeError(f"module 'specdec_lib.load' has no attribute {name!r}")

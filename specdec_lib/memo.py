@@ -18,17 +18,16 @@ from typing import Any
 import jinja2
 import plotly.offline
 
+from specdec_lib import acceptance, display, plots, report, rules, vllm_command
 from specdec_lib import decision as dec
-from specdec_lib import plots, vllm_command
 from specdec_lib.scenario import Scenario, production_temperature_median
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "memo.html.j2"
-GIB = 1024 ** 3
+GIB = display.GIB
 LATENCY_COLUMNS = ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p99", "E2E p50", "E2E p99")
 _LATENCY_KEYS = {"TTFT p50": "ttft_p50_s", "TTFT p99": "ttft_p99_s", "TPOT p50": "tpot_p50_s",
                  "TPOT p99": "tpot_p99_s", "ITL p99": "itl_p99_s", "E2E p50": "e2e_p50_s", "E2E p99": "e2e_p99_s"}
-ILLUSTRATIVE_ALPHAS = (0.5, 0.65, 0.8)  # load curves drawn when the workload's alpha is not known
 
 
 def _environment() -> jinja2.Environment:
@@ -42,25 +41,7 @@ def _figure_html(fig) -> str:
                        config={"displaylogo": False, "responsive": True, "displayModeBar": False})
 
 
-def format_value(value: Any, unit: str) -> str:
-    """A reason's number for display: fractions as %, bytes as GiB, ratios as 1:N, x as 1.23x."""
-    if value is None:
-        return "unknown"
-    if isinstance(value, str):
-        return value
-    if unit == "fraction":
-        return f"{value:.1%}"
-    if unit == "bytes":
-        return f"{value / GIB:.1f} GiB"
-    if unit == "ratio":
-        return f"1:{value:.1f}"
-    if unit == "x":
-        return f"{value:.2f}x"
-    if unit == "requests":
-        return f"{value:,.0f} requests"
-    if unit in ("alpha", "temperature"):
-        return f"{value:.2f}"
-    return f"{value:g} {unit}".strip()
+format_value = display.format_reason_value  # the memo's, the CLI's and the pages' one formatter
 
 
 def _gib(n: float | None) -> str:
@@ -74,7 +55,8 @@ def _ms(seconds: float | None) -> str:
 def _scenario_rows(s: Scenario) -> list[tuple[str, str]]:
     return [
         ("target model", f"{s.target_model} ({s.target_precision})"),
-        ("speculation", s.method if s.method != "draft_model" else f"draft model {s.draft_model} ({s.draft_precision})"),
+        ("speculation", s.method if s.method != "draft_model"
+         else f"draft model {s.draft_model} ({s.draft_precision})"),
         ("GPUs", f"{s.num_gpus} x {s.gpu}, tensor parallel {s.tensor_parallel_size}"
                  + (f", draft TP {s.draft_tensor_parallel_size}" if s.draft_model else "")),
         ("gpu_memory_utilization", f"{s.gpu_memory_utilization:g}"),
@@ -140,7 +122,7 @@ def _measurement(run, role: str) -> dict:
                              "—" if lat.get("output_tokens_per_s") is None else f"{lat['output_tokens_per_s']:.1f}"))
     return {"role": role, "run_id": run.metadata.get("run_id", run.path.name),
             "metadata_rows": _run_metadata_rows(run.metadata),
-            "acceptance_rows": acceptance_rows, "latency_rows": latency_rows, "summary": summary}
+            "acceptance_rows": acceptance_rows, "latency_rows": latency_rows, "summary": summary, "note": ""}
 
 
 def _fmt_t(t) -> str:
@@ -156,7 +138,7 @@ def _overall_latency(run) -> dict[str, float | None]:
             for column in ("TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99")}
 
 
-def _risks(s: Scenario, decision: dec.Decision, plan, evidence: dec.Evidence) -> list[str]:
+def _risks(s: Scenario, decision: dec.Decision, plan, forecast) -> list[str]:
     risks = []
     for r in decision.reasons:
         if r.status == "failed":
@@ -171,7 +153,8 @@ def _risks(s: Scenario, decision: dec.Decision, plan, evidence: dec.Evidence) ->
         "T=1.0). A greedy benchmark says nothing about T=0.8 traffic.",
         "Load: the vLLM team measured 1.4-1.8x slowdowns at high QPS with the same configurations that gave "
         "1.5-2.8x at QPS 1. Above the crossover, speculation costs throughput"
-        + (f" (predicted crossover: {evidence.crossover_qps:.3g} requests/s)." if evidence.crossover_qps else "."),
+        + (f" (predicted crossover: {forecast.crossover_qps:.3g} requests/s)."
+           if forecast is not None and forecast.crossover_qps else "."),
         "Mixed workloads: P50 can improve while P99 regresses; compare P99 with and without speculation at "
         "production concurrency before shipping.",
         "TTFT: the draft adds a prefill; TTFT can rise slightly even when TPOT improves.",
@@ -190,8 +173,8 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
     from specdec_lib import speculation
 
     k = s.num_speculative_tokens
-    v1_off = speculation.v1_rate_from_alpha(dec.ALPHA_OFF_BELOW, k)
-    v1_win = speculation.v1_rate_from_alpha(dec.ALPHA_WIN_ABOVE, k)
+    v1_off = speculation.v1_rate_from_alpha(rules.ALPHA_OFF_BELOW, k)
+    v1_win = speculation.v1_rate_from_alpha(rules.ALPHA_WIN_ABOVE, k)
     rows = [
         {"what": "Acceptance ratio (V1: accepted / draft tokens)",
          "promql": "sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
@@ -210,7 +193,8 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
          "threshold": "last positions near 0: lower k",
          "why": "Shows whether k is too large; conditional ratios of consecutive positions estimate alpha."},
         {"what": "TPOT P50 / P99 vs the baseline",
-         "promql": "histogram_quantile(0.99, sum by (le) (rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
+         "promql": "histogram_quantile(0.99, sum by (le) "
+                   "(rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
          "threshold": "P99 above the baseline without speculation",
          "why": "The gain speculation is for; P99 regresses first under mixed workloads."},
         {"what": "TTFT P50 / P99",
@@ -239,89 +223,37 @@ def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[d
     return rows
 
 
-def build_context(scenario: Scenario, *, run=None, baseline_run=None,
-                  generated_utc: str | None = None) -> dict[str, Any]:
-    """Everything the template shows, computed once (the CLI's --json prints the decision part of it)."""
+def _figures(ev, run, baseline_run, measurements) -> dict[str, str | None]:
     from specdec_lib import speculation
 
-    memory_error = load_error = None
-    plan = None
-    try:
-        plan = dec.plan_memory_for(scenario)
-    except ValueError as exc:
-        memory_error = str(exc)
-    evidence = dec.Evidence()
-    try:
-        evidence = dec.evidence_for(scenario, run=run, memory_plan=plan) if plan is not None else \
-            dec.Evidence(notes=(memory_error or "",))
-    except ValueError as exc:
-        memory_error = memory_error or str(exc)
-    alpha, _ = dec.workload_alpha(scenario, evidence)
-    prediction = None
-    if scenario.method == "none":
-        load_error = "speculation is off in this scenario (method none): there is no speedup to predict"
-    else:
-        try:
-            prediction = dec.predict_load(scenario, alpha=alpha, memory_plan=plan)
-        except ValueError as exc:
-            load_error = str(exc)
-    if prediction is not None:
-        evidence = dec.with_load(evidence, prediction)
-    decision = dec.decide(scenario, evidence)
-
     figures: dict[str, str | None] = dict.fromkeys(("memory", "alpha", "load", "acceptance", "histogram", "latency"))
-    if plan is not None:
-        gpu_memory = plan.memory_bytes_per_gpu
-        figures["memory"] = _figure_html(plots.memory_figure(plots.memory_components(plan),
-                                                             memory_bytes_per_gpu=gpu_memory))
-    k = scenario.num_speculative_tokens
-    speedup_rows: list[tuple[str, str]] = [("draft tokens per step k", str(k))]
-    c = prediction.cost_ratio if prediction else None
-    if c is not None and scenario.method != "none":
-        alphas = [i / 100 for i in range(0, 100)]
-        ks = sorted({max(1, k - 2), k, k + 2})
-        curves = {kk: [speculation.speedup(a, kk, c) for a in alphas] for kk in ks}
-        breaks = {kk: speculation.break_even_alpha(kk, c) for kk in ks}
+    s, f = ev.scenario, ev.load
+    if ev.memory is not None:
+        figures["memory"] = _figure_html(plots.memory_figure(plots.memory_components(ev.memory),
+                                                             memory_bytes_per_gpu=ev.memory.memory_bytes_per_gpu))
+    curves = ev.speedup_vs_alpha()
+    if curves:
+        k = s.num_speculative_tokens
+        alpha, _ = ev.workload_alpha
         figures["alpha"] = _figure_html(plots.speedup_vs_alpha_figure(
-            alphas, curves, break_even_by_k={k: breaks[k]}, marked_alpha=alpha))
-        speedup_rows += [("draft/target step cost c (batch 1)", f"{c:.3f}"),
-                         (f"break-even alpha at k={k}", f"{breaks[k]:.3f}")]
-    if prediction is not None and prediction.curve_x:
+            [i / 100 for i in range(100)], curves,
+            break_even_by_k={k: f.break_even_alpha} if f.break_even_alpha is not None else {}, marked_alpha=alpha))
+    if f is not None and f.curve_x:
         figures["load"] = _figure_html(plots.speedup_vs_load_figure(
-            prediction.curve_x, prediction.curves, x_label="requests per second",
-            crossover=prediction.crossover_qps, marked_x=scenario.qps, marked_label="scenario QPS",
-            title="Predicted speedup vs request rate (load model)"))
-        speedup_rows += [
-            ("alpha used", "unknown: curves for illustrative alphas" if alpha is None else f"{alpha:.3f}"),
-            ("batch size at the scenario QPS", "—" if prediction.batch_at_qps is None
-             else f"{prediction.batch_at_qps:.2f}"),
-            ("predicted speedup at the scenario QPS", "—" if prediction.speedup_at_qps is None
-             else f"{prediction.speedup_at_qps:.2f}x"),
-            ("crossover batch size (first batch without a gain)",
-             "needs alpha" if alpha is None else "none in range" if prediction.crossover_batch is None
-             else f"{prediction.crossover_batch:g}"),
-            ("crossover request rate", "needs alpha" if alpha is None else "none in range"
-             if prediction.crossover_qps is None else f"{prediction.crossover_qps:.3g} requests/s"),
-        ]
-        speedup_rows += [("note", n) for n in prediction.notes]
-
-    measurements = []
-    if run is not None:
-        measurements.append(_measurement(run, "Measurement run"))
-    if baseline_run is not None:
-        measurements.append(_measurement(baseline_run, "Baseline run (speculation off)"))
-    if evidence.measured:
+            f.curve_x, f.curves, x_label="requests per second (whole deployment)", crossover=f.crossover_qps,
+            marked_x=s.qps, marked_label="scenario QPS", saturated_from=f.capacity_qps,
+            title=f"Predicted speedup vs request rate ({f.prompt_tokens} in, {f.output_tokens} out per request)"))
+    measured = [e for c in ev.acceptance for e in (c.chosen, *c.also_applicable)
+                if e is not None and e.source == "measured"]
+    if measured:
+        unique = {(e.temperature, e.alpha): e for e in measured}
         figures["acceptance"] = _figure_html(plots.acceptance_by_temperature_figure(
-            [m.temperature for m in evidence.measured], [m.alpha for m in evidence.measured],
-            v1_rates=[m.v1_rate for m in evidence.measured],
-            production_temperatures=sorted({c.temperature for c in scenario.workload})))
+            [t for t, _ in unique], [a for _, a in unique],
+            v1_rates=[speculation.v1_rate_from_alpha(e.alpha, e.k) if e.k else None for e in unique.values()],
+            production_temperatures=sorted({c.temperature for c in s.workload})))
     if run is not None:
-        k_run = next((g["acceptance"]["num_speculative_tokens"] for g in measurements[0]["summary"]["groups"].values()
-                      if g["acceptance"]["num_speculative_tokens"]), None)
-        per_request = [r["acceptance_rate"] for r in run.records
-                       if r.get("error") is None and r.get("acceptance_rate") is not None]
-        if per_request and k_run:
-            alphas_req = [speculation.alpha_from_v1_rate(min(max(v, 0.0), 1.0), k_run) for v in per_request]
+        alphas_req = acceptance.per_request_alphas(run)
+        if alphas_req:
             figures["histogram"] = _figure_html(plots.acceptance_histogram_figure(
                 alphas_req, title="Per-request acceptance (alpha, converted from V1 per-request rates)"))
         with_lat = _overall_latency(run)
@@ -329,42 +261,50 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
         figures["latency"] = _figure_html(plots.latency_percentiles_figure(
             with_lat, without_lat, title="Latency percentiles" + (" with and without speculation"
                                                                   if without_lat else " (measurement run)")))
+    return figures
 
-    command = _command_block(scenario, evidence.crossover_batch)
-    if scenario.method != "none" and evidence.crossover_batch is None and not command.get("error"):
-        command["notes"].append("No k schedule (num_speculative_tokens_per_batch_size): "
-                                + ("the load model needs alpha to find the crossover batch; measure acceptance."
-                                   if alpha is None else "the load model finds no crossover below the batch cap."))
-    legacy = _legacy_block(scenario, evidence.crossover_batch)
-    workload_rows = []
-    for name, share, a, source in dec.class_alphas(scenario, evidence):
-        c_ = next(c for c in scenario.workload if c.name == name)
-        workload_rows.append({"name": name, "share": f"{share:.0%}", "temperature": f"{c_.temperature:g}",
-                              "prompt_tokens": f"{c_.prompt_tokens:,}", "output_tokens": f"{c_.output_tokens:,}",
-                              "alpha": "unknown" if a is None else f"{a:.3f}",
-                              "source": source if a is not None else "—"})
+
+def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, from one `evaluate.Evaluation` (nothing is recomputed here)."""
+    from specdec_lib import speculation
+
+    scenario, decision, plan, run = ev.scenario, ev.decision, ev.memory, ev.run
+    k = scenario.num_speculative_tokens
+    measurements = []
+    if run is not None:
+        measurements.append(_measurement(run, "Measurement run"))
+        used = [e for c in ev.acceptance for e in (c.chosen, *c.also_applicable)
+                if e is not None and e.source == "measured"]
+        if not used:
+            measurements[0]["note"] = ("Not evidence for this scenario: "
+                                       + decision.reason("evidence_applies").detail)
+    if baseline_run is not None:
+        measurements.append(_measurement(baseline_run, "Baseline run (speculation off)"))
+    command = _command_block(ev)
+    crossover = None if ev.load is None else ev.load.crossover_batch
     return {
+        "title": ev.title,
         "scenario": scenario,
         "scenario_rows": _scenario_rows(scenario),
-        "workload_rows": workload_rows,
+        "workload_rows": report.class_rows(ev),
         "decision": decision,
         "deciding": decision.deciding,
-        "evidence": evidence,
-        "memory_error": memory_error,
+        "evidence": ev.evidence,
+        "memory_error": ev.memory_error,
         "memory_rows": _memory_rows(plan) if plan is not None else [],
         "memory_findings": list(plan.findings) if plan is not None else [],
         "memory_vllm_errors": list(plan.vllm_errors) if plan is not None else [],
-        "load_error": load_error,
-        "speedup_rows": speedup_rows,
-        "figures": figures,
+        "load_error": ev.load_error,
+        "speedup_rows": report.speedup_rows(ev),
+        "figures": _figures(ev, run, baseline_run, measurements),
         "measurements": measurements,
         "latency_columns": LATENCY_COLUMNS,
-        "risks": _risks(scenario, decision, plan, evidence),
+        "risks": _risks(scenario, decision, plan, ev.load),
         "command": command,
-        "legacy": legacy,
-        "monitoring": monitoring_plan(scenario, evidence.crossover_batch),
-        "v1_off": f"{speculation.v1_rate_from_alpha(dec.ALPHA_OFF_BELOW, k):.3f}",
-        "v1_win": f"{speculation.v1_rate_from_alpha(dec.ALPHA_WIN_ABOVE, k):.3f}",
+        "legacy": _legacy_block(ev),
+        "monitoring": monitoring_plan(scenario, crossover),
+        "v1_off": f"{speculation.v1_rate_from_alpha(rules.ALPHA_OFF_BELOW, k):.3f}",
+        "v1_win": f"{speculation.v1_rate_from_alpha(rules.ALPHA_WIN_ABOVE, k):.3f}",
         "generated_utc": generated_utc or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "workbook_version": _workbook_version(),
         "checked_vllm_version": vllm_command.CHECKED_VLLM_VERSION,
@@ -372,20 +312,27 @@ def build_context(scenario: Scenario, *, run=None, baseline_run=None,
     }
 
 
-def _command_block(scenario: Scenario, crossover_batch: float | None) -> dict:
-    try:
-        cmd = vllm_command.serve_command(scenario, crossover_batch=crossover_batch)
-    except ValueError as exc:
-        return {"error": str(exc), "applies_to": vllm_command.TODAY.label()}
-    return {"error": None, "shell": cmd.shell(), "applies_to": cmd.applies_to.label(), "notes": list(cmd.notes),
-            "config": json.dumps(cmd.speculative_config, indent=2) if cmd.speculative_config else None}
+def _command_block(ev) -> dict:
+    """Today's command, or why there is none; `will_start` False (with the refusals) when vLLM would refuse it."""
+    block = {"applies_to": vllm_command.TODAY.label(), "refusals": list(ev.refusals),
+             "will_start": ev.command_will_start, "error": ev.command_error, "notes": []}
+    cmd = ev.command
+    if cmd is not None:
+        block.update(shell=cmd.shell(), applies_to=cmd.applies_to.label(), notes=list(cmd.notes),
+                     config=json.dumps(cmd.speculative_config, indent=2) if cmd.speculative_config else None)
+        f = ev.load
+        if ev.scenario.method != "none" and (f is None or f.crossover_batch is None):
+            block["notes"].append(
+                "No k schedule (num_speculative_tokens_per_batch_size): "
+                + ("the load model needs alpha to find the crossover batch; measure acceptance."
+                   if f is None or f.alpha is None else "the load model finds no crossover below the batch cap."))
+    return block
 
 
-def _legacy_block(scenario: Scenario, crossover_batch: float | None) -> dict:
-    try:
-        cmd = vllm_command.legacy_command(scenario, crossover_batch=crossover_batch)
-    except ValueError as exc:
-        return {"error": str(exc), "applies_to": "vLLM <= 0.8.2"}
+def _legacy_block(ev) -> dict:
+    cmd = ev.legacy_command
+    if cmd is None:
+        return {"error": ev.legacy_error, "applies_to": "vLLM <= 0.8.2"}
     flags = [(a, vllm_command.LEGACY_FLAG_VERSIONS[a].label(), vllm_command.LEGACY_FLAG_VERSIONS[a].evidence)
              for a in cmd.argv if a in vllm_command.LEGACY_FLAG_VERSIONS]
     return {"error": None, "shell": cmd.shell(), "applies_to": cmd.applies_to.label(), "flags": flags}
@@ -399,21 +346,35 @@ def _workbook_version() -> str:
         return "(not installed)"
 
 
-def render_memo(scenario: Scenario, *, run=None, baseline_run=None, generated_utc: str | None = None) -> str:
-    """The memo as one HTML string (plotly.js inlined once)."""
-    context = build_context(scenario, run=run, baseline_run=baseline_run, generated_utc=generated_utc)
+def render_memo(scenario: Scenario | None = None, *, run=None, baseline_run=None, estimates=(), calibration=None,
+                evaluation=None, generated_utc: str | None = None) -> str:
+    """The memo as one HTML string (plotly.js inlined once), from `evaluation` or from `evaluate(scenario, ...)`."""
+    from specdec_lib.evaluate import evaluate
+
+    ev = evaluation if evaluation is not None else evaluate(scenario, estimates=estimates, run=run,
+                                                            calibration=calibration)
+    context = build_context(ev, baseline_run=baseline_run, generated_utc=generated_utc)
     template = _environment().get_template(TEMPLATE_NAME)
     return template.render(plotly_js=plotly.offline.get_plotlyjs(), **context)
 
 
+def write_memo_html(ev, path: str | Path, *, baseline_run=None) -> Path:
+    """Write the memo of an `Evaluation` (what a page shows is what the file says)."""
+    html = render_memo(evaluation=ev, baseline_run=baseline_run)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
 def write_memo(scenario: Scenario, path: str | Path, *, run_dir: str | Path | None = None,
-               baseline_run_dir: str | Path | None = None) -> Path:
+               baseline_run_dir: str | Path | None = None, estimates=(), calibration=None) -> Path:
     """Render and write the memo; run folders are read with `runs.load_run`."""
     from specdec_lib import runs
 
     run = runs.load_run(run_dir) if run_dir else None
     baseline = runs.load_run(baseline_run_dir) if baseline_run_dir else None
-    html = render_memo(scenario, run=run, baseline_run=baseline)
+    html = render_memo(scenario, run=run, baseline_run=baseline, estimates=estimates, calibration=calibration)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from .catalog import GPU, ModelSpec, Precision, get_gpu, get_model, get_precision
+from .display import GIB, MIB
+from .rules import DRAFT_MAX_MEMORY_SHARE, TARGET_CONSTRAINED_MEMORY_SHARE
 
-GIB = 1024**3
-MIB = 1024**2
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # vllm/config/cache.py, vLLM 0.32 (the source says 0.9)
 SOURCE_GPU_MEMORY_UTILIZATION = 0.90
 DEFAULT_BLOCK_SIZE = 16  # GPU attention backends; the CPU backend uses 128
@@ -49,8 +49,8 @@ NON_TORCH_BYTES_TP1 = 256 * MIB  # cuBLAS/cuDNN workspaces created after the ini
 NON_TORCH_BYTES_TP = 1 * GIB  # + NCCL channel buffers and custom all-reduce IPC buffers when TP > 1
 CUDAGRAPH_BYTES_PER_MODEL = 512 * MIB  # vLLM's "Estimated CUDA graph memory", typically a few hundred MiB
 
-RULE_TARGET_WEIGHTS_FRACTION = 0.70  # the source: target weights over 70 % of GPU memory
-RULE_DRAFT_FRACTION = 0.15  # the source: draft over ~15 % of available memory
+RULE_TARGET_WEIGHTS_FRACTION = TARGET_CONSTRAINED_MEMORY_SHARE  # the source's 70 % (rules.py)
+RULE_DRAFT_FRACTION = DRAFT_MAX_MEMORY_SHARE  # the source's ~15 % (rules.py)
 
 KV_CACHE_DTYPES: dict[str, int | None] = {
     "auto": None,  # the model's dtype: bf16/fp16 here, so 2 bytes
@@ -317,6 +317,19 @@ class MemoryPlan:
     def weights_bytes_total(self) -> int:
         return self.target_weights_bytes + self.draft_weights_bytes
 
+    def __repr__(self) -> str:
+        draft = f" + {self.draft} ({self.draft_precision})" if self.draft else ""
+        return (f"MemoryPlan({self.target} ({self.target_precision}){draft} on {self.num_gpus}x {self.gpu}, "
+                f"TP {self.tp}: {'fits' if self.fits else 'does NOT fit'}; KV cache "
+                f"{self.kv_capacity_tokens:,} tokens = {self.max_concurrent_seqs:,} requests of "
+                f"{self.context_len:,} per replica)")
+
+    def to_frame(self):
+        """The plan as a pandas DataFrame (one row per field, base units)."""
+        from specdec_lib.frames import memory_plan
+
+        return memory_plan(self)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["findings"] = list(self.findings)
@@ -439,8 +452,8 @@ def plan_memory(target: ModelSpec | str, draft: ModelSpec | str | None, *, gpu: 
         for dim_name, dim in (("intermediate_size", model.intermediate_size), ("q heads x head_dim", model.q_size)):
             if (dim // rank_tp) % prec.group_size:
                 errors.append(f"{role} {model.name}: {dim_name} {dim} / TP {rank_tp} is not a multiple of the "
-                              f"{prec.name} group size {prec.group_size}: vLLM cannot shard such a checkpoint (published "
-                              "AWQ/GPTQ releases often pad the dimension: plan with their own config.json).")
+                              f"{prec.name} group size {prec.group_size}: vLLM cannot shard such a checkpoint "
+                              "(published AWQ/GPTQ releases often pad the dimension: plan with their own config.json).")
     if kvb == 1:
         findings.append("fp8 KV cache: half the bytes per token of bf16, at some accuracy risk.")
 

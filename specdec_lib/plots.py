@@ -11,9 +11,8 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-GIB = 1024 ** 3
-ALPHA_OFF_BELOW = 0.5     # the source's bands (decision.py holds the same numbers for the verdict)
-ALPHA_WIN_ABOVE = 0.65
+from specdec_lib.display import GIB
+from specdec_lib.rules import ALPHA_OFF_BELOW, ALPHA_WIN_ABOVE, RATIO_MAX, RATIO_MIN
 
 MEMORY_COLOURS = {
     "target weights": "#1f4e79",
@@ -104,19 +103,29 @@ def speedup_vs_alpha_figure(alphas: Sequence[float], speedups_by_k: Mapping[int,
 def speedup_vs_load_figure(x: Sequence[float], speedups: Mapping[str, Sequence[float]] | Sequence[float], *,
                            x_label: str = "requests per second", crossover: float | None = None,
                            marked_x: float | None = None, marked_label: str = "scenario",
-                           log_x: bool = True,
+                           log_x: bool = True, saturated_from: float | None = None,
                            title: str = "Predicted speedup vs load") -> go.Figure:
-    """Speedup over QPS or batch size (one curve per alpha if a mapping); 1x line; crossover marked."""
+    """Speedup over QPS or batch size (one curve per alpha if a mapping); 1x line; crossover marked.
+
+    None in a curve means "no steady state" (saturated): the curve stops there, and `saturated_from` (the
+    deployment's capacity) shades the region beyond it labelled "saturated" rather than drawing 0x."""
     fig = go.Figure()
     series = speedups if isinstance(speedups, Mapping) else {"speedup": speedups}
     for name, ys in series.items():
-        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines", name=str(name),
+        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines", name=str(name), connectgaps=False,
                                  hovertemplate="%{x:.3g}: %{y:.2f}x<extra>" + str(name) + "</extra>"))
     fig.add_hline(y=1.0, line_color="black", line_width=1)
     # Vertical markers are drawn as traces, not add_vline shapes: a shape's annotation on a log axis is placed at
     # 10**x (plotly takes annotation x in log units there), which stretched the axis to 1e5.
-    all_y = [float(v) for ys in series.values() for v in ys] + [1.0]
+    all_y = [float(v) for ys in series.values() for v in ys if v is not None] + [1.0]
     y_span = (min(all_y), max(all_y))
+    if saturated_from is not None and x:
+        right = max(max(x), saturated_from * 1.05, (marked_x or 0) * 1.05)
+        fig.add_trace(go.Scatter(x=[saturated_from, right, right, saturated_from, saturated_from],
+                                 y=[y_span[0], y_span[0], y_span[1], y_span[1], y_span[0]], fill="toself",
+                                 mode="lines+text", line=dict(width=0), fillcolor=BAND_COLOURS["off"],
+                                 name=f"saturated above {saturated_from:.3g}", text=["", "", "saturated", "", ""],
+                                 textposition="bottom left", hovertemplate="saturated<extra></extra>"))
     if crossover is not None:
         fig.add_trace(_vertical_marker(crossover, y_span, f"crossover {crossover:.3g}", "#d62728", "dash"))
     if marked_x is not None:
@@ -200,7 +209,7 @@ def acceptance_histogram_figure(values: Sequence[float], *, value_label: str = "
 
 
 # --- appended by the notebooks (widgets.py): draft selection --------------------------------------------------
-SWEET_SPOT_RATIO_BAND = (8.0, 12.0)  # the source: a 1:8 to 1:12 target:draft size ratio
+SWEET_SPOT_RATIO_BAND = (RATIO_MIN, RATIO_MAX)  # the source: a 1:8 to 1:12 target:draft size ratio
 
 
 def draft_candidates_figure(names: Sequence[str], size_ratios: Sequence[float], break_even_alphas: Sequence[float],

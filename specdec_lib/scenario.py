@@ -39,13 +39,15 @@ else:  # pragma: no cover - the project requires tomli there
 
 import tomli_w
 
+from specdec_lib import rules
+
 METHODS = ("draft_model", "ngram", "eagle", "eagle3", "none")
 """Speculation methods a scenario may name (`none` = speculation off, the baseline)."""
 METHODS_WITH_DRAFT_MODEL = ("draft_model", "eagle", "eagle3")
 SLO_KINDS = ("tpot", "throughput", "e2e", "ttft")
 """Which latency the deployment is judged on. The source: speculation helps TPOT/throughput, not TTFT."""
 KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
-MAX_TEMPERATURE = 2.0  # the OpenAI-compatible API's upper bound, which vLLM keeps
+MAX_TEMPERATURE = rules.MAX_TEMPERATURE
 SHARE_SUM_TOLERANCE = 1e-6
 MAX_NUM_SPECULATIVE_TOKENS = 64
 """Upper bound on k: far above any useful draft length (vLLM's examples use 2-10), low enough that every loop over
@@ -90,9 +92,12 @@ class RequestClass:
 
 @dataclass(frozen=True)
 class Scenario:
-    """Every input of a plan. Units: tokens, seconds, requests per second; memory comes from the catalog."""
+    """Every input of a plan. Units: tokens, seconds, requests per second; memory comes from the catalog.
 
-    title: str
+    `title` is the user's name for the plan; empty means "derived from the scenario" (`display_title`), so a
+    title never describes another configuration than the one below it.
+    """
+
     target_model: str
     draft_model: str | None
     method: str
@@ -117,6 +122,7 @@ class Scenario:
     prompt_lookup_max: int = 4
     """n-gram window (only used when method == "ngram")."""
     prompt_lookup_min: int = 2
+    title: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.workload, list):  # accept a list from callers; store the immutable tuple
@@ -124,7 +130,7 @@ class Scenario:
         for name in ("title", "target_model", "target_precision", "draft_precision", "gpu", "endpoint_url", "notes"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "a string")
-        for name in ("title", "target_model", "target_precision", "gpu"):
+        for name in ("target_model", "target_precision", "gpu"):
             if not getattr(self, name).strip():
                 _fail(name, getattr(self, name), "a non-empty string")
         if self.method not in METHODS:
@@ -183,6 +189,35 @@ class Scenario:
     def speculative(self) -> bool:
         return self.method != "none"
 
+    @property
+    def display_title(self) -> str:
+        """The user's title, or one derived from the models, precisions and GPUs (`derived_title`)."""
+        return self.title.strip() or derived_title(self)
+
+
+def _short(name: str | None) -> str:
+    return "" if not name else name.rstrip("/").split("/")[-1].removesuffix("-Instruct")
+
+
+def derived_title(scenario: Scenario) -> str:
+    """'Llama-3.1-70B INT8 + Llama-3.1-8B draft on 2x H100-SXM, TP 2' (what a scenario without a title shows)."""
+    what = f"{_short(scenario.target_model)} {scenario.target_precision.upper()}"
+    if scenario.method == "draft_model":
+        what += f" + {_short(scenario.draft_model)} draft"
+    elif scenario.method != "none":
+        what += f" + {scenario.method}" + (f" ({_short(scenario.draft_model)})" if scenario.draft_model else "")
+    else:
+        what += ", no speculation"
+    return f"{what} on {scenario.num_gpus}x {scenario.gpu}, TP {scenario.tensor_parallel_size}"
+
+
+def with_changes(scenario: Scenario, **changes) -> Scenario:
+    """`dataclasses.replace` that keeps a derived title derived: a title equal to the old scenario's derived
+    title (a saved default) is dropped, so the new title describes the new configuration."""
+    if scenario.title.strip() == derived_title(scenario) and "title" not in changes:
+        changes["title"] = ""
+    return dataclasses.replace(scenario, **changes)
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
@@ -197,7 +232,6 @@ DEFAULT_WORKLOAD = (
 )
 
 DEFAULT_SCENARIO = Scenario(
-    title="Llama-3.1-70B INT8 + Llama-3.1-8B draft on 2x H100 SXM (the source's production example)",
     target_model="meta-llama/Llama-3.1-70B-Instruct",
     draft_model="meta-llama/Llama-3.1-8B-Instruct",
     method="draft_model",
@@ -239,7 +273,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
         value = getattr(scenario, name)
         if name == "workload":
             out[name] = [{k: v for k, v in dataclasses.asdict(c).items() if v is not None} for c in value]
-        elif value is not None:
+        elif value is not None and not (name == "title" and not value.strip()):
             out[name] = value
     return out
 

@@ -26,6 +26,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
+from specdec_lib.rules import ALPHA_OFF_BELOW, ALPHA_WIN_ABOVE
+
 __all__ = [
     "expected_tokens_per_step",
     "expected_tokens_from_positions",
@@ -262,9 +264,10 @@ class VerdictBand:
 # (name, lower, upper, advice): "below 0.5 ... disable it"; "between 0.5 and 0.65 ... measure P99 latency under
 # real load before deciding"; "above 0.65 ... likely a genuine benefit, confirm with a baseline comparison".
 BANDS = (
-    ("off", 0.0, 0.5, "net-negative on this workload: turn speculative decoding off"),
-    ("borderline", 0.5, 0.65, "near break-even: measure P99 latency under real load before deciding"),
-    ("likely_win", 0.65, 1.0, "likely a genuine benefit: confirm with a baseline comparison, then ship"),
+    ("off", 0.0, ALPHA_OFF_BELOW, "net-negative on this workload: turn speculative decoding off"),
+    ("borderline", ALPHA_OFF_BELOW, ALPHA_WIN_ABOVE,
+     "near break-even: measure P99 latency under real load before deciding"),
+    ("likely_win", ALPHA_WIN_ABOVE, 1.0, "likely a genuine benefit: confirm with a baseline comparison, then ship"),
 )
 
 
@@ -275,9 +278,9 @@ def verdict_band(alpha: float) -> VerdictBand:
     own threshold. Pass α, never vLLM V1's prefix-only rate (it reads lower: α 0.7 at k 5 shows as 0.39).
     """
     a = _check_alpha(alpha)
-    if a < 0.5:
+    if a < ALPHA_OFF_BELOW:
         name, lo, hi, advice = BANDS[0]
-    elif a <= 0.65:
+    elif a <= ALPHA_WIN_ABOVE:
         name, lo, hi, advice = BANDS[1]
     else:
         name, lo, hi, advice = BANDS[2]

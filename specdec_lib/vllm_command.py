@@ -130,7 +130,8 @@ def k_schedule(crossover_batch: float | None, num_speculative_tokens: int, *,
         raise ValueError(f"max_num_seqs={max_num_seqs!r} is not accepted: an integer >= 2")
     if crossover_batch is None:
         return None
-    if isinstance(crossover_batch, bool) or not isinstance(crossover_batch, (int, float)) or math.isnan(crossover_batch):
+    if isinstance(crossover_batch, bool) or not isinstance(crossover_batch, (int, float)) \
+            or math.isnan(crossover_batch):
         raise ValueError(f"crossover_batch={crossover_batch!r} is not accepted: None or a batch size")
     last_speculative_batch = math.ceil(crossover_batch) - 1
     if last_speculative_batch < 1 or last_speculative_batch >= max_num_seqs:
@@ -188,7 +189,8 @@ def serve_command(scenario: Scenario, *, crossover_batch: float | None = None,
         argv += ["--quantization", target_quantization]
     if scenario.target_precision in PREQUANTIZED_CHECKPOINT:
         notes.append(f"target_precision {scenario.target_precision}: serve a pre-quantized checkpoint of "
-                     f"{scenario.target_model} ({target_quantization}); vLLM {CHECKED_VLLM_VERSION} does not quantize a "
+                     f"{scenario.target_model} ({target_quantization}); vLLM {CHECKED_VLLM_VERSION} does not "
+                     "quantize a "
                      f"dense model to {scenario.target_precision} on load.")
     if scenario.draft_model and scenario.draft_precision in PREQUANTIZED_CHECKPOINT:
         notes.append(f"draft_precision {scenario.draft_precision}: point `model` at a pre-quantized checkpoint of "

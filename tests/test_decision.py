@@ -13,10 +13,17 @@ import pytest
 
 from specdec_lib import decision as dec
 from specdec_lib import runs, speculation
+from specdec_lib.evaluate import evaluate as _evaluate
 from specdec_lib.scenario import RequestClass, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSING = load_scenario(ROOT / "scenarios" / "structured-extraction.toml")
+
+
+def _pair(scenario, **kwargs):
+    """(decision, evidence) from the one evaluation path."""
+    ev = _evaluate(scenario, **kwargs)
+    return ev.decision, ev.evidence
 
 
 def _with(**changes):
@@ -33,7 +40,7 @@ def _failed(decision):
 
 
 def test_the_starting_scenario_passes_every_condition():
-    decision, evidence = dec.evaluate(PASSING)
+    decision, evidence = _pair(PASSING)
     assert decision.verdict == "use"
     assert all(r.status == "passed" for r in decision.reasons)
     # Hand check of two computed numbers: the 70B/8B ratio from the published parameter counts, and the
@@ -41,7 +48,7 @@ def test_the_starting_scenario_passes_every_condition():
     assert decision.reason("draft_size_ratio").value == pytest.approx(70_553_706_496 / 8_030_261_248)
     assert decision.reason("draft_memory_share").value == pytest.approx(8_030_261_248 * 2 / 2 / (85_017_493_504 * 0.92),
                                                                         rel=0.02)
-    assert evidence.predicted_speedup_at_qps > 1
+    assert evidence.load.speedup_at_qps > 1
 
 
 @pytest.mark.parametrize("condition, changes, verdict", [
@@ -62,8 +69,10 @@ def test_the_starting_scenario_passes_every_condition():
     # (a spread this wide is also not homogeneous: both fail, leave off wins)
     (("temperature_varies_widely", "temperature_homogeneous"),
      dict(workload=_classes(("a", 0.5, 0.0, 0.8), ("b", 0.5, 0.6, 0.8))), "leave off"),
-    # The source's BF16 + BF16 on 2x H100: "effectively unusable" - here it does not hold one request at all.
-    ("memory_fits", dict(target_precision="bf16"), "leave off"),
+    # The source's BF16 + BF16 on 2x H100: "effectively unusable" - here it does not hold one request at all,
+    # so vLLM refuses to start and no load can be served either.
+    (("memory_fits", "vllm_accepts", "within_capacity", "speedup_at_qps"), dict(target_precision="bf16"),
+     "leave off"),
     # Leave it off when: "VRAM-constrained and serving long-context requests": 64K context, fewer full-context
     # requests fit than the QPS keeps running.
     ("vram_long_context", dict(context_len=65536), "leave off"),
@@ -71,12 +80,15 @@ def test_the_starting_scenario_passes_every_condition():
     ("monitoring_in_place", dict(monitoring_in_place=False), "leave off"),
     # Draft checklist: "1:8-1:12 size ratio" (Llama-3.2-3B is 1:22 of the 70B)
     ("draft_size_ratio", dict(draft_model="meta-llama/Llama-3.2-3B-Instruct"), "measure more"),
-    # The load model: above the crossover request rate speculation costs more than it gains.
-    ("speedup_at_qps", dict(qps=12.0), "leave off"),
+    # The load model: above the crossover request rate speculation costs more than it gains (alpha 0.7: the
+    # crossover, 3.8 requests/s, lies below the deployment's 4.8 requests/s capacity).
+    ("speedup_at_qps", dict(qps=4.2, workload=_classes(("json", 1.0, 0.1, 0.7))), "leave off"),
+    # Validity: at 12 requests/s the deployment is saturated (capacity 4.8): said as such, not as a speedup.
+    (("within_capacity", "speedup_at_qps"), dict(qps=12.0), "leave off"),
 ])
 def test_breaking_one_condition_flips_the_verdict(condition, changes, verdict):
     conditions = set(condition) if isinstance(condition, tuple) else {condition}
-    decision, _ = dec.evaluate(_with(**changes))
+    decision, _ = _pair(_with(**changes))
     assert _failed(decision) == conditions
     assert decision.verdict == verdict
     assert conditions & {r.condition for r in decision.deciding}
@@ -84,9 +96,9 @@ def test_breaking_one_condition_flips_the_verdict(condition, changes, verdict):
 
 def test_median_temperature_above_07_is_left_off():
     # "Leave it off when ... your median temperature is above 0.7" (which also fails "<= 0.5"; leave off wins).
-    at_boundary, _ = dec.evaluate(_with(workload=_classes(("chat", 1.0, 0.7, 0.8))))
+    at_boundary, _ = _pair(_with(workload=_classes(("chat", 1.0, 0.7, 0.8))))
     assert _failed(at_boundary) == {"temperature_low"} and at_boundary.verdict == "measure more"
-    decision, _ = dec.evaluate(_with(workload=_classes(("creative", 1.0, 0.8, 0.8))))
+    decision, _ = _pair(_with(workload=_classes(("creative", 1.0, 0.8, 0.8))))
     assert _failed(decision) == {"temperature_low", "temperature_median_high"}
     assert decision.verdict == "leave off"
 
@@ -97,7 +109,7 @@ def test_median_temperature_above_07_is_left_off():
     (0.45, "leave off"),      # < 0.5: "speculative decoding is net-negative on this workload, disable it"
 ])
 def test_acceptance_bands(alpha, verdict):
-    decision, _ = dec.evaluate(_with(workload=_classes(("json", 1.0, 0.1, alpha))))
+    decision, _ = _pair(_with(workload=_classes(("json", 1.0, 0.1, alpha))))
     band = decision.reason("acceptance_band")
     assert band.value == pytest.approx(alpha)
     assert decision.verdict == verdict
@@ -107,46 +119,51 @@ def test_acceptance_bands(alpha, verdict):
 
 
 def _evidence():
-    _, evidence = dec.evaluate(PASSING)
+    _, evidence = _pair(PASSING)
     return evidence
 
 
+def _draft(evidence, **changes):
+    return dataclasses.replace(evidence, draft=dataclasses.replace(evidence.draft, **changes))
+
+
 def test_a_draft_from_another_family_needs_measuring():
-    decision = dec.decide(PASSING, dataclasses.replace(_evidence(), draft_family="other-family"))
+    decision = dec.decide(PASSING, _draft(_evidence(), family="other-family"))
     assert _failed(decision) == {"draft_same_family"}
     assert decision.verdict == "measure more"
 
 
 def test_a_draft_with_another_tokenizer_is_left_off():
-    decision = dec.decide(PASSING, dataclasses.replace(_evidence(), draft_tokenizer="qwen2.5-151k",
-                                                       draft_vocab_size=152_064))
+    decision = dec.decide(PASSING, _draft(_evidence(), tokenizer="qwen2.5-151k", vocab_size=152_064))
     assert _failed(decision) == {"draft_same_tokenizer"}
     assert decision.verdict == "leave off"
 
 
 def test_quantize_the_draft_before_relaxing_the_family():
-    relaxed = dataclasses.replace(_evidence(), draft_family="other-family")
+    relaxed = _draft(_evidence(), family="other-family")
     with_alternative = dataclasses.replace(relaxed, same_family_quantized_alternative="meta-llama/Llama-3.1-8B")
     decision = dec.decide(PASSING, with_alternative)
     assert _failed(decision) == {"draft_same_family", "draft_quantize_before_relaxing_family"}
     assert decision.reason("draft_quantize_before_relaxing_family").value == "meta-llama/Llama-3.1-8B"
     # With the real catalog: a Qwen2.5-7B draft for Llama-3.1-70B breaks family and tokenizer, and the
     # same-family Llama-3.1-8B fits in INT8, so the checklist points at it.
-    real, _ = dec.evaluate(_with(draft_model="Qwen/Qwen2.5-7B-Instruct"))
-    assert _failed(real) == {"draft_same_family", "draft_same_tokenizer", "draft_quantize_before_relaxing_family"}
+    real, _ = _pair(_with(draft_model="Qwen/Qwen2.5-7B-Instruct"))
+    # (vLLM 0.32 also refuses the different vocabulary at start-up: a validity failure of its own)
+    assert _failed(real) == {"draft_same_family", "draft_same_tokenizer", "draft_quantize_before_relaxing_family",
+                             "vllm_accepts"}
     assert real.reason("draft_quantize_before_relaxing_family").value == "meta-llama/Llama-3.1-8B"
     assert real.verdict == "leave off"
 
 
 def test_a_slow_tail_of_requests_needs_measuring():
     # "If P10 of your acceptance distribution is below 0.5, a significant portion of traffic is net-negative."
-    decision = dec.decide(PASSING, dataclasses.replace(_evidence(), measured_low_acceptance_share=0.15))
+    decision = dec.decide(PASSING, dataclasses.replace(_evidence(), low_acceptance_share=0.15))
     assert _failed(decision) == {"acceptance_tail"}
     assert decision.verdict == "measure more"
 
 
 def test_unknown_acceptance_blocks_use_but_does_not_force_leave_off():
-    decision, _ = dec.evaluate(_with(workload=_classes(("json", 1.0, 0.1, None))))
+    decision, _ = _pair(_with(workload=_classes(("json", 1.0, 0.1, None))))
     assert decision.reason("acceptance_band").status == "unknown"
     assert decision.reason("speedup_at_qps").status == "unknown"
     assert decision.verdict == "measure more"
@@ -155,7 +172,7 @@ def test_unknown_acceptance_blocks_use_but_does_not_force_leave_off():
 def test_the_sources_mixed_workload_is_left_off():
     # "60% ... 82% acceptance, 40% ... 38%: the weighted average is ~65%, which looks healthy."
     mixed = load_scenario(ROOT / "scenarios" / "mixed-chat.toml")
-    decision, _ = dec.evaluate(mixed)
+    decision, _ = _pair(mixed)
     assert decision.reason("acceptance_band").value == pytest.approx(0.6 * 0.82 + 0.4 * 0.38)
     assert decision.reason("acceptance_tail").value == pytest.approx(0.4)
     assert decision.verdict == "leave off"
@@ -167,7 +184,9 @@ def test_measured_v1_rates_are_converted_to_alpha_before_the_bands(tmp_path):
     expected_tokens = (1 - 0.7 ** 6) / 0.3
     v1_rate = (expected_tokens - 1) / 5
     assert v1_rate == pytest.approx(0.3882, abs=1e-4)
-    writer = runs.RunWriter.create(tmp_path, "temps", {"endpoint": "http://127.0.0.1:1", "served_model": "m"})
+    writer = runs.RunWriter.create(tmp_path, "temps", {
+        "endpoint": "http://127.0.0.1:1", "served_model": PASSING.target_model,
+        "speculative": {"method": "draft_model", "num_speculative_tokens": 5, "draft_model": PASSING.draft_model}})
     draft_tokens = 5 * 2000
     writer.append_interval({"label": "T=0.1", "temperature": 0.1, "delta": {
         "available": True, "drafts": 2000, "draft_tokens": draft_tokens,
@@ -175,11 +194,13 @@ def test_measured_v1_rates_are_converted_to_alpha_before_the_bands(tmp_path):
     writer.finish("complete")
     run = runs.load_run(writer.path)
     scenario = _with(workload=_classes(("json", 1.0, 0.1, None)))
-    decision, evidence = dec.evaluate(scenario, run=run)
+    decision, evidence = _pair(scenario, run=run)
     band = decision.reason("acceptance_band")
     assert band.source == "measured"
     assert band.value == pytest.approx(0.70, abs=0.002)
     assert band.status == "passed"          # the raw 0.39 would have read "leave off"
     assert decision.reason("acceptance_validated").source == "measured"
-    assert evidence.measured[0].v1_rate == pytest.approx(v1_rate, abs=1e-4)
+    measured = evidence.acceptance[0].chosen
+    assert measured.source == "measured" and measured.k == 5
+    assert speculation.v1_rate_from_alpha(measured.alpha, 5) == pytest.approx(v1_rate, abs=1e-4)
     assert speculation.verdict_band(v1_rate).name == "off"

@@ -15,6 +15,7 @@ import plotly.offline
 import pytest
 
 from specdec_lib import localserver, memo, runs
+from specdec_lib.evaluate import evaluate
 from specdec_lib.scenario import DEFAULT_SCENARIO, RequestClass, save_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,8 @@ def _write_run(tmp_path: Path, served_model: str = "tiny-target") -> Path:
         for i in range(4):
             writer.append_request({
                 "index": index, "label": label, "prompt_set": "chat", "prompt_id": f"p{i}", "temperature": temperature,
-                "max_tokens": 64, "concurrency": 1, "rate_qps": None, "sent_at_s": float(index), "ttft_s": 0.05 + i / 100,
+                "max_tokens": 64, "concurrency": 1, "rate_qps": None, "sent_at_s": float(index),
+                "ttft_s": 0.05 + i / 100,
                 "tpot_s": 0.010 + i / 1000, "e2e_s": 0.7, "itl_s": [0.02, 0.03], "prompt_tokens": 20,
                 "completion_tokens": 64, "chunks": 20, "accepted_tokens": 40, "draft_tokens": 80,
                 "acceptance_rate": accepted_per_step / 4, "acceptance_source": "chunks", "spec_metrics": None,
@@ -106,7 +108,23 @@ def test_memo_with_a_run_shows_the_measurements_and_its_metadata(tmp_path):
     alpha = float(re.search(r"<td class=\"num\">0\.300</td><td class=\"num\">4</td><td class=\"num\">([0-9.]+)</td>",
                             html).group(1))
     assert expected_tokens_per_step(alpha, 4) == pytest.approx(2.2, abs=0.005)
-    assert html.count('class="plotly-graph-div"') == 6   # + acceptance by temperature, histogram, latency
+    # The run was taken on another model at k = 4: shown, but not used as evidence for the 70B k = 5 scenario
+    assert html.count('class="plotly-graph-div"') == 5   # + histogram, latency (no acceptance-by-T: not used)
+    assert "not the scenario&#39;s target" in html
+    assert '<p class="error run-not-used">Not evidence for this scenario' in html
+
+
+def test_a_run_of_the_scenarios_own_model_and_k_is_the_measured_evidence(tmp_path):
+    run = runs.load_run(_write_run(tmp_path, served_model="meta-llama/Llama-3.1-70B-Instruct"))
+    at_k4 = dataclasses.replace(DEFAULT_SCENARIO, num_speculative_tokens=4)
+    context = memo.build_context(evaluate(at_k4, run=run))
+    assert context["decision"].reason("acceptance_band").source == "measured"
+    assert context["workload_rows"][0]["source"] == "measured"
+    assert context["figures"]["acceptance"] is not None
+    # the same run at the scenario's k = 5 is set aside, with the k in the reason
+    at_k5 = memo.build_context(evaluate(DEFAULT_SCENARIO, run=run))
+    assert at_k5["workload_rows"][0]["source"] == "—"
+    assert "k=4" in at_k5["decision"].reason("evidence_applies").detail
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,7 +157,10 @@ def test_a_run_with_an_api_key_leaves_no_key_in_memo_logs_or_files(tiny_models, 
     (test_output_dir / "measure.stderr.log").write_text(measured.stderr)
     assert measured.returncode == 0, measured.stderr
     run_path = Path(json.loads(measured.stdout)["run_path"])
-    scenario_path = save_scenario(DEFAULT_SCENARIO, test_output_dir / "scenario.toml")
+    # A scenario of the server's own configuration (tiny target, k = 4): the run is this scenario's evidence.
+    # (The default 70B k = 5 scenario would set it aside: tests/test_evaluate_gates.py.)
+    tiny = dataclasses.replace(DEFAULT_SCENARIO, target_model="tiny-target", num_speculative_tokens=4)
+    scenario_path = save_scenario(tiny, test_output_dir / "scenario.toml")
     memo_path = test_output_dir / "memo.html"
     made = subprocess.run([sys.executable, "-m", "specdec_lib.cli", "memo", "--scenario", str(scenario_path),
                            "--run", str(run_path), "-o", str(memo_path)], capture_output=True, text=True, env=env,
@@ -159,7 +180,7 @@ def test_a_run_with_an_api_key_leaves_no_key_in_memo_logs_or_files(tiny_models, 
 def test_memo_compares_latency_with_a_baseline_run(tmp_path):
     spec_run = runs.load_run(_write_run(tmp_path / "spec"))
     base_run = runs.load_run(_write_run(tmp_path / "base"))
-    context = memo.build_context(DEFAULT_SCENARIO, run=spec_run, baseline_run=base_run)
+    context = memo.build_context(evaluate(DEFAULT_SCENARIO, run=spec_run), baseline_run=base_run)
     assert [m["role"] for m in context["measurements"]] == ["Measurement run", "Baseline run (speculation off)"]
     html = memo.render_memo(DEFAULT_SCENARIO, run=spec_run, baseline_run=base_run)
     assert "Latency percentiles with and without speculation" in html

@@ -1,14 +1,14 @@
 """The memo in a real browser (headless Debian Chromium): opens offline, no console errors, charts drawn,
 hostile names inert, printable. Screenshots and the memos stay under test-output/<test name>/."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from test_memo import HOSTILE, _write_run, hostile_scenario
 
 from specdec_lib import memo
 from specdec_lib.scenario import DEFAULT_SCENARIO
-
-from test_memo import HOSTILE, _write_run, hostile_scenario
 
 pytestmark = pytest.mark.browser
 
@@ -60,7 +60,8 @@ def _plot_sizes(page):
     return page.eval_on_selector_all(
         ".plot .js-plotly-plot",
         "els => els.map(e => { const s = e.querySelector('.main-svg'); if (!s) return [0, 0];"
-        " const r = s.getBoundingClientRect(); return [r.width, r.height, e.querySelectorAll('.trace, .bars, .point, path').length]; })")
+        " const r = s.getBoundingClientRect();"
+        " return [r.width, r.height, e.querySelectorAll('.trace, .bars, .point, path').length]; })")
 
 
 def test_default_memo_opens_offline_with_visible_charts(browser, test_output_dir):
@@ -83,8 +84,10 @@ def test_default_memo_opens_offline_with_visible_charts(browser, test_output_dir
 
 
 def test_memo_with_a_run_draws_the_measurement_charts(browser, test_output_dir, tmp_path):
-    run_path = _write_run(tmp_path)
-    path = memo.write_memo(DEFAULT_SCENARIO, test_output_dir / "memo-with-run.html", run_dir=run_path)
+    # a run of the scenario's own model at its k: the memo uses it as measured evidence and charts it
+    run_path = _write_run(tmp_path, served_model=DEFAULT_SCENARIO.target_model)
+    at_k4 = dataclasses.replace(DEFAULT_SCENARIO, num_speculative_tokens=4)
+    path = memo.write_memo(at_k4, test_output_dir / "memo-with-run.html", run_dir=run_path)
     page, log = _open(browser, path)
     try:
         assert log["errors"] == [] and log["requests"] == []

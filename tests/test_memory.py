@@ -11,8 +11,14 @@ import pytest
 
 from specdec_lib import memory
 from specdec_lib.catalog import get_gpu, get_model, get_precision, model_from_hf_config
-from specdec_lib.memory import (Overhead, kv_bytes_per_token, kv_capacity_tokens, kv_heads_per_rank, plan_memory,
-                                weight_bytes)
+from specdec_lib.memory import (
+    Overhead,
+    kv_bytes_per_token,
+    kv_capacity_tokens,
+    kv_heads_per_rank,
+    plan_memory,
+    weight_bytes,
+)
 
 VLLM_SRC = Path("/tmp/venv-vllm/lib/python3.11/site-packages/vllm")
 GIB = 1024**3

@@ -12,16 +12,9 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-OFFLINE = [
-    "00_start_here",
-    "01_draft_selection",
-    "02_memory_budget",
-    "03_break_even_and_load",
-    "03b_methods_compared",
-    "06_mixed_workload",
-    "07_decision_memo",
-]
 LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
+OFFLINE = ["00_start_here", "01_draft_selection", "02_memory_budget", "03_break_even_and_load", "03b_methods_compared",
+           "06_mixed_workload", "07_decision_memo"]
 MESSAGE_CLASS = "specdec-message"
 
 
@@ -65,6 +58,10 @@ def test_offline_notebook_runs_headless_without_an_endpoint(name, tmp_path, monk
     messages = page_messages(nb)
     assert messages, "the page has a message widget"
     assert all("#b00020" not in m for m in messages), messages
+    # the "In code" section ran and ended in a pandas DataFrame
+    last = nb.cells[-1]
+    assert "In code" in nb.cells[-2].source
+    assert any("dataframe" in o.get("data", {}).get("text/html", "") for o in last.outputs), last.outputs
 
 
 def test_committed_notebooks_are_clean():

@@ -11,7 +11,6 @@ import re
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-
 from test_notebooks import execute_notebook, page_messages
 
 REQUESTS = 4

@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from specdec_lib.scenario import (DEFAULT_SCENARIO, RequestClass, Scenario, load_scenario,
-                                  production_temperature_median, save_scenario)
+from specdec_lib.scenario import (
+    DEFAULT_SCENARIO,
+    RequestClass,
+    Scenario,
+    load_scenario,
+    production_temperature_median,
+    save_scenario,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

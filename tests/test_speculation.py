@@ -6,7 +6,6 @@ import pytest
 
 from specdec_lib import speculation as s
 
-
 # --- expected tokens per step -----------------------------------------------------------------------------------
 
 def test_expected_tokens_matches_the_geometric_sum_by_hand():

@@ -16,8 +16,7 @@ import pytest
 
 from specdec_lib import localserver
 from specdec_lib.scenario import DEFAULT_SCENARIO, RequestClass
-from specdec_lib.vllm_command import (LEGACY_FLAG_VERSIONS, k_schedule, legacy_command, serve_command,
-                                      speculative_config)
+from specdec_lib.vllm_command import LEGACY_FLAG_VERSIONS, k_schedule, legacy_command, serve_command, speculative_config
 
 TINY_LLAMA_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 256,

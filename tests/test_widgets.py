@@ -100,6 +100,8 @@ def test_changing_k_redraws_the_curves_in_place():
 def test_the_assumed_alpha_point_sits_on_the_k_curve_and_follows_the_slider():
     page = ui.break_even_page()
     fig = page.figures["alpha"]
+    assert not [t for t in fig.data if t.name == "assumed α"], "no alpha stated: no point"
+    page.controls["alpha_known"].value = True
     page.controls["alpha"].value = 0.8
     point = trace(fig, "assumed α")
     curve = trace(fig, "k = 5")
@@ -109,6 +111,7 @@ def test_the_assumed_alpha_point_sits_on_the_k_curve_and_follows_the_slider():
 
 def test_lower_alpha_lowers_the_speedup_under_load():
     page = ui.break_even_page()
+    page.controls["alpha_known"].value = True
     before = list(page.figures["qps"].data[0].y)
     page.controls["alpha"].value = 0.5
     after = list(page.figures["qps"].data[0].y)
@@ -261,3 +264,71 @@ def test_a_figure_slot_creates_its_chart_whole_then_updates_it_in_place():
     assert slot.children == (first,) and list(first.data[0].y) == [1.0]
     slot.show(go.Figure(go.Bar(x=["p50"], y=[2.0])))
     assert figures["chart"] is first and list(first.data[0].y) == [2.0]
+
+
+def test_a_live_run_shows_its_progress_and_cancels_from_the_page(tmp_path):
+    """The live pages' background run, inside an event loop as in a kernel: the bar follows the run folder's
+    records, Cancel sets the stop event the measurement watches, the page keeps what was recorded."""
+    import threading
+
+    from specdec_lib import runs
+    from specdec_lib.pages.base import new_message
+    from specdec_lib.pages.live import BackgroundRun
+
+    record = dict.fromkeys(runs.RECORD_FIELDS)
+    results, wrote_three = [], threading.Event()
+
+    def work(stop_event):
+        # what loadtest does: records go to a run folder under runs_dir, and the stop event ends the loop
+        writer = runs.RunWriter.create(tmp_path, "sweep", {"endpoint": "http://127.0.0.1:1"})
+        for index in range(10):
+            if stop_event.is_set():
+                break
+            writer.append_request({**record, "index": index, "label": "T=0"})
+            if index == 2:
+                wrote_three.set()
+                stop_event.wait(10)  # bounded: the test cancels long before
+        return index
+
+    background = BackgroundRun(new_message())
+
+    async def drive():
+        background.start(work, 10, tmp_path, lambda result: results.append(result))
+        assert background.running and not background.cancel_button.disabled
+        assert background.progress.layout.visibility == "visible" and background.progress.max == 10
+        for _ in range(200):  # at most 10 s
+            if wrote_three.is_set() and background.progress.value == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert background.progress.value == 3
+        background.cancel_button.click()
+        background.thread.join(10)
+
+    asyncio.run(drive())
+    assert results == [3]                      # stopped at the record after the cancel, not at 10
+    assert background.cancel_button.disabled and not background.running
+
+
+def test_a_change_that_fails_marks_the_results_on_screen_stale():
+    page = ui.start_here_page()
+    page.controls["prompt_tokens"].value = 9000          # + 256 output > context_len 8192: the Scenario refuses
+    assert "prompt_tokens + output_tokens" in page.message.value and "8192" in page.message.value
+    for name in ("verdict", "summary", "command"):
+        assert "stale: the last change failed" in page.outputs[name].value, name
+    page.controls["prompt_tokens"].value = 1000
+    assert page.message.value == ""
+    assert all("stale" not in page.outputs[n].value for n in ("verdict", "summary", "command"))
+
+
+def test_a_saved_scenario_and_the_page_title_follow_the_models(tmp_path):
+    from specdec_lib.scenario import load_scenario
+
+    page = ui.decision_memo_page()
+    page.controls["target_model"].value = "Qwen/Qwen2.5-72B"
+    page.controls["draft_model"].value = "Qwen/Qwen2.5-7B"
+    assert "Qwen2.5-72B" in page.outputs["title"].value and "Llama" not in page.outputs["title"].value
+    page.controls["scenario_path"].value = str(tmp_path / "qwen.toml")
+    page.outputs["buttons"]["save"].click()
+    assert "title" not in (tmp_path / "qwen.toml").read_text()          # derived, so never stale
+    loaded = load_scenario(tmp_path / "qwen.toml")
+    assert loaded.display_title.startswith("Qwen2.5-72B INT8 + Qwen2.5-7B draft")
