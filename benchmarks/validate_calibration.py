@@ -67,7 +67,8 @@ def main() -> None:
     data = json.loads(TIMINGS.read_text())
     env = data["environment"]
     driver = env.get("nvidia_smi", "").splitlines()[-1].split(",")[1].strip()
-    print(f"measured on {env.get('gpu_name')} (driver {driver}), torch {env['torch']} CUDA {env['torch_cuda']}, {env['utc']}")
+    print(f"measured on {env.get('gpu_name')} (driver {driver}), torch {env['torch']} CUDA {env['torch_cuda']}, "
+          f"{env['utc']}")
     mb = data.get("microbench", {})
     if mb:
         print(f"microbenchmarks: copy {mb['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (peak 3.35 → "

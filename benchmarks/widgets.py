@@ -97,7 +97,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
-    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (other processes slow these figures)", flush=True)
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          "(other processes slow these figures)", flush=True)
     changes = time_control_changes(args.repeats)
     print(f"\nControl change -> updated figure data (median of {args.repeats}; target < {TARGET_MS:.0f} ms)")
     print(f"{'page':34} {'control':24} {'median ms':>10} {'max ms':>8} {'then all':>9}  target")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
@@ -187,7 +186,7 @@ def time_config(model, batch_size, q, ctx, device, dtype, warmup, reps, use_grap
                 run()
                 times.append(time.perf_counter() - t0)
     kv_bytes = sum(c.numel() * c.element_size() for pair in caches for c in pair)
-    del caches, graph
+    caches = graph = None  # free the KV tensors and the graph before the next config (step() is done with them)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "reps": reps,
             "mode": mode, "attention": model.attention, "kv_cache_bytes_allocated": kv_bytes}
 
@@ -205,7 +204,10 @@ def microbench(device, dtype):
     ts = []
     for _ in range(10):
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(); dst.copy_(src); e1.record(); e1.synchronize()
+        e0.record()
+        dst.copy_(src)
+        e1.record()
+        e1.synchronize()
         ts.append(e0.elapsed_time(e1) / 1e3)
     out["copy_bytes_moved"] = 2 * n * 2
     out["copy_median_s"] = statistics.median(ts)
@@ -220,7 +222,10 @@ def microbench(device, dtype):
     ts = []
     for _ in range(10):
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(); a @ b; e1.record(); e1.synchronize()
+        e0.record()
+        a @ b
+        e1.record()
+        e1.synchronize()
         ts.append(e0.elapsed_time(e1) / 1e3)
     out["matmul_shape"] = [m, m, m]
     out["matmul_median_s"] = statistics.median(ts)
@@ -298,7 +303,8 @@ def main() -> None:
                     cfg = {"model": name, "batch_size": b, "tokens_per_seq": q, "context_len": ctx, "set": subset}
                     need = model.weight_bytes + kv_per_token * b * (ctx + q)
                     if need > args.max_gpu_bytes:
-                        result["skipped"].append({**cfg, "reason": f"weights+KV {need:.3g} B > {args.max_gpu_bytes:.3g}"})
+                        reason = f"weights+KV {need:.3g} B > {args.max_gpu_bytes:.3g}"
+                        result["skipped"].append({**cfg, "reason": reason})
                         continue
                     if time.monotonic() - t_start > args.budget_s:
                         result["skipped"].append({**cfg, "reason": "time budget spent"})

@@ -146,7 +146,7 @@ def time_head(head, b, q, ctx, d2t, device, dtype, warmup, reps):
     cos, sin = _rope(q, ctx, d, device, dtype)
     mask = _mask(a, q, ctx, device)
     out = _timed(lambda: head.head_forward(aux, emb, caches, cos, sin, ctx, q, mask, d2t), device, warmup, reps)
-    del caches
+    caches = None  # free the KV tensors before the next config
     return out
 
 
@@ -160,7 +160,7 @@ def time_target(model, b, q, ctx, device, dtype, warmup, reps):
     mask = _mask(a, q, ctx, device)
     model.attention = "packed"
     out = _timed(lambda: model.forward(x, caches, cos, sin, ctx, q, mask), device, warmup, reps)
-    del caches
+    caches = None  # free the KV tensors before the next config
     return out
 
 

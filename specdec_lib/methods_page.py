@@ -11,7 +11,8 @@ import math
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from . import display, methods, widgets as ui
+from . import display, methods
+from . import widgets as ui
 
 CURVE_POINTS = 12
 

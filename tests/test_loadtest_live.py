@@ -120,7 +120,8 @@ def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_out
 
 
 # ----------------------------------------------------------------------------------------- identical draft
-def test_identical_draft_measures_at_least_0_9_at_every_temperature_and_matches_vllms_counters(vllm_servers, test_output_dir):
+def test_identical_draft_measures_at_least_0_9_at_every_temperature_and_matches_vllms_counters(vllm_servers,
+                                                                                               test_output_dir):
     server = vllm_servers.get_named("draft_copy_prob", DETAILED)
     before = counters(server.base_url)
     res = sweep(server, test_output_dir)
@@ -171,7 +172,8 @@ def test_noisy_drafts_workbook_rate_equals_vllms_counter_ratio(noisy_sweeps):
         drafted = sum(t.draft_tokens for t in res.temperatures)
         assert acc == d["vllm:spec_decode_num_accepted_tokens_total"]
         assert drafted == d["vllm:spec_decode_num_draft_tokens_total"]
-        assert acc / drafted == pytest.approx(d["vllm:spec_decode_num_accepted_tokens_total"] / d["vllm:spec_decode_num_draft_tokens_total"])
+        assert acc / drafted == pytest.approx(d["vllm:spec_decode_num_accepted_tokens_total"]
+                                              / d["vllm:spec_decode_num_draft_tokens_total"])
         assert d["vllm:request_success_total"] == sum(t.succeeded for t in res.temperatures)
 
 
@@ -226,13 +228,15 @@ def test_ngram_sweep_measures_from_counters(vllm_servers, test_output_dir):
     after = counters(server.base_url)
     (t,) = res.temperatures
     assert t.status == "measured" and 0 < t.v1_rate < 1
-    assert t.accepted_tokens == after["vllm:spec_decode_num_accepted_tokens_total"] - before["vllm:spec_decode_num_accepted_tokens_total"]
+    accepted = "vllm:spec_decode_num_accepted_tokens_total"
+    assert t.accepted_tokens == after[accepted] - before[accepted]
     assert t.drafts == after["vllm:spec_decode_num_drafts_total"] - before["vllm:spec_decode_num_drafts_total"]
 
 
 # ----------------------------------------------------------------------------------------- pure comparisons
 def _fake_level(label, p50, p99):
-    lat = {f"{m}_p50_s": p50 for m in ("ttft", "tpot", "itl", "e2e")} | {f"{m}_p99_s": p99 for m in ("ttft", "tpot", "itl", "e2e")}
+    metrics = ("ttft", "tpot", "itl", "e2e")
+    lat = {f"{m}_p50_s": p50 for m in metrics} | {f"{m}_p99_s": p99 for m in metrics}
     return loadtest.LoadLevelResult(label, 8, None, lat, 10, 10, {})
 
 
