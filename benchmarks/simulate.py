@@ -1,4 +1,4 @@
-"""Speed and validity of the continuous-batching simulation (specdec_lib/simulate.py).
+"""Speed and validity of the continuous-batching simulation (the specdec_lib.simulate package).
 
     .venv/bin/python benchmarks/simulate.py              # speed, the source's 60/40 sweep, live validation
     .venv/bin/python benchmarks/simulate.py --skip-live  # no vLLM server
