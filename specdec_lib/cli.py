@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_scenario)
+    from specdec_lib.calibrate.command import register as register_calibrate  # issue 14: specdec calibrate
+    register_calibrate(sub)
     return parser
 
 
