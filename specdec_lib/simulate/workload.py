@@ -241,20 +241,33 @@ def make_requests(
 
 
 def requests_from_records(
-    records: Iterable[Mapping[str, Any]], *, alpha: float = 0.0, class_name: str = "replay"
+    records: Iterable[Mapping[str, Any]], *, alpha: float = 0.0, class_name: str = "replay",
+    alpha_by_temperature: Mapping[float, float] | None = None,
 ) -> Requests:
     """Replay a measured run (runs.py records): arrivals at each request's `sent_at_s` (shifted to start at 0),
-    its measured prompt and completion tokens, one class with the given alpha. Errored records are left out."""
+    its measured prompt and completion tokens. One class with the given alpha, or with `alpha_by_temperature` one
+    class per temperature ("T=0.1", ...) with that temperature's alpha (a record at a temperature not in the map is
+    a ValueError). Errored records are left out."""
     ok = [r for r in records if not r.get("error") and r.get("sent_at_s") is not None and r.get("completion_tokens")]
     if not ok:
         raise ValueError("records: no successful request with sent_at_s and completion_tokens to replay")
     ok.sort(key=lambda r: r["sent_at_s"])
     sent = np.array([float(r["sent_at_s"]) for r in ok])
+    if alpha_by_temperature is None:
+        names, alphas, index = (class_name,), (float(alpha),), np.zeros(len(ok), dtype=np.int64)
+    else:
+        temps = sorted(float(t) for t in alpha_by_temperature)
+        missing = sorted({float(r.get("temperature")) for r in ok} - set(temps))
+        if missing:
+            raise ValueError(f"records at temperatures {missing}; alpha_by_temperature has only {temps}")
+        names = tuple(f"T={t:g}" for t in temps)
+        alphas = tuple(float(alpha_by_temperature[t]) for t in temps)
+        index = np.array([temps.index(float(r["temperature"])) for r in ok], dtype=np.int64)
     return Requests(
         arrival_s=sent - sent[0],
         prompt_tokens=np.array([int(r["prompt_tokens"]) for r in ok], dtype=np.int64),
         output_tokens=np.array([int(r["completion_tokens"]) for r in ok], dtype=np.int64),
-        class_index=np.zeros(len(ok), dtype=np.int64),
-        class_names=(class_name,),
-        class_alpha=(float(alpha),),
+        class_index=index,
+        class_names=names,
+        class_alpha=alphas,
     )
