@@ -39,7 +39,7 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
     baseline server) the rates are `args.load_fractions` of the capacity its probe calibrates."""
     kind = "speculative" if spec else "baseline"
     server = localserver.VLLMServer(models.target, speculative_config=spec, log_path=out_dir / f"{kind}.log",
-                                    served_model_name="engine-target")
+                                    served_model_name="engine-target", extra_args=ev.SERVER_EXTRA_ARGS)
     t0 = time.monotonic()
     with server:
         print(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}", flush=True)
@@ -64,10 +64,10 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="", help="Poisson rates, requests/s (default: --load-fractions of capacity)")
-    p.add_argument("--load-fractions", default="0.2,0.4,0.6,0.8", help="rates as fractions of the calibrated "
+    p.add_argument("--load-fractions", default="0.15,0.3,0.45,0.6", help="rates as fractions of the calibrated "
                                                                        "capacity")
     p.add_argument("--prompt-tokens", type=float, default=40.0, help="mean prompt of the driven sets, for capacity")
-    p.add_argument("--requests", type=int, default=30, help="requests per rate")
+    p.add_argument("--requests", type=int, default=60, help="requests per rate")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--probe-concurrency", default="1,2,4,8")
     p.add_argument("--probe-output-tokens", default="16,48")
@@ -90,7 +90,8 @@ def main() -> int:
         write_calibration(args.calibration_out, payload)
     print(format_fit(payload))
     step = sim.AffineStepTime(**payload["simulator"]["step_time"])
-    overhead = payload["simulator"]["request_overhead_s"]
+    overheads = {"baseline": payload["simulator"]["request_overhead_s"],
+                 "speculative": payload["simulator"]["speculative_request_overhead_s"]}
     spec_records = [r for rs in spec["driven"].values() for r in rs]
     alphas = ev.alpha_by_temperature(spec_records, K)
     print("alpha by temperature (measured on the speculative server):", alphas)
@@ -99,7 +100,7 @@ def main() -> int:
         cfg = sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
         for workload, records in m["driven"].items():
             rows += ev.compare_run(records, server=kind, workload=workload, server_config=cfg, step_time=step,
-                                   request_overhead_s=overhead, speculation=speculation, alphas=alphas)
+                                   request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print(ev.format_rows(rows))
     signs = ev.mix_effect_signs(rows)
     for s in signs:

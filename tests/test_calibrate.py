@@ -146,3 +146,20 @@ def test_hardware_file_needs_its_peaks(tmp_path):
 def test_calibrate_is_a_cli_command():
     args = build_parser().parse_args(["calibrate", "--url", "http://127.0.0.1:1", "--spec-url", "http://x:2"])
     assert args.func.__name__ == "cmd_calibrate" and args.concurrency == "1,2,4,8"
+
+
+def test_refit_from_a_file_adds_the_load_models_factors(tmp_path, capsys):
+    from specdec_lib.cli import main
+
+    payload = calibrate_endpoint(_probe("baseline", _records()), _probe("speculative", _records(4, 2.0), 4))
+    path = write_calibration(tmp_path / "cal.json", payload)
+    before = load_calibration(path)
+    assert before.step_factors is None
+    peaks = catalog.data_dir() / "calibration" / "cpu-2core-epyc-peaks.json"
+    code = main(["calibrate", "--from-file", str(path), "--hardware", str(peaks), "--model",
+                 "meta-llama/Llama-3.2-1B", "--precision", "fp32"])
+    assert code == 0
+    cal = load_calibration(path)
+    assert cal.step_factors is not None and "cal.json" in cal.step_factors.source
+    assert cal.step_time == before.step_time  # the simulator's fit is unchanged by the refit
+    assert "load model" in capsys.readouterr().out

@@ -69,11 +69,14 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
     base_levels = fit.level_observations(base.records, "baseline")
     spec_levels = fit.level_observations(spec.records, "speculative", spec.num_speculative_tokens) if spec else []
     idle = [r for r in base.records if r.get("concurrency") == 1 and not r.get("error")]
-    sim = fit.fit_simulator_step(base_levels, spec_levels, idle)
+    spec_idle = [r for r in spec.records if r.get("concurrency") == 1 and not r.get("error")] if spec else []
+    sim = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
     load_part: dict[str, Any] = {"skipped": "no model architecture or hardware given"}
     load_fit = None
     if model is not None and hardware is not None:
-        prec = catalog.get_precision(precision)
+        # float32 is not a catalog precision (no GPU deployment serves it); a CPU server may
+        prec = catalog.Precision("fp32", 32, None, 0.0, notes="CPU serving") if precision == "fp32" \
+            else catalog.get_precision(precision)
         load_fit = fit.fit_load_factors(base_levels, spec_levels, model=model, precision=prec, hardware=hardware,
                                         tp=tp, draft=draft, draft_precision=prec)
         load_part = {"factors": {k: v for k, v in load_fit.factors.as_dict().items() if k != "source"},
@@ -90,7 +93,8 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
         "server": servers,
         "num_speculative_tokens": spec.num_speculative_tokens if spec else None,
         "runs": [str(p) for p in (*base.run_paths, *(spec.run_paths if spec else ()))],
-        "simulator": {"step_time": sim.step_time.__dict__, "request_overhead_s": sim.request_overhead_s},
+        "simulator": {"step_time": sim.step_time.__dict__, "request_overhead_s": sim.request_overhead_s,
+                      "speculative_request_overhead_s": sim.speculative_request_overhead_s},
         "load_model": load_part,
         "fit_quality": {
             "simulator_median_abs_pct_error": sim.median_abs_pct_error,
@@ -103,6 +107,21 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
                          "speculative": trimmed_records(list(spec.records)) if spec else []},
         "notes": list(notes),
     }
+
+
+def probes_from_payload(payload: dict[str, Any]) -> tuple[probe.ProbeResult, probe.ProbeResult | None]:
+    """The probe results a calibration file was fitted from (its raw observations), to refit them, e.g. with the
+    model's architecture and the hardware's peaks for the load model, without probing the server again."""
+    obs = payload.get("observations") or {}
+    if not obs.get("baseline"):
+        raise ValueError("calibration file: field 'observations.baseline' is empty; nothing to refit")
+    k = payload.get("num_speculative_tokens")
+    base = probe.ProbeResult("baseline", dict(payload["server"]["baseline"]), 0, (), tuple(obs["baseline"]))
+    spec = None
+    if obs.get("speculative") and k:
+        spec = probe.ProbeResult("speculative", dict(payload["server"]["speculative"]), int(k), (),
+                                 tuple(obs["speculative"]))
+    return base, spec
 
 
 def format_fit(payload: dict[str, Any]) -> str:
@@ -144,6 +163,10 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def cmd_calibrate(args) -> int:
+    if args.from_file:
+        return _refit(args)
+    if not args.url:
+        raise ValueError("--url is required (or --from-file to refit an existing calibration file)")
     base_client = _client(args.url, args.api_key_env, args.timeout_s)
     common = dict(concurrency=_ints(args.concurrency, "--concurrency"),
                   output_tokens=_ints(args.output_tokens, "--output-tokens"),
@@ -178,6 +201,25 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _refit(args) -> int:
+    old = json.loads(Path(args.from_file).read_text(encoding="utf-8"))
+    base, spec = probes_from_payload(old)
+    hardware = hardware_spec(args.hardware) if args.hardware else None
+    model = _model_spec(args.model, None)[0] if args.model else None
+    draft = _model_spec(args.draft_model, None)[0] if args.draft_model else None
+    if hardware is not None and model is None:
+        raise ValueError("--from-file with --hardware needs --model (the served model's architecture)")
+    payload = calibrate_endpoint(base, spec, model=model, draft=draft, hardware=hardware, precision=args.precision,
+                                 tp=args.tp, notes=old.get("notes", ()))
+    payload["runs"] = old.get("runs", [])
+    payload["created_utc"] = old.get("created_utc", payload["created_utc"])
+    out = Path(args.output or args.from_file)
+    write_calibration(out, payload)
+    print(format_fit(payload))
+    print(f"calibration file: {out}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add `calibrate` to the `specdec` command's subparsers."""
     c = subparsers.add_parser(
@@ -186,7 +228,7 @@ def register(subparsers) -> None:
                     "tokens per step through output length and speculation), fit the load model's step factors "
                     "and the simulator's step time, print the fit quality and write a calibration file "
                     "(raw observations, fit, quality, server identity; never a key).")
-    c.add_argument("--url", required=True, help="the server WITHOUT speculation, e.g. http://127.0.0.1:8000")
+    c.add_argument("--url", help="the server WITHOUT speculation, e.g. http://127.0.0.1:8000")
     c.add_argument("--spec-url", help="the same model WITH speculation, to fit the draft's cost (optional)")
     c.add_argument("--api-key-env", metavar="VAR", help="name of the environment variable holding the API key")
     c.add_argument("--hardware", metavar="NAME|FILE",
@@ -195,7 +237,8 @@ def register(subparsers) -> None:
     c.add_argument("--model", metavar="NAME|DIR", help="target architecture (default: the served model's folder "
                                                        "or catalog name)")
     c.add_argument("--draft-model", metavar="NAME|DIR", help="draft architecture (load model's speculative check)")
-    c.add_argument("--precision", default="bf16", help="weight precision (catalog name; default bf16)")
+    c.add_argument("--precision", default="bf16", help="weight precision (catalog name, or fp32 for a CPU server; "
+                                                       "default bf16)")
     c.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the server (default 1)")
     c.add_argument("--concurrency", default=",".join(map(str, probe.DEFAULT_CONCURRENCY)),
                    help="closed-loop levels, 1 included (default %(default)s)")
@@ -206,6 +249,8 @@ def register(subparsers) -> None:
     c.add_argument("--runs-dir", default="data/runs", help="where the probe's run folders go (default data/runs)")
     c.add_argument("-o", "--output", metavar="FILE",
                    help="calibration file (default data/calibration/endpoint-<model>-<utc>.json)")
+    c.add_argument("--from-file", metavar="FILE", help="refit an existing calibration file's observations instead of "
+                                                       "probing (e.g. with --hardware and --model)")
     c.add_argument("--timeout-s", type=float, default=300.0, help="per request (default 300)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)

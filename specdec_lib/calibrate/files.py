@@ -45,13 +45,15 @@ def trimmed_records(records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
 class EndpointCalibration:
     """What a calibration file gives its users. `source` names the file and the run it came from; `step_factors`
     feeds `load.Deployment(factors=...)` / the planner; `step_time` and `request_overhead_s` feed the simulator
-    (`simulate.simulate(..., step_time)`, and add the overhead to simulated TTFT and E2E)."""
+    (`simulate.simulate(..., step_time)`, and add the overhead to simulated TTFT and E2E: `request_overhead_s`
+    for the server without speculation, `speculative_request_overhead_s` for the one with it)."""
 
     path: Path
     source: str
     step_factors: load.StepFactors | None
     step_time: AffineStepTime | None
     request_overhead_s: float
+    speculative_request_overhead_s: float | None
     num_speculative_tokens: int | None
     hardware: str | None
     server: Mapping[str, Any]
@@ -111,7 +113,7 @@ def load_calibration(path: str | os.PathLike) -> EndpointCalibration:
         raise ValueError(f"{p}: expected a JSON object")
     if d.get("format") is None and "factors" in d:  # the built-in GPU factors file
         source = f"{p.name} (GPU step timings, {d.get('gpu', 'unknown GPU')})"
-        return EndpointCalibration(p, source, _factors(d["factors"], p, source), None, 0.0, None, d.get("gpu"),
+        return EndpointCalibration(p, source, _factors(d["factors"], p, source), None, 0.0, None, None, d.get("gpu"),
                                    {}, {"median_abs_pct_error_in_sample": d.get("median_abs_pct_error_in_sample")})
     if d.get("format") != FORMAT:
         raise _fail(p, "format", f"{FORMAT!r}, got {d.get('format')!r}")
@@ -126,6 +128,9 @@ def load_calibration(path: str | os.PathLike) -> EndpointCalibration:
         raise _fail(p, "simulator", "an object with step_time and request_overhead_s")
     step = _step_time(sim.get("step_time"), p)
     overhead = _number(sim, "request_overhead_s", p, "simulator")
+    spec_overhead = None
+    if sim.get("speculative_request_overhead_s") is not None:
+        spec_overhead = _number(sim, "speculative_request_overhead_s", p, "simulator")
     load_part = d.get("load_model")
     factors = None
     if isinstance(load_part, Mapping) and load_part.get("factors") is not None:
@@ -134,7 +139,8 @@ def load_calibration(path: str | os.PathLike) -> EndpointCalibration:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise _fail(p, "num_speculative_tokens", f"an integer >= 1 or null, got {k!r}")
     hardware = load_part.get("hardware", {}).get("name") if isinstance(load_part, Mapping) else None
-    return EndpointCalibration(p, source, factors, step, overhead, k, hardware, server, d.get("fit_quality", {}))
+    return EndpointCalibration(p, source, factors, step, overhead, spec_overhead, k, hardware, server,
+                               d.get("fit_quality", {}))
 
 
 def write_calibration(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:

@@ -136,6 +136,7 @@ def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> 
 class SimulatorFit:
     step_time: AffineStepTime
     request_overhead_s: float
+    speculative_request_overhead_s: float | None  # the speculative server's (its draft's prefill included)
     predicted_s: tuple[float, ...]  # per level, in the order of `levels`
     levels: tuple[LevelObservation, ...]
 
@@ -165,7 +166,8 @@ def _prefill_line(idle_records: Iterable[Mapping[str, Any]]) -> tuple[float, flo
 
 
 def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation],
-                       idle_records: Iterable[Mapping[str, Any]]) -> SimulatorFit:
+                       idle_records: Iterable[Mapping[str, Any]],
+                       speculative_idle_records: Iterable[Mapping[str, Any]] = ()) -> SimulatorFit:
     """Fit `AffineStepTime` in three stages, each on what identifies it:
 
     1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
@@ -173,8 +175,10 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
        (non-negative least squares on relative error);
     3. draft_fixed_s and draft_per_seq_s: the speculative levels' steps minus the target's part.
 
-    The request overhead is the idle line's intercept minus one step's fixed and per-sequence cost. per_kv_token_s
-    is left at 0: the probe's contexts (hundreds of tokens) do not separate it from per_seq_s.
+    The request overhead is the idle line's intercept minus one step's fixed and per-sequence cost. The speculative
+    server's overhead (from `speculative_idle_records`) is the median of its idle TTFT minus the predicted prefill
+    step: it also holds the draft's own prefill, which the simulator's step does not charge. per_kv_token_s is left
+    at 0: the probe's contexts (hundreds of tokens) do not separate it from per_seq_s.
     """
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
@@ -197,8 +201,11 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
                                    residual[keep], "fit_simulator_step (speculative levels)")
         step = AffineStepTime(per_token_s=per_token, **coef, **draft)
     overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
+    spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), 0, 0)) for r in speculative_idle_records
+                 if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
+    spec_overhead = max(0.0, _median(spec_gaps)) if spec_gaps else None
     levels = (*baseline, *speculative)
-    return SimulatorFit(step, overhead, tuple(predict_level(step, o) for o in levels), tuple(levels))
+    return SimulatorFit(step, overhead, spec_overhead, tuple(predict_level(step, o) for o in levels), tuple(levels))
 
 
 @dataclass(frozen=True)
