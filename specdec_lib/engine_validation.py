@@ -29,6 +29,7 @@ import numpy as np
 from specdec_lib import loadtest, localserver, runs
 from specdec_lib import simulate as sim
 from specdec_lib import tiny_models as _tiny
+from specdec_lib.calibrate import probe
 
 ONE_CLASS_TEMPERATURES = (0.1,)
 MIX_TEMPERATURES = (0.1, 0.1, 0.1, 1.0, 1.0)  # the source's 60/40 structured / creative mix, cycled
@@ -99,14 +100,17 @@ def capacity_qps(step_time: sim.AffineStepTime, prompt_tokens: float, output_tok
 def drive(client, *, rates_qps: Sequence[float], requests_per_rate: int, temperatures: Sequence[float],
           max_tokens: int, runs_dir: Path, seed: int = 0, max_in_flight: int = 64,
           prompts: Sequence[str] = DRIVE_PROMPTS) -> list[dict]:
-    """One open-loop run of several Poisson rates (same seed, so two servers see the same send schedule);
-    returns its records."""
-    res = loadtest.run_load_test(client, concurrency_levels=(), request_rates_qps=tuple(rates_qps),
-                                 prompts=tuple(prompts), requests_per_level=requests_per_rate,
-                                 temperatures=tuple(temperatures),
-                                 max_tokens=max_tokens, max_in_flight=max_in_flight, runs_dir=runs_dir,
-                                 seed=seed, progress=False, extra_body={"ignore_eos": True})
-    return runs.load_run(res.run_path).records
+    """Poisson runs at each rate (one run folder per rate, the same seed, so two servers see the same send
+    schedule), every prompt unique (no prefix-cache hits, which the simulator does not model); their records."""
+    records: list[dict] = []
+    for rate in rates_qps:
+        res = loadtest.run_load_test(
+            client, concurrency_levels=(), request_rates_qps=(rate,), requests_per_level=requests_per_rate,
+            prompts=probe.unique_prompt_file(Path(runs_dir) / "drive-prompts", requests_per_rate, prompts),
+            temperatures=tuple(temperatures), max_tokens=max_tokens, max_in_flight=max_in_flight,
+            runs_dir=runs_dir, seed=seed, progress=False, extra_body={"ignore_eos": True})
+        records += runs.load_run(res.run_path).records
+    return records
 
 
 def alpha_by_temperature(records: Iterable[Mapping[str, Any]], k: int) -> dict[float, float]:

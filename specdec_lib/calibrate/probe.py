@@ -3,12 +3,16 @@
 Batch size is set through concurrency (c requests always in flight) and tokens per step through the output length
 (`max_tokens` with `ignore_eos`, so every request generates exactly that many tokens: the amortised prefill per
 step differs between two lengths) and, on a speculative server, through its k. Temperature 0, the workbook's
-built-in prompts. Each (concurrency, output length) level is its own `loadtest.run_load_test` run folder, so the
-raw records stay on disk and load back; a first level of a few requests warms the server up and is discarded.
+built-in prompts, each made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by
+default, and a repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each
+(concurrency, output length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on
+disk and load back; a first level of a few requests warms the server up and is discarded.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,23 @@ class ProbeResult:
     num_speculative_tokens: int  # 0 for the baseline
     run_paths: tuple[Path, ...]
     records: tuple[dict, ...]  # every level's records (runs.py schema), warm-up excluded
+
+
+def unique_prompt_file(directory: str | Path, count: int, sets: Sequence[str] = loadtest.BUILTIN_PROMPT_SETS) -> Path:
+    """A JSONL prompt file of `count` built-in prompts (cycled), each opened by a fresh random tag, so no two requests
+    share a cached prefix, within a run or with an earlier one. Written into `directory`; returns its path."""
+    rng = random.Random()  # deliberately unseeded: tags must differ from any earlier run's
+    prompts = loadtest.load_prompts(tuple(sets))
+    lines = []
+    for i in range(count):
+        p = prompts[i % len(prompts)]
+        tag = f"{rng.getrandbits(48):012x}"
+        lines.append(json.dumps({"id": f"{p.prompt_id}-{tag}", "set": p.prompt_set, "prompt": f"[{tag}] {p.text}"}))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"prompts-{rng.getrandbits(32):08x}.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def requests_for_level(concurrency: int, requests_per_level: int | None) -> int:
@@ -56,14 +77,15 @@ def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CO
     k = int(info.num_speculative_tokens or 0) if info.speculation else 0
     common: dict[str, Any] = dict(temperatures=(0.0,), runs_dir=runs_dir, request_timeout_s=request_timeout_s,
                                   stop_event=stop_event, progress=progress, extra_body={"ignore_eos": True})
+    prompt_dir = Path(runs_dir) / "probe-prompts"
     loadtest.run_load_test(client, concurrency_levels=(1,), requests_per_level=WARMUP_REQUESTS,
-                           max_tokens=min(outs), **common)
+                           max_tokens=min(outs), prompts=unique_prompt_file(prompt_dir, WARMUP_REQUESTS), **common)
     paths, records = [], []
     for n in outs:
         for c in sorted(conc):
-            res = loadtest.run_load_test(client, concurrency_levels=(c,),
-                                         requests_per_level=requests_for_level(c, requests_per_level),
-                                         max_tokens=n, **common)
+            count = requests_for_level(c, requests_per_level)
+            res = loadtest.run_load_test(client, concurrency_levels=(c,), requests_per_level=count, max_tokens=n,
+                                         prompts=unique_prompt_file(prompt_dir, count), **common)
             paths.append(res.run_path)
             records += runs.load_run(res.run_path).records
             if res.interrupted:
