@@ -48,7 +48,7 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
                              runs_dir=out_dir / "runs", progress=False)
         print(f"[{kind}] probe done at {time.monotonic() - t0:.0f} s", flush=True)
         if not args.rates:
-            fitted = calibrate_endpoint(pr)["simulator"]["step_time"]
+            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
             cap = ev.capacity_qps(sim.AffineStepTime(**fitted), args.prompt_tokens, args.max_tokens)
             args.rates = [round(f * cap, 3) for f in args.load_fractions]
             print(f"[{kind}] calibrated capacity {cap:.2f} requests/s; rates {args.rates}", flush=True)
@@ -83,7 +83,7 @@ def main() -> int:
     models = ev.ensure_engine_models()
     base = measure_server(models, None, out_dir, args)
     spec = measure_server(models, ev.draft_spec(models, K), out_dir, args)
-    payload = calibrate_endpoint(base["probe"], spec["probe"],
+    payload = calibrate_endpoint(base["probe"], spec["probe"], replay_server=ev.CPU_REPLAY_SERVER,
                                  notes=["engine-bound validation pair (tiny_models.build_engine_bound), this CPU"])
     write_calibration(out_dir / "calibration.json", payload)
     if args.calibration_out:

@@ -39,6 +39,7 @@ MIX_TEMPERATURES = (0.1, 0.1, 0.1, 1.0, 1.0)  # the source's 60/40 structured / 
 SERVER_EXTRA_ARGS = ("--dtype", "float32")
 CPU_MAX_NUM_SEQS = 128  # vLLM 0.32's OpenAI-server defaults on CPU (vllm/engine/arg_utils.py get_batch_defaults)
 CPU_MAX_NUM_BATCHED_TOKENS = 2048
+CPU_REPLAY_SERVER = sim.ServerConfig(10**7, CPU_MAX_NUM_SEQS, CPU_MAX_NUM_BATCHED_TOKENS)  # for the probe's replay
 P50_BAND = 0.15  # the issue's goal: simulated P50 within +-15 % of measured
 P99_BAND = 0.25  # and P99 within +-25 %
 METRICS = ("ttft", "tpot", "e2e")

@@ -42,7 +42,7 @@ def _measure(models, spec, out_dir, rates):
         client = endpoint.EndpointClient(server.base_url, timeout_s=300)
         pr = probe.run_probe(client, runs_dir=out_dir / "runs", progress=False, **PROBE)
         if rates is None:
-            step = sim.AffineStepTime(**calibrate_endpoint(pr)["simulator"]["step_time"])
+            step = sim.AffineStepTime(**calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"])
             cap = ev.capacity_qps(step, 40.0, MAX_TOKENS)
             rates = [f * cap for f in LOAD_FRACTIONS]
         records = ev.drive(client, rates_qps=rates, requests_per_rate=REQUESTS_PER_RATE,
@@ -57,7 +57,7 @@ def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_outp
     models = ev.ensure_engine_models(venv=vllm_venv)
     base_probe, base_records, base_kv, rates = _measure(models, None, test_output_dir, None)
     spec_probe, spec_records, spec_kv, _ = _measure(models, ev.draft_spec(models, K), test_output_dir, rates)
-    payload = calibrate_endpoint(base_probe, spec_probe)
+    payload = calibrate_endpoint(base_probe, spec_probe, replay_server=ev.CPU_REPLAY_SERVER)
     cal = load_calibration(write_calibration(test_output_dir / "calibration.json", payload))
     alphas = ev.alpha_by_temperature(spec_records, K)
     rows = []

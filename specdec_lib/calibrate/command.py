@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from specdec_lib.calibrate import fit, probe
+from specdec_lib import simulate
+from specdec_lib.calibrate import fit, probe, replay
 from specdec_lib.calibrate.files import FORMAT, redact_url, trimmed_records, write_calibration
 
 
@@ -57,12 +58,39 @@ def hardware_spec(name_or_file: str) -> Any:
                        memory_source=str(d.get("source", p.name)))
 
 
+REPLAY_SERVER = simulate.ServerConfig(kv_capacity_tokens=10**7, max_num_seqs=1024, max_num_batched_tokens=8192)
+
+
+def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
+             server: simulate.ServerConfig) -> tuple[fit.SimulatorFit, dict[str, Any]]:
+    """The staged fit refined by replaying the probe (`replay.refine`): target terms and overhead on the baseline
+    probe, then draft terms and the speculative overhead on the speculative probe (alpha measured on it)."""
+    step, overhead, before, after = replay.refine(sim.step_time, sim.request_overhead_s, base.records,
+                                                  names=replay.TARGET_PARAMS, server=server)
+    quality = {"baseline_replay_loss_staged": before, "baseline_replay_loss": after}
+    spec_overhead = sim.speculative_request_overhead_s
+    if spec is not None:
+        k = spec.num_speculative_tokens
+        alpha = simulate.alpha_from_records(spec.records, k)
+        step, spec_overhead, before, after = replay.refine(
+            step, spec_overhead or 0.0, spec.records, names=replay.DRAFT_PARAMS, server=server,
+            speculation=simulate.SpeculationConfig(k), alpha=alpha)
+        quality.update(speculative_replay_loss_staged=before, speculative_replay_loss=after, probe_alpha=alpha)
+    levels = sim.levels
+    refined = fit.SimulatorFit(step, overhead, spec_overhead, tuple(fit.predict_level(step, o) for o in levels),
+                               levels)
+    return refined, quality
+
+
 def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None = None, *, model: Any = None,
                        draft: Any = None, hardware: Any = None, precision: str = "bf16", tp: int = 1,
-                       notes: Sequence[str] = ()) -> dict[str, Any]:
+                       notes: Sequence[str] = (), replay_server: simulate.ServerConfig = REPLAY_SERVER
+                       ) -> dict[str, Any]:
     """Fit both step models to probe results and return the calibration file's content (see `files.py`).
 
-    Without `model` and `hardware` the load model's factors are not fitted (said in `load_model.skipped`).
+    The simulator's step: the staged fit (`fit.fit_simulator_step`), refined by replaying the probe through the
+    simulator on `replay_server`'s limits (`replay.refine`). Without `model` and `hardware` the load model's
+    factors are not fitted (said in `load_model.skipped`).
     """
     from specdec_lib import catalog
 
@@ -70,7 +98,8 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
     spec_levels = fit.level_observations(spec.records, "speculative", spec.num_speculative_tokens) if spec else []
     idle = [r for r in base.records if r.get("concurrency") == 1 and not r.get("error")]
     spec_idle = [r for r in spec.records if r.get("concurrency") == 1 and not r.get("error")] if spec else []
-    sim = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
+    staged = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
+    sim, replay_quality = _refined(staged, base, spec, replay_server)
     load_part: dict[str, Any] = {"skipped": "no model architecture or hardware given"}
     load_fit = None
     if model is not None and hardware is not None:
@@ -97,6 +126,8 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
                       "speculative_request_overhead_s": sim.speculative_request_overhead_s},
         "load_model": load_part,
         "fit_quality": {
+            **replay_quality,
+            "staged_step_time": staged.step_time.__dict__,
             "simulator_median_abs_pct_error": sim.median_abs_pct_error,
             "load_model_median_abs_pct_error": load_fit.baseline_median_abs_pct_error if load_fit else None,
             "load_model_speculative_median_abs_pct_error": load_fit.speculative_median_abs_pct_error
@@ -138,6 +169,10 @@ def format_fit(payload: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "not fitted" if v is None else f"{100 * v:.1f} %"
 
+    lines.append(f"replay of the probe (mean squared log-ratio of medians): baseline "
+                 f"{q['baseline_replay_loss_staged']:.3f} staged -> {q['baseline_replay_loss']:.3f} refined"
+                 + (f"; speculative {q['speculative_replay_loss_staged']:.3f} -> {q['speculative_replay_loss']:.3f}"
+                    if "speculative_replay_loss" in q else ""))
     lines.append(f"median |error|: simulator {pct(q['simulator_median_abs_pct_error'])}; load model "
                  f"{pct(q['load_model_median_abs_pct_error'])} (baseline levels), "
                  f"{pct(q['load_model_speculative_median_abs_pct_error'])} (speculative levels, out of sample)")
