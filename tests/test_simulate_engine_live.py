@@ -42,7 +42,8 @@ def _measure(models, spec, out_dir, rates):
         client = endpoint.EndpointClient(server.base_url, timeout_s=300)
         pr = probe.run_probe(client, runs_dir=out_dir / "runs", progress=False, **PROBE)
         if rates is None:
-            step = sim.AffineStepTime(**calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"])
+            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
+            step = sim.AffineStepTime(**fitted)
             cap = ev.capacity_qps(step, 40.0, MAX_TOKENS)
             rates = [f * cap for f in LOAD_FRACTIONS]
         records = ev.drive(client, rates_qps=rates, requests_per_rate=REQUESTS_PER_RATE,

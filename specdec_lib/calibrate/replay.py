@@ -1,13 +1,13 @@
 """Refine a step-time fit by replaying the probe itself through the simulator (pure).
 
-The staged fit (`fit.fit_simulator_step`) reads each closed-loop level as a mean step of known composition, which
-is only approximately true: in a closed loop, when the prefills of replacement requests land depends on how the
+The staged fit (`fit.fit_simulator_step`) reads each closed-loop level as a mean step of known composition,
+which is only approximately true: in a closed loop, when the prefills of replacement requests land depends on how the
 streams drift in and out of step. Replaying the probe's own requests (their measured send times and token
 counts, `simulate.requests_from_records`) through the simulation puts the prefills where the scheduler would, so
 the parameters can be chosen to make the replay match what was measured: per level, the quartiles (25th, 50th,
 75th percentiles) of the time from first token to last (E2E - TTFT) and of TTFT (its spread carries the prompt
-lengths, which separate the per-token cost from the overhead). The objective is the mean squared log-ratio of simulated to
-measured medians; it is minimised over the logarithms of the parameters by Nelder-Mead (Nelder and Mead 1965,
+lengths, which separate the per-token cost from the overhead). The objective is the mean squared log-ratio of
+simulated to measured quartiles; it is minimised over the logarithms of the parameters by Nelder-Mead (Nelder and Mead 1965,
 the standard reflection 1, expansion 2, contraction 0.5, shrink 0.5), from the staged fit.
 """
 
