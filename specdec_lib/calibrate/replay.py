@@ -7,8 +7,8 @@ counts, `simulate.requests_from_records`) through the simulation puts the prefil
 the parameters can be chosen to make the replay match what was measured: per level, the quartiles (25th, 50th,
 75th percentiles) of the time from first token to last (E2E - TTFT) and of TTFT (its spread carries the prompt
 lengths, which separate the per-token cost from the overhead). The objective is the mean squared log-ratio of
-simulated to measured quartiles; it is minimised over the logarithms of the parameters by Nelder-Mead (Nelder and Mead 1965,
-the standard reflection 1, expansion 2, contraction 0.5, shrink 0.5), from the staged fit.
+simulated to measured quartiles; it is minimised over the logarithms of the parameters by Nelder-Mead (Nelder
+and Mead 1965, the standard reflection 1, expansion 2, contraction 0.5, shrink 0.5), from the staged fit.
 """
 
 from __future__ import annotations
