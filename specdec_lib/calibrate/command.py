@@ -157,7 +157,7 @@ def probes_from_payload(payload: dict[str, Any]) -> tuple[probe.ProbeResult, pro
 
 def format_fit(payload: dict[str, Any]) -> str:
     """The fit quality as a small table (ms), one line per probe level."""
-    lines = [f"{'server':<12}{'c':>4}{'N':>6}{'reqs':>6}{'step ms':>10}{'simulator':>11}{'load model':>12}"]
+    lines = [f"{'server':<12}{'c':>4}{'N':>6}{'reqs':>6}{'step ms':>10}{'simulator*':>11}{'load model':>12}"]
     for row in payload["levels"]:
         sim = row["simulator_step_s"]
         lm = row["load_model_step_s"]
@@ -169,7 +169,9 @@ def format_fit(payload: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "not fitted" if v is None else f"{100 * v:.1f} %"
 
-    lines.append(f"replay of the probe (mean squared log-ratio of medians): baseline "
+    lines.append("* the simulator's step at the level's mean composition (c decodes + amortised prefill): a rough "
+                 "reading of a closed loop; the replay below is the fit's measure")
+    lines.append(f"replay of the probe (mean squared log-ratio of TTFT and decode-time quartiles): baseline "
                  f"{q['baseline_replay_loss_staged']:.3f} staged -> {q['baseline_replay_loss']:.3f} refined"
                  + (f"; speculative {q['speculative_replay_loss_staged']:.3f} -> {q['speculative_replay_loss']:.3f}"
                     if "speculative_replay_loss" in q else ""))
