@@ -8,9 +8,12 @@ capacity. Each measured run is replayed through the simulation (same send times 
 temperature measured on the speculative runs) with the step the probe calibrated, and the simulated percentiles
 are compared with the measured ones. Everything is written to test-output/<this test>/.
 
-Asserted: the goal bands of issue 14 where benchmarks/simulate_engine_bound.py reached them (docs/simulation.md,
-"engine-dominated validation"): E2E P50 within +-15 % and E2E P99 within +-25 % of the measured values, for
-both servers; and the measured acceptance is higher at temperature 0.1 than at 1.0 (the mix has two acceptances).
+Asserted: issue 14's goal bands, E2E P50 within +-15 % and E2E P99 within +-25 % of the measured values for
+both servers, and a measured acceptance higher at temperature 0.1 than at 1.0 (the mix has two acceptances).
+benchmarks/simulate_engine_bound.py reached these bands in 12 of its 16 runs (docs/simulation.md,
+"engine-dominated validation"). This test's one run on the shared, loaded development machine FAILED them
+(E2E P50 -20 % to -33 %: the probe met a faster machine than the drive did minutes later); it is meant for a quiet
+2-core machine and has not passed on one yet. The bands are not widened to make it pass.
 """
 
 from __future__ import annotations
