@@ -1,4 +1,4 @@
-"""Speed and validity of the continuous-batching simulation (specdec_lib/simulate.py).
+"""Speed and validity of the continuous-batching simulation (the specdec_lib.simulate package).
 
     .venv/bin/python benchmarks/simulate.py              # speed, the source's 60/40 sweep, live validation
     .venv/bin/python benchmarks/simulate.py --skip-live  # no vLLM server
@@ -88,7 +88,8 @@ def source_sweep() -> dict:
             ratios = [p.ratio("e2e", "p99", c) for c in b.by_class]
             print(
                 f"  {p.qps:4g} {b.mean_batch_size:5.1f}>{s.mean_batch_size:<5.1f} "
-                f"{b.overall.e2e.p50:6.2f} > {s.overall.e2e.p50:6.2f}  {b.overall.e2e.p99:6.2f} > {s.overall.e2e.p99:6.2f}  "
+                f"{b.overall.e2e.p50:6.2f} > {s.overall.e2e.p50:6.2f}  "
+                f"{b.overall.e2e.p99:6.2f} > {s.overall.e2e.p99:6.2f}  "
                 f"{b.overall.tpot.p50 * 1e3:5.1f} > {s.overall.tpot.p50 * 1e3:5.1f}   "
                 f"{b.overall.tpot.p99 * 1e3:5.1f} > {s.overall.tpot.p99 * 1e3:5.1f}     "
                 + " / ".join(f"{x:.2f}" for x in ratios)
@@ -97,7 +98,8 @@ def source_sweep() -> dict:
                          "tpot_p50_ratio": p.ratio("tpot", "p50"), "tpot_p99_ratio": p.ratio("tpot", "p99")})
         print("  " + sweep.statement("e2e"))
         print("  " + sweep.statement("tpot"))
-        out[label] = {"points": rows, "statement_e2e": sweep.statement("e2e"), "statement_tpot": sweep.statement("tpot")}
+        out[label] = {"points": rows, "statement_e2e": sweep.statement("e2e"),
+                      "statement_tpot": sweep.statement("tpot")}
     return out
 
 
@@ -119,7 +121,8 @@ def contagion() -> dict:
             in_mix = sim.simulate(mix, server, sc.step_time, spec).summary().by_class[structured.name].e2e.p99
             by_itself = sim.simulate(only, server, sc.step_time, spec).summary().by_class[structured.name].e2e.p99
             row[name] = {"in_mix_s": in_mix, "alone_s": by_itself, "ratio": in_mix / by_itself}
-        print(f"  {qps:3g} QPS  baseline {row['baseline']['in_mix_s']:6.2f} s in mix / {row['baseline']['alone_s']:6.2f} s "
+        print(f"  {qps:3g} QPS  baseline {row['baseline']['in_mix_s']:6.2f} s in mix / "
+              f"{row['baseline']['alone_s']:6.2f} s "
               f"alone = {row['baseline']['ratio']:.2f}x   speculative {row['speculative']['in_mix_s']:6.2f} / "
               f"{row['speculative']['alone_s']:6.2f} = {row['speculative']['ratio']:.2f}x")
         out[f"{qps:g}"] = row
@@ -226,7 +229,8 @@ def live_validation(out_dir: Path, max_tokens: int, requests_per_level: int, spe
                 for stat in ("p50", "p99"):
                     mb = next(r for r in b.rows if r.metric == metric and r.stat == stat)
                     ms = next(r for r in v.rows if r.metric == metric and r.stat == stat)
-                    print(f"    {label} {metric} {stat}: speculative/baseline measured {ms.measured_s / mb.measured_s:.2f}"
+                    print(f"    {label} {metric} {stat}: speculative/baseline measured "
+                          f"{ms.measured_s / mb.measured_s:.2f}"
                           f", simulated {ms.simulated_s / mb.simulated_s:.2f}")
     return result
 

@@ -346,7 +346,13 @@ def register_methods(sub) -> None:
     register(sub)
 
 
-REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods]
+def register_calibrate(sub) -> None:
+    from specdec_lib.calibrate.command import register  # `specdec calibrate`
+
+    register(sub)
+
+
+REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods, register_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

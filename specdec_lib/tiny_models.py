@@ -142,7 +142,90 @@ def build(out_dir: Path) -> dict:
     return manifest
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# An engine-bound pair for validating the simulator (added for issue 14; the models above are unchanged)
+#
+# ``engine_target``: Llama, 8 layers, hidden 1024, 16 heads, 4 KV heads, head_dim 64, intermediate 2816, the tiny
+# models' tokenizer and vocabulary (2048): about 94 M parameters, 188 MB in bf16, so a decode step on a small CPU
+# is tens of milliseconds of engine time (reading the weights), not the ~2 ms of ``target``. KV bytes per token:
+# 2 x 8 layers x 4 KV heads x 64 x 2 bytes = 8,192.
+# ``engine_draft``: the target's first ``ENGINE_DRAFT_LAYERS`` layers with the target's embedding, final norm and
+# output head, i.e. a truncated copy (about 1/8 of the target's layer cost). So that it predicts the target well,
+# the target's later layers write into the residual stream through ``o_proj`` and ``down_proj`` scaled by
+# ``ENGINE_LATE_LAYER_SCALE``: they still cost a full layer each but move the logits little. With greedy draft
+# sampling, acceptance is high at temperature 0 and falls at temperature 1 (the target's probability of the draft's
+# top token), the two-acceptance mix the source describes. The output head is scaled by ``ENGINE_LM_HEAD_SCALE``
+# (7, less than the tiny models' 20): on corpus text the draft's top token is the target's 91 % of the time, and
+# the target gives it probability 0.41 at temperature 1 (manifest.json records both for the build).
+ENGINE_MODEL_NAMES = ("engine_target", "engine_draft")
+ENGINE_TARGET_ARCH = dict(num_hidden_layers=8, hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
+                          head_dim=64, intermediate_size=2816)
+ENGINE_DRAFT_LAYERS = 1
+ENGINE_LATE_LAYER_SCALE = 0.01
+ENGINE_LM_HEAD_SCALE = 7.0  # top-1 probability ~0.41 at temperature 1, so acceptance differs by temperature
+ENGINE_SEED = 4321
+
+
+def build_engine_bound(out_dir: Path, tokenizer_dir: Path) -> dict:
+    """Build ``engine_target`` and ``engine_draft`` into ``out_dir`` with the tokenizer saved in ``tokenizer_dir``
+    (a tiny model's folder); returns the manifest (also written to ``out_dir/manifest.json``)."""
+    import time
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+
+    def config(layers: int) -> LlamaConfig:
+        arch = dict(ENGINE_TARGET_ARCH, num_hidden_layers=layers)
+        return LlamaConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                           tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                           torch_dtype="bfloat16", **arch)
+
+    torch.manual_seed(ENGINE_SEED)
+    target = LlamaForCausalLM(config(ENGINE_TARGET_ARCH["num_hidden_layers"])).to(torch.float32).eval()
+    with torch.no_grad():
+        target.lm_head.weight.mul_(ENGINE_LM_HEAD_SCALE)
+        for layer in target.model.layers[ENGINE_DRAFT_LAYERS:]:
+            layer.self_attn.o_proj.weight.mul_(ENGINE_LATE_LAYER_SCALE)
+            layer.mlp.down_proj.weight.mul_(ENGINE_LATE_LAYER_SCALE)
+    draft = LlamaForCausalLM(config(ENGINE_DRAFT_LAYERS)).to(torch.float32).eval()
+    draft_state = {k: v for k, v in target.state_dict().items()
+                   if not k.startswith("model.layers.") or int(k.split(".")[2]) < ENGINE_DRAFT_LAYERS}
+    draft.load_state_dict(draft_state)
+    for model, name in ((target, "engine_target"), (draft, "engine_draft")):
+        model.to(torch.bfloat16).save_pretrained(out_dir / name, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir / name)
+
+    # how often the draft's top token is the target's, and the target's top-1 probability, over corpus text
+    ids = tokenizer(" ".join(corpus_text()[:4]), return_tensors="pt").input_ids[:, :256]
+    with torch.no_grad():
+        p_target = torch.softmax(target(ids).logits.float(), dim=-1)[0]
+        p_draft = torch.softmax(draft(ids).logits.float(), dim=-1)[0]
+    draft_top = p_draft.argmax(-1)
+    manifest = {
+        "engine_seed": ENGINE_SEED, "lm_head_scale": ENGINE_LM_HEAD_SCALE, "vocab_size": VOCAB_SIZE,
+        "target_arch": ENGINE_TARGET_ARCH, "draft_layers": ENGINE_DRAFT_LAYERS,
+        "late_layer_scale": ENGINE_LATE_LAYER_SCALE, "models": list(ENGINE_MODEL_NAMES),
+        "target_params": sum(p.numel() for p in target.parameters()),
+        "draft_params": sum(p.numel() for p in draft.parameters()),
+        "draft_top1_matches_target_t0": round(float((draft_top == p_target.argmax(-1)).float().mean()), 4),
+        "target_prob_of_draft_top1_t1": round(float(p_target.gather(-1, draft_top[:, None]).mean()), 4),
+        "target_top1_probability_t1": round(float(p_target.max(-1).values.mean()), 4),
+        "torch": torch.__version__, "build_seconds": round(time.monotonic() - started, 2),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--engine-bound":
+        print(json.dumps(build_engine_bound(Path(sys.argv[2]), Path(sys.argv[3]))))
+        sys.exit(0)
     if len(sys.argv) != 2:
-        sys.exit("usage: python tiny_models.py OUT_DIR")
+        sys.exit("usage: python tiny_models.py OUT_DIR | --engine-bound OUT_DIR TOKENIZER_DIR")
     print(json.dumps(build(Path(sys.argv[1]))))

@@ -85,7 +85,8 @@ def test_full_acceptance_appends_k_plus_one_tokens_per_step():
 def test_mean_tokens_per_step_follows_leviathan_formula():
     alpha, k, output = 0.6, 4, 200_001
     server = ServerConfig(kv_capacity_tokens=300_000, max_num_seqs=1, max_num_batched_tokens=16)
-    r = simulate(_one_request(prompt=10, output=output, alpha=alpha), server, AffineStepTime(0.01), SpeculationConfig(k))
+    r = simulate(_one_request(prompt=10, output=output, alpha=alpha), server, AffineStepTime(0.01),
+                 SpeculationConfig(k))
     expected_tokens = (1 - alpha ** (k + 1)) / (1 - alpha)  # 2.30560
     decode_steps = r.num_steps - 1  # the first step is the prefill
     assert (output - 1) / decode_steps == pytest.approx(expected_tokens, rel=0.01)
@@ -139,7 +140,8 @@ def test_single_slot_server_matches_pollaczek_khinchine_m_d_1_waiting_time():
 def test_same_seed_same_result_and_another_seed_differs():
     reqs = make_requests(MIXED, num_requests=500, qps=8.0, seed=5)
     a = simulate(reqs, BIG_SERVER, STEP, SpeculationConfig(4), seed=9)
-    b = simulate(make_requests(MIXED, num_requests=500, qps=8.0, seed=5), BIG_SERVER, STEP, SpeculationConfig(4), seed=9)
+    b = simulate(make_requests(MIXED, num_requests=500, qps=8.0, seed=5), BIG_SERVER, STEP, SpeculationConfig(4),
+                 seed=9)
     c = simulate(reqs, BIG_SERVER, STEP, SpeculationConfig(4), seed=10)
     assert np.array_equal(a.finish_s, b.finish_s)
     assert np.array_equal(a.timeline.batch_size, b.timeline.batch_size)

@@ -1,0 +1,119 @@
+"""The simulator against a real vLLM server whose engine dominates: calibrate, drive, replay, compare.
+
+    /work/bin/vllm-slot .venv/bin/python benchmarks/simulate_engine_bound.py [--rates 0.2,0.4,0.6,0.8]
+
+Builds the engine-bound pair (`tiny_models.build_engine_bound`: a 94 M-parameter Llama target, its 1-layer
+truncated draft), then for the baseline server and the speculative one (k = 4, greedy draft sampling), one at a
+time: starts it, probes it as `specdec calibrate` does, drives it with Poisson arrivals at each rate for one
+class (temperature 0.1) and for the source's 60/40 mix (0.1 and 1.0), and stops it. Both probes are fitted
+together (`calibrate.command.calibrate_endpoint`) and written as a calibration file; each measured run is replayed
+through the simulation with the calibrated step and compared (P50/P95/P99 of TTFT, TPOT, E2E). Prints the
+table and writes everything (calibration, rows, mix-effect signs) to `test-output/benchmark-engine-bound/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # this client process; the server has its own environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from specdec_lib import endpoint, localserver  # noqa: E402
+from specdec_lib import engine_validation as ev  # noqa: E402
+from specdec_lib import simulate as sim  # noqa: E402
+from specdec_lib.calibrate import probe  # noqa: E402
+from specdec_lib.calibrate.command import calibrate_endpoint, format_fit  # noqa: E402
+from specdec_lib.calibrate.files import write_calibration  # noqa: E402
+
+K = 4
+
+
+def measure_server(models, spec, out_dir: Path, args) -> dict:
+    """Start one server, probe it, drive both workloads at every rate, stop it. Without `args.rates` (the first,
+    baseline server) the rates are `args.load_fractions` of the capacity its probe calibrates."""
+    kind = "speculative" if spec else "baseline"
+    server = localserver.VLLMServer(models.target, speculative_config=spec, log_path=out_dir / f"{kind}.log",
+                                    served_model_name="engine-target", extra_args=ev.SERVER_EXTRA_ARGS)
+    t0 = time.monotonic()
+    with server:
+        print(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}", flush=True)
+        client = endpoint.EndpointClient(server.base_url, timeout_s=600)
+        pr = probe.run_probe(client, concurrency=args.probe_concurrency, output_tokens=args.probe_output_tokens,
+                             runs_dir=out_dir / "runs", progress=False)
+        print(f"[{kind}] probe done at {time.monotonic() - t0:.0f} s", flush=True)
+        if not args.rates:
+            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
+            cap = ev.capacity_qps(sim.AffineStepTime(**fitted), args.prompt_tokens, args.max_tokens)
+            args.rates = [round(f * cap, 3) for f in args.load_fractions]
+            print(f"[{kind}] calibrated capacity {cap:.2f} requests/s; rates {args.rates}", flush=True)
+        driven = {}
+        for workload, temps in (("one class", ev.ONE_CLASS_TEMPERATURES), ("60/40 mix", ev.MIX_TEMPERATURES)):
+            driven[workload] = ev.drive(client, rates_qps=args.rates, requests_per_rate=args.requests,
+                                        temperatures=temps, max_tokens=args.max_tokens, runs_dir=out_dir / "runs")
+            print(f"[{kind}] {workload} done at {time.monotonic() - t0:.0f} s", flush=True)
+        kv = localserver.kv_cache_tokens_from_log(server.log_text())
+    return {"probe": pr, "driven": driven, "kv_tokens": kv}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="", help="Poisson rates, requests/s (default: --load-fractions of capacity)")
+    p.add_argument("--load-fractions", default="0.15,0.3,0.45,0.6", help="rates as fractions of the calibrated "
+                                                                       "capacity")
+    p.add_argument("--prompt-tokens", type=float, default=40.0, help="mean prompt of the driven sets, for capacity")
+    p.add_argument("--requests", type=int, default=60, help="requests per rate")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--probe-concurrency", default="1,2,4,8")
+    p.add_argument("--probe-output-tokens", default="16,48")
+    p.add_argument("--out", default="test-output/benchmark-engine-bound")
+    p.add_argument("--calibration-out", default=None, help="also write the calibration file here")
+    args = p.parse_args()
+    args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.load_fractions = [float(x) for x in args.load_fractions.split(",")]
+    args.probe_concurrency = [int(x) for x in args.probe_concurrency.split(",")]
+    args.probe_output_tokens = [int(x) for x in args.probe_output_tokens.split(",")]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = ev.ensure_engine_models()
+    base = measure_server(models, None, out_dir, args)
+    spec = measure_server(models, ev.draft_spec(models, K), out_dir, args)
+    payload = calibrate_endpoint(base["probe"], spec["probe"], replay_server=ev.CPU_REPLAY_SERVER,
+                                 notes=["engine-bound validation pair (tiny_models.build_engine_bound), this CPU"])
+    write_calibration(out_dir / "calibration.json", payload)
+    if args.calibration_out:
+        write_calibration(args.calibration_out, payload)
+    print(format_fit(payload))
+    step = sim.AffineStepTime(**payload["simulator"]["step_time"])
+    overheads = {"baseline": payload["simulator"]["request_overhead_s"],
+                 "speculative": payload["simulator"]["speculative_request_overhead_s"]}
+    spec_records = [r for rs in spec["driven"].values() for r in rs]
+    alphas = ev.alpha_by_temperature(spec_records, K)
+    print("alpha by temperature (measured on the speculative server):", alphas)
+    rows = []
+    for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
+        cfg = sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
+        for workload, records in m["driven"].items():
+            rows += ev.compare_run(records, server=kind, workload=workload, server_config=cfg, step_time=step,
+                                   request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
+    print(ev.format_rows(rows))
+    signs = ev.mix_effect_signs(rows)
+    for s in signs:
+        print(f"mix effect {s['rate_qps']:.2f} qps {s['stat']}: measured {100 * s['measured']:+.1f} %, simulated "
+              f"{100 * s['simulated']:+.1f} %, reproduced {s['reproduced']}")
+    inside = sum(r.within_band for r in rows if r.stat in ("p50", "p99"))
+    total = sum(1 for r in rows if r.stat in ("p50", "p99"))
+    print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
+    (out_dir / "rows.json").write_text(json.dumps({"rows": [{**asdict(r), "error": r.error} for r in rows],
+                                                   "mix_effect": signs, "alphas": alphas,
+                                                   "args": {k: v for k, v in vars(args).items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""From a probe's request records to step-time fits: the load model's factors and the simulator's step (pure).
+
+A probe is a set of closed-loop levels (concurrency c, output length N, temperature 0) against one server. In a
+level, c requests are in flight all the time, so a request's life after its first token is spent in engine steps
+of about c sequences, and its mean step is
+
+    step = (E2E - TTFT) / (steps - 1)        steps = completion tokens (no speculation) or streamed chunks (vLLM
+                                              sends one chunk per engine step with speculation)
+
+Per level the median over requests is one observation (`LevelObservation`). What a step of that level computes
+on average: c decoding sequences (1 token each, or k + 1 verified positions with speculation), plus the prefill of
+the requests that replace finished ones: each of the c streams injects its prompt (P tokens) once every N steps,
+c * P / N prefill tokens per step on average; and it reads the KV of c sequences at a mean context P + N / 2.
+
+The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
+stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
+built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels,
+the draft terms from the speculative levels after subtracting the target's part. The per-request time outside
+engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond one step.
+
+The load model's `StepFactors` are fitted with `load.fit_step_factors` to the baseline levels read as decode steps
+(batch c, 1 token per sequence, context P + N / 2), the model's architecture and the hardware's peaks given by the
+caller; the speculative levels are then predicted with `load.spec_step_time` (out of sample) and their errors
+reported as the fit's quality on speculative steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from specdec_lib import load
+from specdec_lib.simulate import AffineStepTime
+
+
+@dataclass(frozen=True)
+class LevelObservation:
+    """One closed-loop level of the probe reduced to the engine step it measures (medians over its requests)."""
+
+    server: str  # "baseline" or "speculative"
+    concurrency: int
+    max_tokens: int
+    requests: int
+    prompt_tokens: float
+    completion_tokens: float
+    step_s: float  # median of (E2E - TTFT) / (steps - 1)
+    decode_tokens_per_seq: float  # 1 without speculation; k + 1 verified positions with it
+    tokens_per_step_emitted: float  # completion tokens per step: 1, or more with speculation
+    num_speculative_tokens: int  # 0 for the baseline
+
+    @property
+    def context_tokens(self) -> float:
+        """Mean KV per sequence during the level's decode steps: prompt + half the output."""
+        return self.prompt_tokens + self.completion_tokens / 2
+
+    @property
+    def steps_per_request(self) -> float:
+        return max(1.0, self.completion_tokens / self.tokens_per_step_emitted)
+
+    @property
+    def tokens_in_step(self) -> float:
+        """Tokens computed in a mean step of a request's decode: c decodes plus the amortised prefill of the other
+        c - 1 streams' replacement requests (its own stream's next prefill comes after it has finished)."""
+        c = self.concurrency
+        return c * self.decode_tokens_per_seq + (c - 1) * self.prompt_tokens / self.steps_per_request
+
+    @property
+    def kv_tokens(self) -> float:
+        return self.concurrency * self.context_tokens
+
+
+def _median(values: Iterable[float]) -> float:
+    v = [float(x) for x in values]
+    return float(np.median(v)) if v else math.nan
+
+
+def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_speculative_tokens: int = 0,
+                       *, min_requests: int = 2) -> list[LevelObservation]:
+    """Group a probe's records (runs.py schema) by (concurrency, max_tokens) and reduce each group to one level.
+
+    Records with an error, without a concurrency, or with fewer than 3 steps are left out; a group with fewer
+    than `min_requests` usable records is dropped.
+    """
+    if server not in ("baseline", "speculative"):
+        raise ValueError(f"server = {server!r}; expected 'baseline' or 'speculative'")
+    k = int(num_speculative_tokens)
+    if (server == "speculative") != (k > 0):
+        raise ValueError(f"server = {server!r} with num_speculative_tokens = {k}; a speculative server needs k >= 1")
+    groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("error") or not r.get("concurrency") or r.get("e2e_s") is None or r.get("ttft_s") is None:
+            continue
+        steps = int((r.get("chunks") if k else r.get("completion_tokens")) or 0)
+        if steps < 3:
+            continue
+        groups.setdefault((int(r["concurrency"]), int(r.get("max_tokens") or 0)), []).append(r)
+    out = []
+    for (c, n), rs in sorted(groups.items()):
+        if len(rs) < min_requests:
+            continue
+
+        def steps_of(r: Mapping[str, Any]) -> int:
+            return int(r["chunks"] if k else r["completion_tokens"])
+
+        out.append(LevelObservation(
+            server=server, concurrency=c, max_tokens=n, requests=len(rs),
+            prompt_tokens=_median(r.get("prompt_tokens") or 0 for r in rs),
+            completion_tokens=_median(r["completion_tokens"] for r in rs),
+            step_s=_median((float(r["e2e_s"]) - float(r["ttft_s"])) / (steps_of(r) - 1) for r in rs),
+            decode_tokens_per_seq=float(k + 1),
+            tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (steps_of(r) - 1) for r in rs)
+            if k else 1.0,
+            num_speculative_tokens=k,
+        ))
+    return out
+
+
+def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
+    """Non-negative least squares on relative error (rows weighted by 1 / y): fit, drop the most negative
+    coefficient, refit (an active-set method, enough for a handful of unknowns)."""
+    w = 1.0 / y
+    active = [name for name in columns if np.any(columns[name] != 0)]
+    while active:
+        x = np.column_stack([columns[name] * w for name in active])
+        sol, *_ = np.linalg.lstsq(x, y * w, rcond=None)
+        if np.all(sol >= 0):
+            fitted = dict(zip(active, sol.tolist()))
+            return {name: float(fitted.get(name, 0.0)) for name in columns}
+        active.pop(int(np.argmin(sol)))
+    raise ValueError(f"{what}: no non-negative fit exists for these measurements")
+
+
+@dataclass(frozen=True)
+class SimulatorFit:
+    step_time: AffineStepTime
+    request_overhead_s: float
+    speculative_request_overhead_s: float | None  # the speculative server's (its draft's prefill included)
+    predicted_s: tuple[float, ...]  # per level, in the order of `levels`
+    levels: tuple[LevelObservation, ...]
+
+    @property
+    def median_abs_pct_error(self) -> float:
+        return _median(abs(p - o.step_s) / o.step_s for p, o in zip(self.predicted_s, self.levels))
+
+
+def predict_level(step: AffineStepTime, o: LevelObservation) -> float:
+    """The simulator's mean step for a level (see the module docstring for its tokens, batch and KV)."""
+    return float(step(o.concurrency, o.tokens_in_step, o.num_speculative_tokens, o.kv_tokens))
+
+
+def _prefill_line(idle_records: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
+    """(intercept, slope) of the idle first-token latency against prompt tokens (non-negative least squares on
+    relative error): slope = the cost per prefill token; intercept = one step's fixed part plus the time outside
+    engine steps."""
+    pts = [(float(r["prompt_tokens"]), float(r["ttft_s"])) for r in idle_records
+           if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
+    if len(pts) < 2:
+        raise ValueError(f"idle records: {len(pts)} usable; expected at least 2 concurrency-1 requests with a TTFT")
+    p, y = np.array(pts).T
+    if np.ptp(p) == 0:
+        return float(np.median(y)), 0.0
+    coef = _nnls_relative({"intercept": np.ones_like(p), "slope": p}, y, "idle TTFT against prompt tokens")
+    return coef["intercept"], coef["slope"]
+
+
+def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation],
+                       idle_records: Iterable[Mapping[str, Any]],
+                       speculative_idle_records: Iterable[Mapping[str, Any]] = ()) -> SimulatorFit:
+    """Fit `AffineStepTime` in three stages, each on what identifies it:
+
+    1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
+    2. fixed_s and per_seq_s: the baseline levels' mean steps after subtracting per_token_s x tokens in the step
+       (non-negative least squares on relative error);
+    3. draft_fixed_s and draft_per_seq_s: the speculative levels' steps minus the target's part.
+
+    The request overhead is the idle line's intercept minus one step's fixed and per-sequence cost. The speculative
+    server's overhead (from `speculative_idle_records`) is the median of its idle TTFT minus the predicted prefill
+    step: it also holds the draft's own prefill, which the simulator's step does not charge. per_kv_token_s is left
+    at 0: the probe's contexts (hundreds of tokens) do not separate it from per_seq_s.
+    """
+    if len(baseline) < 2:
+        raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
+    intercept, per_token = _prefill_line(idle_records)
+    # a step shorter than its estimated prefill share (the amortisation is approximate) keeps a floor of 10 %
+    y = np.array([max(0.1 * o.step_s, o.step_s - per_token * o.tokens_in_step) for o in baseline])
+    cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([float(o.concurrency) for o in baseline])}
+    coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)")
+    step = AffineStepTime(per_token_s=per_token, **coef)
+    if speculative:
+        residual = np.array([o.step_s - predict_level(step, o) for o in speculative])
+        k = np.array([float(o.num_speculative_tokens) for o in speculative])
+        c = np.array([float(o.concurrency) for o in speculative])
+        draft = {"draft_fixed_s": 0.0, "draft_per_seq_s": 0.0}
+        if np.any(residual > 0):
+            keep = residual > 0
+            draft = _nnls_relative({"draft_fixed_s": k[keep], "draft_per_seq_s": k[keep] * c[keep]},
+                                   residual[keep], "fit_simulator_step (speculative levels)")
+        step = AffineStepTime(per_token_s=per_token, **coef, **draft)
+    overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
+    spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), 0, 0)) for r in speculative_idle_records
+                 if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
+    spec_overhead = max(0.0, _median(spec_gaps)) if spec_gaps else None
+    levels = (*baseline, *speculative)
+    return SimulatorFit(step, overhead, spec_overhead, tuple(predict_level(step, o) for o in levels), tuple(levels))
+
+
+@dataclass(frozen=True)
+class LoadModelFit:
+    factors: load.StepFactors
+    baseline_median_abs_pct_error: float
+    speculative_median_abs_pct_error: float | None  # out of sample; None without speculative levels
+    predicted_s: tuple[float, ...]
+    levels: tuple[LevelObservation, ...]
+    fitted: tuple[str, ...]
+
+
+def fit_load_factors(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation], *,
+                     model: Any, precision: Any, hardware: Any, tp: int = 1, draft: Any = None,
+                     draft_precision: Any = None, prior: load.StepFactors = load.DEFAULT_FACTORS) -> LoadModelFit:
+    """`load.fit_step_factors` on the baseline levels read as decode steps; speculative levels predicted with the
+    fitted factors (`load.spec_step_time` with the draft model, one draft step per speculative token)."""
+    obs = [load.StepObservation(model=model, precision=precision, gpu=hardware, tp=tp, batch_size=o.concurrency,
+                                tokens_per_seq=1, context_len=int(o.context_tokens), measured_s=o.step_s,
+                                label=f"c={o.concurrency} N={o.max_tokens}") for o in baseline]
+    if len(obs) < 2:
+        raise ValueError(f"baseline levels: {len(obs)} given; expected at least 2")
+    res = load.fit_step_factors(obs, prior=prior, fit_per_layer_overhead=False)
+    predicted = list(res.predicted_s)
+    spec_err = None
+    if speculative and draft is not None:
+        dep = load.Deployment(target=model, target_precision=precision, gpu=hardware, tp=tp, method="draft_model",
+                              draft=draft, draft_precision=draft_precision or precision, draft_tp=tp,
+                              factors=res.factors)
+        spec_pred = [load.spec_step_time(dep, o.concurrency, o.num_speculative_tokens, int(o.context_tokens)).total_s
+                     for o in speculative]
+        predicted += spec_pred
+        spec_err = _median(abs(p - o.step_s) / o.step_s for p, o in zip(spec_pred, speculative))
+    levels = tuple(baseline) + (tuple(speculative) if spec_err is not None else ())
+    return LoadModelFit(res.factors, res.median_abs_pct_error, spec_err, tuple(predicted), levels, res.fitted)
+
+
+def level_rows(levels: Sequence[LevelObservation], simulator: SimulatorFit | None,
+               load_fit: LoadModelFit | None) -> list[dict[str, Any]]:
+    """One dict per level (seconds) with both fits' predictions, for the calibration file and the printout."""
+    sim_by = {id(o): p for o, p in zip(simulator.levels, simulator.predicted_s)} if simulator else {}
+    load_by = {id(o): p for o, p in zip(load_fit.levels, load_fit.predicted_s)} if load_fit else {}
+    rows = []
+    for o in levels:
+        row = {**asdict(o), "context_tokens": o.context_tokens, "tokens_in_step": o.tokens_in_step,
+               "simulator_step_s": sim_by.get(id(o)), "load_model_step_s": load_by.get(id(o))}
+        rows.append(row)
+    return rows

@@ -1,0 +1,86 @@
+"""The simulator against a real vLLM server whose engine dominates, calibrated by `specdec calibrate`'s probe.
+
+The engine-bound pair (`tiny_models.build_engine_bound`, served in float32: ~35 ms a step at batch 1 on two
+cores) is started twice, without and with speculation (k = 4, its 1-layer truncated draft, greedy draft
+sampling), one server at a time. Each is probed as `specdec calibrate` does (closed-loop levels), then driven with
+Poisson arrivals of the source's 60/40 mix (temperatures 0.1 and 1.0) at two rates chosen from the calibrated
+capacity. Each measured run is replayed through the simulation (same send times and token counts, alpha per
+temperature measured on the speculative runs) with the step the probe calibrated, and the simulated percentiles
+are compared with the measured ones. Everything is written to test-output/<this test>/.
+
+Asserted: issue 14's goal bands, E2E P50 within +-15 % and E2E P99 within +-25 % of the measured values for
+both servers, and a measured acceptance higher at temperature 0.1 than at 1.0 (the mix has two acceptances).
+benchmarks/simulate_engine_bound.py reached these bands in 12 of its 16 runs (docs/simulation.md,
+"engine-dominated validation"). This test's one run on the shared, loaded development machine FAILED them
+(E2E P50 -20 % to -33 %: the probe met a faster machine than the drive did minutes later); it is meant for a quiet
+2-core machine and has not passed on one yet. The bands are not widened to make it pass.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from specdec_lib import endpoint, localserver
+from specdec_lib import engine_validation as ev
+from specdec_lib import simulate as sim
+from specdec_lib.calibrate import probe
+from specdec_lib.calibrate.command import calibrate_endpoint, format_fit
+from specdec_lib.calibrate.files import load_calibration, write_calibration
+
+K = 4
+MAX_TOKENS = 32
+REQUESTS_PER_RATE = 30
+LOAD_FRACTIONS = (0.2, 0.45)
+PROBE = dict(concurrency=(1, 2, 4), output_tokens=(16, 40))
+
+
+def _measure(models, spec, out_dir, rates):
+    kind = "speculative" if spec else "baseline"
+    server = localserver.VLLMServer(models.target, speculative_config=spec, extra_args=ev.SERVER_EXTRA_ARGS,
+                                    log_path=out_dir / f"{kind}.log", served_model_name="engine-target")
+    with server:
+        client = endpoint.EndpointClient(server.base_url, timeout_s=300)
+        pr = probe.run_probe(client, runs_dir=out_dir / "runs", progress=False, **PROBE)
+        if rates is None:
+            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
+            step = sim.AffineStepTime(**fitted)
+            cap = ev.capacity_qps(step, 40.0, MAX_TOKENS)
+            rates = [f * cap for f in LOAD_FRACTIONS]
+        records = ev.drive(client, rates_qps=rates, requests_per_rate=REQUESTS_PER_RATE,
+                           temperatures=ev.MIX_TEMPERATURES, max_tokens=MAX_TOKENS, runs_dir=out_dir / "runs")
+        kv = localserver.kv_cache_tokens_from_log(server.log_text())
+    assert not any(r.get("error") for r in records)
+    return pr, records, kv, rates
+
+
+@pytest.mark.vllm
+def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_output_dir):
+    models = ev.ensure_engine_models(venv=vllm_venv)
+    base_probe, base_records, base_kv, rates = _measure(models, None, test_output_dir, None)
+    spec_probe, spec_records, spec_kv, _ = _measure(models, ev.draft_spec(models, K), test_output_dir, rates)
+    payload = calibrate_endpoint(base_probe, spec_probe, replay_server=ev.CPU_REPLAY_SERVER)
+    cal = load_calibration(write_calibration(test_output_dir / "calibration.json", payload))
+    alphas = ev.alpha_by_temperature(spec_records, K)
+    rows = []
+    for kind, records, kv, speculation, overhead in (
+        ("baseline", base_records, base_kv, None, cal.request_overhead_s),
+        ("speculative", spec_records, spec_kv, sim.SpeculationConfig(K), cal.speculative_request_overhead_s),
+    ):
+        cfg = sim.ServerConfig(kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
+        rows += ev.compare_run(records, server=kind, workload="60/40 mix", server_config=cfg,
+                               step_time=cal.step_time, request_overhead_s=overhead, speculation=speculation,
+                               alphas=alphas)
+    (test_output_dir / "rows.json").write_text(json.dumps(
+        {"rates_qps": rates, "alphas": alphas, "fit": format_fit(payload),
+         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows)},
+        indent=1))
+    print(format_fit(payload))
+    print(ev.format_rows(rows))
+    assert alphas[0.1] > alphas[1.0], alphas
+    e2e = [r for r in rows if r.metric == "e2e" and r.stat in ("p50", "p99")]
+    assert len(e2e) == 2 * 2 * len(LOAD_FRACTIONS)
+    outside = [(r.server, round(r.rate_qps, 2), r.stat, round(100 * r.error, 1)) for r in e2e if not r.within_band]
+    assert not outside, f"outside the goal bands (P50 +-15 %, P99 +-25 %): {outside}\n{ev.format_rows(rows)}"
