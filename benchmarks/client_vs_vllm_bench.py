@@ -5,7 +5,8 @@
     python benchmarks/client_vs_vllm_bench.py --base-url http://127.0.0.1:8000 --tokenizer MODEL_DIR
 
 Without ``--base-url`` it starts a tiny local vLLM CPU server through ``specdec_lib.localserver`` (and stops it).
-Both tools send the same prompts (the built-in prompt sets, given to vllm bench as a ShareGPT-format file) to /v1/completions with
+Both tools send the same prompts (the built-in prompt sets, given to vllm bench as a ShareGPT-format file) to
+/v1/completions with
 ``ignore_eos`` and the same output length, temperature 0, ``max_concurrency`` in flight, all requests at once.
 
 Prints the median TTFT and TPOT of each tool and their ratio (workbook / vllm bench), and the client-side overhead
@@ -73,7 +74,8 @@ def run_vllm_bench(python: Path, base_url: str, model: str, tokenizer: str, data
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     after = server_e2e(base_url)
     if proc.returncode != 0:
-        raise RuntimeError(f"vllm bench serve failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"vllm bench serve failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                           f"{proc.stderr[-3000:]}")
     res = json.loads((work / result_name).read_text())
     return {
         "completed": res["completed"],
@@ -157,7 +159,8 @@ def main(argv=None) -> int:
             model = info.served_model
             # warm-up: a few requests so neither tool pays first-request costs
             loadtest.run_load_test(EndpointClient(base_url), concurrency_levels=(2,), requests_per_level=4,
-                                   max_tokens=8, api="completions", prompts=dataset, runs_dir=work / "warmup", progress=False)
+                                   max_tokens=8, api="completions", prompts=dataset, runs_dir=work / "warmup",
+                                   progress=False)
             rows = {"vllm_bench": [], "workbook": []}
             for _ in range(args.repeats):
                 rows["vllm_bench"].append(run_vllm_bench(python, base_url, model, tokenizer, dataset, args, work))
@@ -189,7 +192,8 @@ def main(argv=None) -> int:
     summary["workbook_client_cpu_s_per_request"] = cpu
     print(f"workbook client CPU per request: {cpu * 1e3:.2f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    args.out.write_text(json.dumps({"parameters": parameters,
                                     "server": info.as_dict(), "runs": rows, "summary": summary}, indent=2))
     print(f"wrote {args.out}")
     return 0

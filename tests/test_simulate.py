@@ -15,12 +15,12 @@ from specdec_lib.simulate import (
     SpeculationConfig,
     TrafficClass,
     Workload,
+    calibrate_from_records,
     compare,
     fit_affine_step_time,
     length_shape,
     lengths_from_records,
     make_requests,
-    calibrate_from_records,
     requests_from_records,
     simulate,
     source_mixed_example,
@@ -391,7 +391,6 @@ def _source_deployment():
 
 def test_load_adapter_charges_what_load_py_charges():
     from specdec_lib import load
-
     from specdec_lib.simulate import step_time_from_load
 
     dep = _source_deployment()
@@ -406,7 +405,6 @@ def test_load_adapter_charges_what_load_py_charges():
 
 def test_source_mix_on_the_library_models_shows_the_same_direction():
     from specdec_lib import memory
-
     from specdec_lib.simulate import servers_from_memory_plan, step_time_from_load
 
     plan = memory.plan_memory(
@@ -524,7 +522,6 @@ def test_replaying_a_run_the_model_produced_reproduces_its_percentiles():
 
 def test_a_scenario_workload_becomes_traffic_classes_and_unknown_alpha_is_refused():
     from specdec_lib.scenario import RequestClass
-
     from specdec_lib.simulate import workload_from_scenario
 
     classes = (
