@@ -45,7 +45,8 @@ ALERT_FOR = "15m"                    # how long a condition must hold before it 
 RATE_WINDOW = "5m"                   # rate() window of every recording rule (production)
 EVAL_INTERVAL = "30s"                # the rule group's evaluation interval (production)
 
-GROUP_BY = ("model_name",)                           # what the alerts aggregate over (all engines of a model)
+# What the alerts aggregate over: all engines and replicas of one deployment (a scrape job) and served model.
+GROUP_BY = ("job", "model_name")
 ENGINE_BY = ("job", "instance", "model_name", "engine")  # the per-engine drill-down
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
