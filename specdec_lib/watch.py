@@ -122,7 +122,10 @@ def _histograms_and_gauges(text: str) -> tuple[dict[str, Histogram], dict[str, f
 def reading_from_text(text: str, t_s: float) -> Reading:
     """Parse one ``/metrics`` text: counters through ``metrics.parse_metrics``, histograms and gauges here."""
     snap = metrics.parse_metrics(text)
-    hist, g = _histograms_and_gauges(text)
+    try:
+        hist, g = _histograms_and_gauges(text)
+    except (KeyError, ValueError) as exc:  # a bucket without a numeric "le" label
+        raise metrics.MetricsError(f"histogram bucket without a numeric 'le' label: {exc}") from None
     return Reading(t_s, snap, hist, g.get("preemptions"), g.get("kv"), g.get("waiting"))
 
 
