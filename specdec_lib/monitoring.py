@@ -346,6 +346,55 @@ def artifacts_for(plan: WatchPlan) -> MonitoringArtifacts:
                                thresholds=thresholds(plan), operator_must_confirm=operator_must_confirm(plan))
 
 
+def memo_rows(plan: WatchPlan) -> list[dict[str, str]]:
+    """The memo's monitoring table (what / promql / threshold / why) from the same expressions and thresholds as
+    the rule file; a drop-in for ``memo.monitoring_plan``'s rows."""
+    sel, w, k = selector(plan), plan.rate_window, plan.num_speculative_tokens
+    off, win, f = plan.v1_off_below, plan.v1_win_above, plan.alert_for
+    a_off, a_win = decision.ALPHA_OFF_BELOW, decision.ALPHA_WIN_ABOVE
+
+    def p99_limit(plan_s: float | None, what: str) -> str:
+        if plan_s is None:
+            return f"no planned P99 {what}: set the limit by hand (baseline without speculation)"
+        return f"> {plan_s * (1 + plan.latency_tolerance) * 1e3:.1f} ms (plan {plan_s * 1e3:.1f} ms + " \
+               f"{plan.latency_tolerance:.0%}) for {f}"
+
+    rows = [
+        {"what": "Acceptance ratio (V1: accepted / draft tokens)", "promql": v1_rate_expr(sel, w),
+         "threshold": f"< {off:.4f} for {f} (= alpha {a_off} at k={k}): turn speculation off; "
+                      f"{off:.4f}-{win:.4f} (alpha {a_off}-{a_win}): near break-even, check P99",
+         "why": "The source's first signal; its bands are alpha, converted to V1's prefix-only ratio for this k."},
+        {"what": "Mean acceptance length (tokens per verify step)", "promql": mean_length_expr(sel, w),
+         "threshold": f"< {1 + k * off:.3f} (alpha {a_off} at k={k})",
+         "why": "E = (1 - alpha^(k+1)) / (1 - alpha); alpha follows from it."},
+        {"what": "Acceptance by draft position", "promql": per_position_expr(sel, w),
+         "threshold": "last positions near 0: lower k",
+         "why": "Shows whether k is too large; ratios of consecutive positions estimate alpha."},
+        {"what": "TPOT P99 vs the plan", "promql": quantile_expr(TPOT_HIST, 0.99, sel, w),
+         "threshold": p99_limit(plan.p99_tpot_s, "TPOT"),
+         "why": "The gain speculation is for; P99 regresses first under mixed workloads."},
+        {"what": "TTFT P99 vs the plan", "promql": quantile_expr(TTFT_HIST, 0.99, sel, w),
+         "threshold": p99_limit(plan.p99_ttft_s, "TTFT"), "why": "The draft's prefill can raise TTFT."},
+        {"what": "KV cache usage and preemptions",
+         "promql": f"max {_by(GROUP_BY)} ({KV_USAGE}{sel}); sum {_by(GROUP_BY)} (increase({PREEMPTIONS}{sel}[{w}]))",
+         "threshold": f"usage > {plan.kv_cache_usage_max:.2f} for {f}, or any preemption",
+         "why": "The draft's weights and KV come out of the same budget (the squeeze)."},
+        {"what": "Requests waiting", "promql": f"sum {_by(GROUP_BY)} ({WAITING}{sel})",
+         "threshold": f"> 0 for {f}", "why": "A queue that never empties: the deployment is saturated."},
+    ]
+    if plan.crossover_batch:
+        rows.append({"what": "Running requests vs the crossover batch",
+                     "promql": f"max {_by(GROUP_BY)} ({RUNNING}{sel})",
+                     "threshold": f">= {plan.crossover_batch:g} sustained (the load model's first batch "
+                                  "without a gain)",
+                     "why": "Above the crossover speculation costs throughput; the k schedule should turn it off."})
+    rows.append({"what": "Acceptance per temperature bucket",
+                 "promql": "(per request) --per-request-spec-decode-metrics summary; or one deployment per class",
+                 "threshold": f"P10 of per-request alpha < {a_off}",
+                 "why": "vLLM's counters carry no temperature label; the source asks for P10/P50/P90 by temperature."})
+    return rows
+
+
 def plan_from_scenario(scenario, p99_tpot_s: float | None = None, p99_ttft_s: float | None = None,
                        crossover_batch: float | None = None, model_name: str | None = None) -> WatchPlan:
     """A WatchPlan from a ``scenario.Scenario`` (k) plus the evaluation's predicted P99s and crossover batch."""

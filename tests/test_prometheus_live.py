@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from specdec_lib import dashboard, decision, loadtest, localserver, monitoring, runs, speculation, watch
+from specdec_lib import dashboard, decision, loadtest, localserver, monitoring, runs, speculation, watch, watch_page
 from specdec_lib.endpoint import EndpointClient
 
 pytestmark = pytest.mark.vllm
@@ -124,8 +124,8 @@ def stack(vllm_servers, tmp_path_factory):
 
         def drive(job):
             sweeps[job] = loadtest.run_temperature_sweep(
-                EndpointClient(servers[job].base_url), temperatures=(TEMPERATURE,), requests_per_temperature=4,
-                max_tokens=48, prompts=("chat", "summarisation"), runs_dir=out / f"sweep-{job}", progress=False,
+                EndpointClient(servers[job].base_url), temperatures=(TEMPERATURE,), requests_per_temperature=8,
+                max_tokens=64, prompts=("chat", "summarisation"), runs_dir=out / f"sweep-{job}", progress=False,
                 concurrency=2, request_timeout_s=60, max_duration_s=150)
 
         drivers = [threading.Thread(target=drive, args=(job,)) for job in servers]
@@ -223,6 +223,22 @@ def test_every_dashboard_panel_query_returns_data_of_the_right_shape(stack):
             assert all(1 <= v <= K + 1 for v in values), values
 
 
+def test_the_memo_monitoring_table_runs_on_prometheus(stack):
+    """Every PromQL line the memo prints (monitoring.memo_rows) parses and returns both deployments."""
+    rows = monitoring.memo_rows(monitoring.WatchPlan(K, p99_tpot_s=0.05, p99_ttft_s=0.5, crossover_batch=8))
+    ran = 0
+    for row in rows:
+        if row["promql"].startswith("("):  # the per-request row is advice, not a query
+            continue
+        for expr in row["promql"].split("; "):
+            result = stack.prom.query(expr)
+            assert {r["metric"].get("job") for r in result} == {"good", "poor"}, (row["what"], expr, result)
+            ran += 1
+    assert ran >= 8
+    # the memo's acceptance line is the rule's line
+    assert f"< {PLAN.v1_off_below:.4f}" in rows[0]["threshold"]
+
+
 def test_watch_follows_endpoint_and_prometheus_with_the_workbooks_numbers(stack):
     poor = stack.sweeps["poor"].temperatures[0]
     for name in ("endpoint", "prometheus"):
@@ -276,3 +292,28 @@ def test_specdec_watch_interrupted_with_ctrl_c_loads_back_complete(stack, test_o
     assert str(folder) in err and f"{on_disk} records" in err
     # one printed line per record
     assert len([ln for ln in out.splitlines() if ln.startswith("[")]) == on_disk
+
+
+def test_the_notebook_page_charts_what_it_writes(stack, test_output_dir):
+    server = stack.servers["poor"]
+    page = watch_page.production_watch_page(k=K)
+    c = page.controls
+    c["url"].value, c["runs_dir"].value = server.base_url, str(test_output_dir)
+    c["interval_s"].value, c["window_s"].value = 0.3, 30.0
+    c["start"].click()
+    try:
+        EndpointClient(server.base_url).stream(model=server.model_name, prompt="The harbour at dawn", max_tokens=32,
+                                               temperature=TEMPERATURE)
+        wait_for("three ticks after the request", lambda: page.state["records"] >= 6, 30, every_s=0.2)
+    finally:
+        c["stop"].click()
+        page.state["thread"].join(timeout=30)
+    assert page.state["status"] == "interrupted"
+    meta, df = watch.load_watch(page.state["run_path"])
+    fig = page.figures["watch"]
+    ticks = df[df["kind"] == "tick"]
+    # the chart holds exactly the window alpha of every tick on disk, in order
+    assert list(fig.data[0].x) == pytest.approx(list(ticks["elapsed_s"]))
+    on_chart = [None if v is None else float(v) for v in fig.data[0].y]
+    on_disk = [None if v != v or v is None else float(v) for v in ticks["alpha"]]
+    assert on_chart == on_disk and any(v is not None and 0 <= v <= 1 for v in on_chart)
