@@ -19,6 +19,7 @@ OFFLINE = [
     "03_break_even_and_load",
     "06_mixed_workload",
     "07_decision_memo",
+    "08_production_watch",  # its watch runs only behind the Start button
 ]
 LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
 MESSAGE_CLASS = "specdec-message"

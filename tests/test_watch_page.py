@@ -1,4 +1,4 @@
-"""Notebook page 08: builds offline, runs headless, and Start/Stop write a run folder that loads back.
+"""Notebook page 08: builds offline (test_notebooks.py runs it headless) and Start/Stop write a run folder that loads back.
 
 The endpoint here is a closed port on 127.0.0.1 (a real connection refused): every read fails, each failure is one
 record and a message on the page, and Stop ends the watch with the folder marked "interrupted". The live chart
@@ -7,11 +7,7 @@ against a real vLLM server is exercised in test_prometheus_live.py.
 
 import time
 
-import nbformat
-from nbclient import NotebookClient
-
 from specdec_lib import localserver, watch, watch_page
-from tests.test_notebooks import NOTEBOOKS, page_messages
 
 
 def test_start_stop_against_a_closed_port_keeps_every_record(tmp_path):
@@ -39,13 +35,3 @@ def test_bad_input_is_a_message_not_a_traceback():
     page.controls["url"].value = "localhost:8000"  # no scheme
     page.start()
     assert "expected http(s)://" in page.message.value and page.state["thread"] is None
-
-
-def test_notebook_08_runs_headless_without_an_endpoint(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPECDEC_ENDPOINT", raising=False)
-    nb = nbformat.read(NOTEBOOKS / "08_production_watch.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False, store_widget_state=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert page_messages(nb) == [""]  # the page's message box exists and is empty before Start
