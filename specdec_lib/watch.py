@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,6 +38,16 @@ POSITION_DRIFT_MAX = 0.10  # a per-position rate moving more than 10 points from
 
 class WatchError(RuntimeError):
     """A read that failed: the URL and what went wrong (never a credential)."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without ``user:password@``: what may appear in a record, a message or a repr."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, "***@" + netloc, parts.path, parts.query, parts.fragment))
 
 
 # ------------------------------------------------------------------------------------------- histograms
@@ -134,14 +145,14 @@ class EndpointSource:
 
     def __init__(self, client: EndpointClient):
         self.client = client
-        self.description = f"endpoint {client.base_url}/metrics"
+        self.description = f"endpoint {redact_url(client.base_url)}/metrics"
 
     def read(self) -> Reading:
         text = self.client.metrics_text()
         try:
             return reading_from_text(text, time.monotonic())
         except metrics.MetricsError as exc:
-            raise WatchError(f"{self.client.url('/metrics')}: malformed /metrics payload: {exc}") from None
+            raise WatchError(f"{redact_url(self.client.url('/metrics'))}: malformed /metrics payload: {exc}") from None
 
 
 class PrometheusSource:
@@ -156,15 +167,16 @@ class PrometheusSource:
         self.url = url.rstrip("/")
         self.sel = monitoring.selector(monitoring.WatchPlan(1, model_name=model_name))
         self.timeout_s = timeout_s
-        self.description = f"prometheus {self.url}"
+        self.description = f"prometheus {redact_url(self.url)}"
 
     def query(self, expr: str) -> list[dict]:
-        url = self.url + "/api/v1/query"
+        url = redact_url(self.url) + "/api/v1/query"
         try:
-            resp = requests.get(url, params={"query": expr}, timeout=self.timeout_s)
+            resp = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=self.timeout_s)
             body = resp.json()
         except (requests.RequestException, ValueError) as exc:
-            raise WatchError(f"{url}: {type(exc).__name__}: {str(exc)[:200]}") from None
+            detail = str(exc).replace(self.url, redact_url(self.url))[:200]
+            raise WatchError(f"{url}: {type(exc).__name__}: {detail}") from None
         if resp.status_code != 200 or body.get("status") != "success":
             raise WatchError(f"{url} query {expr!r}: HTTP {resp.status_code}: {str(body.get('error'))[:200]}")
         if body["data"]["resultType"] != "vector":

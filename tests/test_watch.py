@@ -129,3 +129,18 @@ def test_watch_rejects_bad_bounds(tmp_path):
 def test_a_counter_reset_inside_the_histogram_is_a_reset():
     with pytest.raises(metrics.CounterResetError, match="le=0.1"):
         Histogram(((0.1, 1), (INF, 1))).minus(Histogram(((0.1, 3), (INF, 3))))
+
+
+def test_credentials_in_a_url_reach_no_record_or_message(tmp_path):
+    from specdec_lib import localserver
+
+    secret = "s3cr3t-pass"
+    src = watch.PrometheusSource(f"http://admin:{secret}@127.0.0.1:{localserver.free_port()}")  # nothing listens
+    seen = []
+    res = watch.watch(src, monitoring.WatchPlan(4), runs_dir=tmp_path, duration_s=60, interval_s=0.01,
+                      window_s=0.01, on_record=seen.append, stop_event=_StopAfter(2))
+    assert [r["kind"] for r in seen] == ["error", "error"]
+    assert "127.0.0.1" in seen[0]["detail"]
+    for p in res.run_path.iterdir():
+        assert secret not in p.read_text() and "admin:" not in p.read_text()
+    assert secret not in src.description and watch.redact_url("http://a:b@h:9/x") == "http://***@h:9/x"
