@@ -255,3 +255,34 @@ def test_dashboard_is_import_ready_with_units_and_the_same_lines():
     assert tpot["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == pytest.approx(0.06)
     queries = dashboard.panel_queries(dash, rate_interval="30s")
     assert all("$" not in q for _, q in queries)
+
+
+# ------------------------------------------------------------------------------------------- command line
+def test_specdec_monitoring_writes_files_promtool_accepts(tmp_path, capsys):
+    from specdec_lib import cli
+
+    assert cli.main(["monitoring", "--k", "5", "--p99-tpot-ms", "40", "--p99-ttft-ms", "400",
+                     "-o", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["operator_must_confirm"]
+    res = promtool("check", "rules", "specdec-rules.yml", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rules = rules_by_name((tmp_path / "specdec-rules.yml").read_text())
+    # 40 ms x 1.2 = 48 ms, in seconds inside the rule
+    assert rules["SpecDecodeTPOTRegression"]["expr"] == f"specdec:tpot_seconds:p99 > {0.04 * 1.2!r}"
+    assert json.loads((tmp_path / "specdec-dashboard.json").read_text())["uid"] == "specdec-k5"
+
+
+def test_specdec_watch_help_documents_the_command(capsys):
+    from specdec_lib import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["watch", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--url", "--prometheus", "--duration-s", "--interval-s", "--window-s", "--p99-tpot-ms",
+                   "Ctrl-C", "interrupted", "load_watch", f"alpha < {decision.ALPHA_OFF_BELOW}"):
+        assert needle in text, needle
+    with pytest.raises(SystemExit):
+        cli.main(["watch", "--k", "4"])  # a source is required
+    assert "one of the arguments --url --prometheus is required" in capsys.readouterr().err
