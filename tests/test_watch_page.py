@@ -1,4 +1,4 @@
-"""Notebook page 08: builds offline (test_notebooks.py runs it headless) and Start/Stop write a run folder that loads back.
+"""Notebook page 08: Start/Stop write a run folder that loads back (test_notebooks.py runs the page headless).
 
 The endpoint here is a closed port on 127.0.0.1 (a real connection refused): every read fails, each failure is one
 record and a message on the page, and Stop ends the watch with the folder marked "interrupted". The live chart
