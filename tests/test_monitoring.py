@@ -286,3 +286,20 @@ def test_specdec_watch_help_documents_the_command(capsys):
     with pytest.raises(SystemExit):
         cli.main(["watch", "--k", "4"])  # a source is required
     assert "one of the arguments --url --prometheus is required" in capsys.readouterr().err
+
+
+def test_memo_rows_and_plan_from_the_default_scenario_share_the_rules_numbers():
+    from specdec_lib.scenario import DEFAULT_SCENARIO
+
+    plan = monitoring.plan_from_scenario(DEFAULT_SCENARIO, p99_tpot_s=0.04, crossover_batch=24)
+    assert plan.num_speculative_tokens == DEFAULT_SCENARIO.num_speculative_tokens == 5
+    rows = {r["what"]: r for r in monitoring.memo_rows(plan)}
+    rules = rules_by_name(monitoring.rules_yaml(plan))
+    acc = rows["Acceptance ratio (V1: accepted / draft tokens)"]
+    assert acc["promql"] == rules["specdec:acceptance_v1_rate"]["expr"]
+    assert "< 0.1937" in acc["threshold"] or "< 0.1938" in acc["threshold"]  # 0.19375 at 4 decimals
+    # mean acceptance length at alpha 0.5, k = 5: E = 1.96875 -> printed 1.969
+    assert "< 1.969" in rows["Mean acceptance length (tokens per verify step)"]["threshold"]
+    assert "48.0 ms" in rows["TPOT P99 vs the plan"]["threshold"]  # 40 ms x 1.2
+    assert "set the limit by hand" in rows["TTFT P99 vs the plan"]["threshold"]
+    assert ">= 24" in rows["Running requests vs the crossover batch"]["threshold"]
