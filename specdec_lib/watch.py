@@ -257,6 +257,11 @@ def flags(window: dict, plan: monitoring.WatchPlan, k_server: int | None, baseli
         elif alpha <= decision.ALPHA_WIN_ABOVE:
             out.append(f"acceptance_break_even: alpha {alpha:.3f} in [{decision.ALPHA_OFF_BELOW}, "
                        f"{decision.ALPHA_WIN_ABOVE}]")
+    engines = acc.get("per_engine") or {}
+    if len(engines) > 1:  # one bad engine can hide in a healthy sum
+        for name, e in sorted(engines.items()):
+            if e.get("alpha") is not None and e["alpha"] < decision.ALPHA_OFF_BELOW:
+                out.append(f"engine_acceptance_off[{name}]: alpha {e['alpha']:.3f} < {decision.ALPHA_OFF_BELOW}")
     rates = acc.get("per_position_rates")
     if rates and baseline_positions and len(rates) == len(baseline_positions):
         drift = max(abs(a - b) for a, b in zip(rates, baseline_positions))

@@ -144,3 +144,18 @@ def test_credentials_in_a_url_reach_no_record_or_message(tmp_path):
     for p in res.run_path.iterdir():
         assert secret not in p.read_text() and "admin:" not in p.read_text()
     assert secret not in src.description and watch.redact_url("http://a:b@h:9/x") == "http://***@h:9/x"
+
+
+def test_one_bad_engine_is_flagged_even_when_the_sum_is_healthy(tmp_path):
+    b = (("0.05", 0), ("+Inf", 0))
+    two = [exposition(0, 0, 0, (0, 0, 0, 0), b, engine="0") + exposition(0, 0, 0, (0, 0, 0, 0), b, engine="1"),
+           # engine 0: 1200 draft tokens, 1200 accepted (alpha 1); engine 1: 400 draft tokens, 20 accepted
+           # (V1 0.05, alpha < 0.5). Sum: 1220 / 1600 = 0.7625 at k = 4, alpha well above 0.65: no aggregate flag
+           exposition(300, 1200, 1200, (300, 300, 300, 300), b, engine="0")
+           + exposition(100, 400, 20, (15, 5, 0, 0), b, engine="1")]
+    seen = []
+    watch.watch(ReplaySource(two), monitoring.WatchPlan(4), runs_dir=tmp_path, duration_s=60, interval_s=0.01,
+                window_s=0.01, on_record=seen.append, stop_event=_StopAfter(2))
+    tick = seen[1]
+    assert tick["window"]["acceptance"]["v1_rate"] == pytest.approx(1220 / 1600)
+    assert [f.split(":")[0] for f in tick["flags"]] == ["engine_acceptance_off[1]"]
