@@ -14,7 +14,8 @@ Prometheus server that scrapes it (--prometheus), for --duration-s seconds. Each
 RUN_DIR/intervals.jsonl, written and flushed at once: cumulative counters, the last interval's and the rolling
 window's (--window-s) V1 acceptance ratio, alpha (solved for k), mean acceptance length, per-position rates (per
 engine and summed), TPOT/TTFT P50/P90/P99 from vLLM's histograms, preemptions, KV-cache usage, and flags:
-acceptance_off (alpha < {off}), acceptance_break_even ({off}-{win}), k_mismatch, position_drift, tpot/ttft
+acceptance_off (alpha < {off}; engine_acceptance_off per engine), acceptance_break_even ({off}-{win}),
+k_mismatch, position_drift (a per-position rate {drift:.2f} away from the first window), tpot/ttft
 P99 above the plan (--p99-tpot-ms/--p99-ttft-ms + {tol:.0%}), preemptions, kv_cache_pressure (> {kv:.0%}).
 Ctrl-C stops it between reads: the run folder keeps every record and is marked "interrupted" (exit 130).
 Load a run with specdec_lib.watch.load_watch(RUN_DIR).
@@ -24,10 +25,11 @@ Load a run with specdec_lib.watch.load_watch(RUN_DIR).
 def register(subparsers) -> None:
     """Add ``watch`` and ``monitoring`` to ``specdec``'s subcommands."""
     from specdec_lib import decision, monitoring
+    from specdec_lib.watch import POSITION_DRIFT_MAX
 
     tol = monitoring.LATENCY_REGRESSION_TOLERANCE
     epilog = WATCH_EPILOG_TEMPLATE.format(off=decision.ALPHA_OFF_BELOW, win=decision.ALPHA_WIN_ABOVE, tol=tol,
-                                          kv=monitoring.KV_CACHE_USAGE_MAX)
+                                          kv=monitoring.KV_CACHE_USAGE_MAX, drift=POSITION_DRIFT_MAX)
     w = subparsers.add_parser("watch", help="follow a live endpoint's acceptance and latency; flag regressions",
                               description="Follow a vLLM endpoint (or Prometheus) over time.", epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
