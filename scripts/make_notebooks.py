@@ -284,6 +284,24 @@ from specdec_lib.scenario import DEFAULT_SCENARIO, with_changes
 print(evaluate(with_changes(DEFAULT_SCENARIO, monitoring_in_place=True)))
 evaluate(DEFAULT_SCENARIO).to_frame()[["status", "value", "source", "if_it_fails", "deciding"]]""",
     ),
+    "08_production_watch": (
+        [
+            """# 08 · Production watch
+
+The source makes monitoring a condition: *leave speculation off if you have not set up acceptance monitoring*,
+and once it is on, watch acceptance and P99 latency. This page follows a live server over time: every few seconds
+it reads vLLM's counters (from the server's `/metrics`, or from a Prometheus server that scrapes it), and charts
+over a rolling window the per-token acceptance **alpha** (solved from vLLM V1's prefix-only ratio for your k),
+the per-position rates, and P99 TPOT/TTFT from vLLM's histograms, against the source's bands (off below 0.5,
+a win above 0.65) and your plan's P99s. Every read is written to a run folder at once: Stop keeps everything.
+
+For the deployment itself, `specdec monitoring --k K -o DIR` writes the Prometheus rules and Grafana dashboard
+with the same thresholds in the counters' own units (see `docs/monitoring.md`); `specdec watch --help` is this
+page on the command line.
+""",
+        ],
+        "from specdec_lib import watch_page\npage = watch_page.production_watch_page()\npage.widget",
+    ),
 }
 
 

@@ -352,7 +352,14 @@ def register_calibrate(sub) -> None:
     register(sub)
 
 
-REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods, register_calibrate]
+def register_watch(sub) -> None:
+    from specdec_lib import watch_cli  # `specdec watch`, `specdec monitoring`
+
+    watch_cli.register(sub)
+
+
+REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods, register_calibrate,
+              register_watch]
 
 
 def build_parser() -> argparse.ArgumentParser:

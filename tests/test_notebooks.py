@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
 OFFLINE = ["00_start_here", "01_draft_selection", "02_memory_budget", "03_break_even_and_load", "03b_methods_compared",
-           "06_mixed_workload", "07_decision_memo"]
+           "06_mixed_workload", "07_decision_memo",
+           "08_production_watch"]  # 08's watch runs only behind its Start button
 MESSAGE_CLASS = "specdec-message"
 
 
