@@ -1,0 +1,99 @@
+"""Predicted acceptance (two ordinary servers) against measured acceptance (the pair with speculation on).
+
+On real vLLM CPU servers with the tiny local models: the plain target and each plain draft give the prediction
+(``oracle_client.run_prediction``); the same pair served with speculation on, swept over the same prompts and
+temperatures with the workbook's counter deltas (``loadtest.run_temperature_sweep``), is the truth. Prints one row
+per draft × draft sampling method × temperature (and n-gram on a repetitive prompt set): predicted α with its
+vocabulary-tail bounds, measured α with its 95 % interval across requests, the error, whether they agree
+(``prediction.AGREEMENT_ALPHA``), and the prediction's seconds. Writes the table as JSON beside the run folders.
+
+    /work/bin/vllm-slot .venv/bin/python benchmarks/acceptance_oracle.py [--prompts 8] [--max-tokens 48]
+
+About 11 server starts (30-80 s each here) plus the requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from specdec_lib import localserver, loadtest, oracle_client, prediction, runs
+from specdec_lib.endpoint import EndpointClient
+
+ROOT = Path(__file__).resolve().parent.parent
+REPETITIVE = ROOT / "tests" / "data" / "repetitive_prompts.jsonl"
+DRAFTS = ("draft_copy", "draft_noise05", "draft_noise20")
+METHODS = ("greedy", "probabilistic")
+TEMPERATURES = (0.0, 0.5, 1.0)
+K = 4  # the named servers' k
+
+
+def truth(pool, key, spec, prompts, n_prompts, max_tokens, out) -> runs.Run:
+    server = pool.get(key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
+    result = loadtest.run_temperature_sweep(
+        EndpointClient(server.base_url), temperatures=TEMPERATURES, requests_per_temperature=n_prompts,
+        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False)
+    return runs.load_run(result.run_path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per temperature")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--out", default=str(ROOT / "test-output" / "acceptance_oracle"))
+    parser.add_argument("--drafts", default=",".join(DRAFTS))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = localserver.ensure_tiny_models()
+    pool = localserver.ServerPool(models, out / "servers", max_live=2)
+    prompt_sets = ["chat", "code", "summarisation", "json_extraction"]
+    tables = []
+    try:
+        drafts = [d for d in args.drafts.split(",") if d]
+        predictions = {}
+        for i, draft in enumerate(drafts):
+            target = pool.get("baseline", "target")
+            plain = pool.get(f"plain_{draft}", draft)
+            started = time.perf_counter()
+            predictions[draft] = oracle_client.run_prediction(
+                EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
+                n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
+                ngram=None, runs_dir=out, progress=False)
+            print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
+        target = pool.get("baseline", "target")
+        started = time.perf_counter()
+        ngram_pred = oracle_client.run_prediction(
+            EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
+            temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens, runs_dir=out, progress=False)
+        print(f"[oracle] predicted ngram in {time.perf_counter() - started:.1f} s", flush=True)
+        for draft in drafts:
+            for method in METHODS:
+                run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
+                            args.prompts, args.max_tokens, out)
+                pred = predictions[draft]
+                name = pred.metadata["drafts"][0]["served_model"]
+                tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))
+                print(tables[-1].to_string(), flush=True)
+        run = truth(pool, "spec_ngram", localserver.NGRAM_SPEC, str(REPETITIVE), args.prompts, args.max_tokens, out)
+        tables.append(prediction.compare_with_measured(ngram_pred, run, "ngram", None, K).assign(draft="ngram"))
+    finally:
+        pool.stop_all()
+    table = pd.concat(tables, ignore_index=True)
+    cols = ["draft", "draft_sample_method", "temperature", "predicted", "predicted_low", "predicted_high", "measured",
+            "measured_low", "measured_high", "error", "agrees", "predict_seconds"]
+    pd.set_option("display.width", 200)
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"agree: {int(table['agrees'].sum())} of {len(table)} (|error| <= {prediction.AGREEMENT_ALPHA} or inside "
+          f"the measured 95 % interval)")
+    (out / "acceptance_oracle.json").write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
