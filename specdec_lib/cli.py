@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specdec", description="Speculative decoding on vLLM: plan, measure, decide, and write the memo.",
         epilog="Exit codes: 0 ok, 2 bad input, 3 endpoint unreachable, 4 endpoint error, 130 interrupted.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{plan,measure,memo,scenario,predict}")
 
     p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
     p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scenario", help="print or write the built-in default scenario (TOML)")
     s.add_argument("-o", "--output", metavar="FILE")
     s.set_defaults(func=cmd_scenario)
+    from specdec_lib import predict_cli  # issue 12: acceptance before deploying
+    predict_cli.register(sub)
     return parser
 
 
