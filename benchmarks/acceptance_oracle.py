@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from specdec_lib import localserver, loadtest, oracle_client, prediction, runs
+from specdec_lib import loadtest, localserver, oracle_client, prediction, runs
 from specdec_lib.endpoint import EndpointClient
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlparse, urlunparse
 
 import requests
@@ -147,8 +147,9 @@ def generate(client: EndpointClient, model: str, prompt: Prompt, temperature: fl
         choice = data["choices"][0]
         prompt_ids, token_ids = list(choice["prompt_token_ids"]), list(choice["token_ids"])
     except (KeyError, IndexError, TypeError):
+        excerpt = str(data)[:BODY_EXCERPT_CHARS]
         raise EndpointError(url, "bad_response", "no prompt_token_ids/token_ids in the answer: the server ignored "
-                            f"return_token_ids (vLLM >= 0.10 supports it): {str(data)[:BODY_EXCERPT_CHARS]!r}") from None
+                            f"return_token_ids (vLLM >= 0.10 supports it): {excerpt!r}") from None
     if not token_ids:
         raise EndpointError(url, "bad_response", "the target generated no token")
     return prompt_ids, token_ids, choice.get("finish_reason")
@@ -283,12 +284,13 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
                    n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, seed: int = 0,
                    ngram: proposers.NgramConfig | None = DEFAULT_NGRAM, runs_dir: str | Path = "runs",
                    resume: str | Path | None = None, stop_event: threading.Event | None = None,
-                   progress: bool = True):
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None):
     """Predict acceptance of every draft (and n-gram) for ``target`` on ``prompts`` × ``temperatures``.
 
     Returns ``prediction.Prediction`` (run folder recorded as it goes). Raises OracleRefusal for a tokenizer
     mismatch or a server without prompt log-probabilities (the run folder, if already created, is marked "failed"
-    and says why; ``exc.run_path`` points at it).
+    and says why; ``exc.run_path`` points at it). ``on_progress(done, total)`` is called after every record
+    (a notebook's progress bar); ``stop_event`` stops between requests (the run folder says "interrupted").
     """
     from specdec_lib.prediction import load_prediction
 
@@ -323,7 +325,7 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
         vocab = vocab_size(target, target_model, probe_ids + [0, 0])
         writer.update_metadata(status="running", vocab_size=vocab, tokenizer_tokens_compared=checked)
         status = _drive(target, target_model, draft_models, prompt_list, settings, vocab, writer, stop_event,
-                        progress)
+                        progress, on_progress)
     except OracleRefusal as exc:
         writer.update_metadata(error=str(exc), error_kind=exc.kind)
         exc.run_path = writer.path
@@ -337,13 +339,14 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
 
 
 def _drive(target, target_model, draft_models, prompt_list, settings: Settings, vocab, writer, stop_event,
-           progress) -> str:
+           progress, on_progress) -> str:
     stop_event = stop_event or threading.Event()
     done = writer.completed_indices()
     jobs = [(ti * len(prompt_list) + pi, temp, prompt) for ti, temp in enumerate(settings.temperatures)
             for pi, prompt in enumerate(prompt_list)]
     bar = _progress(len(jobs), "predict", progress)
-    bar.update(sum(1 for j in jobs if j[0] in done))
+    finished = sum(1 for j in jobs if j[0] in done)
+    bar.update(finished)
     errors = 0
     try:
         for index, temp, prompt in jobs:
@@ -364,6 +367,9 @@ def _drive(target, target_model, draft_models, prompt_list, settings: Settings, 
             rec["e2e_s"] = time.perf_counter() - started
             writer.append_request(rec)
             bar.update(1)
+            finished += 1
+            if on_progress is not None:
+                on_progress(finished, len(jobs))
             if errors:
                 bar.set_postfix_str(f"errors={errors}")
     finally:

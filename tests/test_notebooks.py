@@ -21,6 +21,7 @@ OFFLINE = [
     "07_decision_memo",
 ]
 LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
+INSERTED = ["01b_predict_acceptance"]  # a page between two numbers (issue 12; tested in test_oracle_page.py)
 MESSAGE_CLASS = "specdec-message"
 
 
@@ -46,8 +47,9 @@ def page_messages(nb: nbformat.NotebookNode) -> list[str]:
 
 def test_every_notebook_is_generated_and_in_reading_order():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == sorted(OFFLINE + LIVE)
-    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(len(names))]
+    assert names == sorted(OFFLINE + LIVE + INSERTED)
+    numbered = [n for n in names if n not in INSERTED]
+    assert [n[:2] for n in numbered] == [f"{i:02d}" for i in range(len(numbered))]
 
 
 @pytest.mark.parametrize("name", OFFLINE)

@@ -63,8 +63,10 @@ def test_bounds_contain_the_full_vocabulary_value(temperature):
     vocab, n = 60, 5
     for _ in range(40):
         sharp = rng.uniform(0.5, 4.0)
-        p = np.exp(sharp * rng.normal(size=vocab)); p /= p.sum()
-        q = np.exp(np.log(p) + rng.normal(scale=rng.uniform(0.1, 2.0), size=vocab)); q /= q.sum()
+        p = np.exp(sharp * rng.normal(size=vocab))
+        p /= p.sum()
+        q = np.exp(np.log(p) + rng.normal(scale=rng.uniform(0.1, 2.0), size=vocab))
+        q /= q.sum()
         actual = int(rng.integers(vocab))
         target, draft = head_from_probs(p, n, actual), head_from_probs(q, n, actual)
         pt, qt = full_pt(p, temperature), full_pt(q, temperature)

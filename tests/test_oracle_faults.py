@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from oracle_fakes import FakeOracleServer
 
 from specdec_lib import cli, oracle_client, prediction, runs
 from specdec_lib.endpoint import EndpointClient
-from tests.oracle_fakes import FakeOracleServer
 
 KEY = "sk-oracle-secret-key"
 
