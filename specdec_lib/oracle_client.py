@@ -306,10 +306,13 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
     if not drafts and ngram is None:
         raise ValueError("nothing to predict: give a draft endpoint or an n-gram configuration")
     prompt_list = load_prompts(prompts)[:n_prompts]
+    if any(p.text is None for p in prompt_list):
+        raise ValueError(f"prompts={prompts!r}: the oracle needs completion prompts ('prompt' lines), not 'messages'")
     settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram)
     target_model = served_model(target)
     draft_models = [(d, served_model(d)) for d in drafts]
-    params = {**settings.as_dict(), "prompts": prompts if isinstance(prompts, str) else [str(p) for p in prompts],
+    prompts_param = str(prompts) if isinstance(prompts, (str, Path)) else [str(p) for p in prompts]
+    params = {**settings.as_dict(), "prompts": prompts_param,
               "n_prompts": len(prompt_list)}
     meta = {"endpoint": public_url(target.base_url), "served_model": target_model, "parameters": params,
             "drafts": [{"endpoint": public_url(d.base_url), "served_model": m} for d, m in draft_models]}
@@ -319,8 +322,8 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
         raise ValueError(f"resume={resume}: parameters or drafts differ from the recorded run's")
     status = "failed"
     try:
-        probe_ids = tokenize(target, target_model, prompt_list[0].text or "")
-        checked = sum(check_same_tokenizer(target, target_model, d, m, [p.text or "" for p in prompt_list[:4]])
+        probe_ids = tokenize(target, target_model, prompt_list[0].text)
+        checked = sum(check_same_tokenizer(target, target_model, d, m, [p.text for p in prompt_list[:4]])
                       for d, m in draft_models)
         vocab = vocab_size(target, target_model, probe_ids + [0, 0])
         writer.update_metadata(status="running", vocab_size=vocab, tokenizer_tokens_compared=checked)

@@ -152,7 +152,7 @@ class Prediction:
         rows = []
         for key, g in frame.groupby(["temperature", "candidate", "draft_sample_method"], dropna=False, sort=False):
             speedups = {int(r.k): speculation.speedup(r.alpha, int(r.k), cost_ratio) for r in g.itertuples()
-                        if r.alpha is not None}
+                        if r.alpha is not None and not math.isnan(r.alpha)}
             k = max(speedups, key=lambda kk: (speedups[kk], -kk)) if speedups else None
             rows.append({"temperature": key[0], "candidate": key[1], "draft_sample_method": key[2], "best_k": k,
                          "speedup": speedups.get(k) if k else None, "cost_ratio": cost_ratio})

@@ -73,8 +73,11 @@ def test_cli_predict_prints_the_table_and_the_run_folder(tmp_path, capsys):
     with FakeOracleServer("ok") as fake:
         code = cli.main(["predict", "--target", fake.url, "--draft", fake.url, "--prompts", "chat", "--n-prompts", "2",
                          "--temperatures", "0,1", "--k", "2,4", "--max-tokens", "4", "--runs-dir", str(tmp_path),
-                         "--no-progress", "--json"])
+                         "--no-progress", "--json", "--cost-ratio", "0.1"])
     out = json.loads(capsys.readouterr().out)
     assert code == cli.EXIT_OK
     pred = prediction.load_prediction(out["run_path"])
     assert len(out["rows"]) == len(pred.to_frame()) == 2 * 3 * 2  # temps x (draft greedy, prob, ngram) x ks
+    # alpha = 1 at T = 0 (the fake's draft is its target): speedup 3/1.2 = 2.5 at k = 2, 5/1.4 = 3.57 at k = 4
+    best = [b for b in out["best_k"] if b["temperature"] == 0 and b["candidate"] != "ngram"]
+    assert best and all(b["best_k"] == 4 and abs(b["speedup"] - 5 / 1.4) < 1e-9 for b in best)
