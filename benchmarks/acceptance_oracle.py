@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--out", default=str(ROOT / "test-output" / "acceptance_oracle"))
     parser.add_argument("--drafts", default=",".join(DRAFTS))
+    parser.add_argument("--logprobs", type=int, default=20,
+                        help="top-N per position; above 20 the plain servers get --max-logprobs N (tighter bounds)")
+    parser.add_argument("--no-ngram", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,21 +60,25 @@ def main(argv=None) -> int:
     try:
         drafts = [d for d in args.drafts.split(",") if d]
         predictions = {}
-        for i, draft in enumerate(drafts):
-            target = pool.get("baseline", "target")
-            plain = pool.get(f"plain_{draft}", draft)
+        extra = ("--max-logprobs", str(args.logprobs)) if args.logprobs > 20 else ()
+        suffix = f"_lp{args.logprobs}" if extra else ""
+        for draft in drafts:
+            target = pool.get(f"baseline{suffix}", "target", None, extra)
+            plain = pool.get(f"plain_{draft}{suffix}", draft, None, extra)
             started = time.perf_counter()
             predictions[draft] = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
                 n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
-                ngram=None, runs_dir=out, progress=False)
+                ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
-        target = pool.get("baseline", "target")
-        started = time.perf_counter()
-        ngram_pred = oracle_client.run_prediction(
-            EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
-            temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens, runs_dir=out, progress=False)
-        print(f"[oracle] predicted ngram in {time.perf_counter() - started:.1f} s", flush=True)
+        if not args.no_ngram:
+            target = pool.get(f"baseline{suffix}", "target", None, extra)
+            started = time.perf_counter()
+            ngram_pred = oracle_client.run_prediction(
+                EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
+                temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens, n_logprobs=args.logprobs,
+                runs_dir=out, progress=False)
+            print(f"[oracle] predicted ngram in {time.perf_counter() - started:.1f} s", flush=True)
         for draft in drafts:
             for method in METHODS:
                 run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
@@ -80,8 +87,10 @@ def main(argv=None) -> int:
                 name = pred.metadata["drafts"][0]["served_model"]
                 tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))
                 print(tables[-1].to_string(), flush=True)
-        run = truth(pool, "spec_ngram", localserver.NGRAM_SPEC, str(REPETITIVE), args.prompts, args.max_tokens, out)
-        tables.append(prediction.compare_with_measured(ngram_pred, run, "ngram", None, K).assign(draft="ngram"))
+        if not args.no_ngram:
+            run = truth(pool, "spec_ngram", localserver.NGRAM_SPEC, str(REPETITIVE), args.prompts, args.max_tokens,
+                        out)
+            tables.append(prediction.compare_with_measured(ngram_pred, run, "ngram", None, K).assign(draft="ngram"))
     finally:
         pool.stop_all()
     table = pd.concat(tables, ignore_index=True)

@@ -7,6 +7,8 @@ qualities x three temperatures x both sampling methods, and n-gram) is printed b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from oracle_models import ensure_other_tokenizer_model
 
@@ -20,8 +22,12 @@ TEMPERATURES = (0.0, 0.5, 1.0)
 
 
 def test_predicted_alpha_agrees_with_the_pair_served_with_speculation(vllm_servers, test_output_dir):
-    target = EndpointClient(vllm_servers.get_named("baseline").base_url)
+    spec = EndpointClient(vllm_servers.get_named("draft_noise05_prob").base_url)
+    sweep = loadtest.run_temperature_sweep(spec, temperatures=TEMPERATURES, requests_per_temperature=N_PROMPTS,
+                                           prompts=PROMPTS, max_tokens=MAX_TOKENS, concurrency=1,
+                                           api="completions", runs_dir=test_output_dir, progress=False)
     draft = EndpointClient(vllm_servers.get("oracle_plain_draft_noise05", "draft_noise05").base_url)
+    target = EndpointClient(vllm_servers.get_named("baseline").base_url)
     predicted = oracle_client.run_prediction(target, [draft], prompts=PROMPTS, n_prompts=N_PROMPTS,
                                              temperatures=TEMPERATURES, ks=(4,), methods=("probabilistic",),
                                              max_tokens=MAX_TOKENS, ngram=None, runs_dir=test_output_dir,
@@ -35,10 +41,6 @@ def test_predicted_alpha_agrees_with_the_pair_served_with_speculation(vllm_serve
                                          resume=predicted.path, progress=False)
     assert len(runs.load_run(again.path).raw_records) == len(TEMPERATURES) * N_PROMPTS
 
-    spec = EndpointClient(vllm_servers.get_named("draft_noise05_prob").base_url)
-    sweep = loadtest.run_temperature_sweep(spec, temperatures=TEMPERATURES, requests_per_temperature=N_PROMPTS,
-                                           prompts=PROMPTS, max_tokens=MAX_TOKENS, concurrency=1,
-                                           api="completions", runs_dir=test_output_dir, progress=False)
     table = prediction.compare_with_measured(predicted, runs.load_run(sweep.run_path), "tiny-draft_noise05",
                                              "probabilistic", 4)
     print(table.to_string())
@@ -78,3 +80,35 @@ def test_a_logprobs_request_above_the_servers_cap_is_refused_with_the_cap(vllm_s
                                      max_tokens=4, n_logprobs=50, runs_dir=test_output_dir, progress=False)
     assert info.value.kind == "logprobs_refused" and "max allowed: 20" in str(info.value)
     assert target.base_url in str(info.value)
+
+
+def test_ngram_replay_reproduces_the_servers_own_counts_at_temperature_zero(vllm_servers, test_output_dir):
+    """Exact at T = 0: wherever the speculative server wrote the same tokens as the plain target (they can differ
+    only by floating-point ties between a one-token and a k + 1-token forward pass), the replayed n-gram proposer
+    predicts that request's accepted and draft tokens exactly as the server itself reports them."""
+    spec = EndpointClient(vllm_servers.get_named("ngram", ("--per-request-spec-decode-metrics", "detailed")).base_url)
+    target = EndpointClient(vllm_servers.get_named("baseline").base_url)
+    predicted = oracle_client.run_prediction(target, [], prompts=str(REPETITIVE), n_prompts=6, temperatures=(0.0,),
+                                             ks=(4,), max_tokens=32, runs_dir=test_output_dir, progress=False)
+    rows = predicted.request_frame().set_index("prompt_id")
+    identical = 0
+    for rec in predicted.records:
+        prompt = {"model": "tiny-target", "prompt": _prompt_text(rec["prompt_id"]), "temperature": 0.0,
+                  "return_token_ids": True}
+        text = oracle_client.post_json(spec, "/v1/completions", {**prompt, "max_tokens": 36})
+        if text["choices"][0]["token_ids"] != rec["oracle"]["continuation"]:
+            continue
+        identical += 1
+        answer = oracle_client.post_json(spec, "/v1/completions", {**prompt, "max_tokens": 32})
+        server = answer.get("metrics", {}).get("speculative_decoding") or answer["choices"][0]["metrics"]
+        row = rows.loc[rec["prompt_id"]]
+        assert (row["accepted_tokens"], row["draft_tokens"]) == (server["num_accepted_draft_tokens"],
+                                                                 server["num_draft_tokens"]), rec["prompt_id"]
+    assert identical >= 1, "no request produced the same tokens with and without speculation"
+
+
+REPETITIVE = Path(__file__).parent / "data" / "repetitive_prompts.jsonl"
+
+
+def _prompt_text(prompt_id: str) -> str:
+    return next(p.text for p in loadtest.load_prompts(str(REPETITIVE)) if p.prompt_id == prompt_id)
