@@ -184,19 +184,24 @@ Beta = tuple[float, float, float]  # (point, low, high)
 
 
 def token_acceptance(target: Head, proposed: int, temperature: float, vocab_size: int | None = None,
-                     top_k: int | None = None) -> Beta:
-    """β for a proposal sent without draft probabilities (greedy draft, n-gram): p_T(proposed); T = 0: 1[argmax]."""
+                     top_k: int | None = None, greedy_token: int | None = None) -> Beta:
+    """β for a proposal sent without draft probabilities (greedy draft, n-gram): p_T(proposed); T = 0: 1[argmax].
+
+    ``greedy_token``: at T = 0, the token the target itself emitted there when it generated the text (its decode
+    step's argmax), used instead of the teacher-forced argmax: the two can differ at near-ties (a one-token decode
+    and a long prefill round differently), and what vLLM compares with is the target's own greedy choice.
+    """
     if is_greedy(temperature):
-        hit = float(proposed == target.top1)
+        hit = float(proposed == (target.top1 if greedy_token is None else greedy_token))
         return hit, hit, hit
     return temperature_dist(target, temperature, vocab_size, top_k).of(proposed)
 
 
 def probabilistic_acceptance(target: Head, draft: Head, temperature: float, vocab_size: int | None = None,
-                             top_k: int | None = None) -> Beta:
+                             top_k: int | None = None, greedy_token: int | None = None) -> Beta:
     """β = Σ_x min(p_T(x), q_T(x)) for a draft that samples from q_T (T = 0: 1[argmaxes agree])."""
     if is_greedy(temperature):
-        hit = float(draft.top1 == target.top1)
+        hit = float(draft.top1 == (target.top1 if greedy_token is None else greedy_token))
         return hit, hit, hit
     p = temperature_dist(target, temperature, vocab_size, top_k)
     q = temperature_dist(draft, temperature, vocab_size)
@@ -221,13 +226,13 @@ def probabilistic_acceptance(target: Head, draft: Head, temperature: float, voca
 
 
 def draft_acceptance(target: Head, draft: Head, temperature: float, method: str, vocab_size: int | None = None,
-                     top_k: int | None = None) -> Beta:
+                     top_k: int | None = None, greedy_token: int | None = None) -> Beta:
     """β of a draft model at one position under vLLM's ``draft_sample_method`` (module docstring)."""
     if method not in DRAFT_SAMPLE_METHODS:
         raise ValueError(f"draft_sample_method={method!r}: accepted {', '.join(DRAFT_SAMPLE_METHODS)}")
     if method == "greedy":
-        return token_acceptance(target, draft.top1, temperature, vocab_size, top_k)
-    return probabilistic_acceptance(target, draft, temperature, vocab_size, top_k)
+        return token_acceptance(target, draft.top1, temperature, vocab_size, top_k, greedy_token)
+    return probabilistic_acceptance(target, draft, temperature, vocab_size, top_k, greedy_token)
 
 
 # ------------------------------------------------------------------------------------------- along a sequence

@@ -210,17 +210,19 @@ class Settings:
                 "ngram": ngram}
 
 
-def _betas_for_draft(target_heads, draft_heads, start: int, n_gen: int, temperature: float, method: str,
+def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: float, method: str,
                      vocab: int | None, top_k: int | None) -> list[list[float]]:
     out = []
-    for i in range(start, start + n_gen):
-        beta = oracle.draft_acceptance(target_heads[i], draft_heads[i], temperature, method, vocab, top_k)
+    for i in range(start, len(ids)):
+        beta = oracle.draft_acceptance(target_heads[i], draft_heads[i], temperature, method, vocab, top_k,
+                                       greedy_token=ids[i])
         out.append([round(v, 6) for v in beta])
     return out
 
 
 def _ngram_betas(prompt_ids, continuation, target_heads, settings: Settings, temperature: float,
                  vocab: int | None) -> tuple[list[list[int]], list[list[list[float]]]]:
+    """The proposer's drafts at every step start and their β (at T = 0: 1[draft = the target's own token])."""
     config = proposers.NgramConfig(settings.ngram.prompt_lookup_min, settings.ngram.prompt_lookup_max,
                                    max(settings.ks))
     proposals = proposers.ngram_proposals(prompt_ids, continuation, config, settings.max_tokens)
@@ -233,8 +235,9 @@ def _ngram_betas(prompt_ids, continuation, target_heads, settings: Settings, tem
             if pos >= len(target_heads):
                 row.append([0.0, 0.0, 0.0])
                 continue
-            row.append([round(v, 6) for v in oracle.token_acceptance(target_heads[pos], token, temperature, vocab,
-                                                                     settings.top_k)])
+            beta = oracle.token_acceptance(target_heads[pos], token, temperature, vocab, settings.top_k,
+                                           greedy_token=continuation[t + j])
+            row.append([round(v, 6) for v in beta])
         betas.append(row)
     return proposals, betas
 
@@ -253,8 +256,8 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
                               "drafts": {}, "tokens_sent": len(prompt_ids) + len(ids) * (1 + len(drafts))}
     for client, model in drafts:
         heads = score(client, model, ids, settings.n_logprobs, vocab)
-        result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, start, len(continuation), temperature, m,
-                                                       vocab, settings.top_k) for m in settings.methods}
+        result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, ids, start, temperature, m, vocab,
+                                                       settings.top_k) for m in settings.methods}
     if settings.ngram is not None:
         proposals, betas = _ngram_betas(prompt_ids, continuation, target_heads, settings, temperature, vocab)
         result["ngram"] = {"proposals": proposals, "betas": betas}

@@ -162,3 +162,12 @@ def test_head_refuses_what_is_not_a_logprob_answer():
         oracle.Head.from_vllm({"3": "x"}, 1)
     with pytest.raises(ValueError, match="non-empty"):
         oracle.Head.from_vllm(None, 1)
+
+
+def test_at_temperature_zero_the_targets_own_token_decides_not_the_teacher_forced_argmax():
+    # a near-tie: the teacher-forced pass ranks token 0 first, the target's own decode step emitted token 1
+    target = head_from_probs(np.array([0.5001, 0.4999]), 2)
+    assert oracle.token_acceptance(target, 1, 0.0, 2) == (0.0, 0.0, 0.0)
+    assert oracle.token_acceptance(target, 1, 0.0, 2, greedy_token=1) == (1.0, 1.0, 1.0)
+    draft = head_from_probs(np.array([0.1, 0.9]), 2)
+    assert oracle.draft_acceptance(target, draft, 0.0, "probabilistic", 2, greedy_token=1) == (1.0, 1.0, 1.0)
