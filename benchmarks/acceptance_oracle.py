@@ -100,6 +100,12 @@ def main(argv=None) -> int:
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"agree: {int(table['agrees'].sum())} of {len(table)} (|error| <= {prediction.AGREEMENT_ALPHA} or inside "
           f"the measured 95 % interval)")
+    print("\n| draft | sampling | T | predicted α [bounds] | measured α [95 % across requests] | error | agrees | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in table.itertuples():
+        print(f"| {r.draft} | {r.draft_sample_method or '-'} | {r.temperature:g} | {r.predicted:.3f} "
+              f"[{r.predicted_low:.3f}, {r.predicted_high:.3f}] | {r.measured:.3f} [{r.measured_low:.3f}, "
+              f"{r.measured_high:.3f}] | {r.error:+.3f} | {'yes' if r.agrees else 'NO'} | {r.predict_seconds:.1f} |")
     (out / "acceptance_oracle.json").write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str))
     return 0
 
