@@ -33,8 +33,19 @@ TEMPERATURES = (0.0, 0.5, 1.0)
 K = 4  # the named servers' k
 
 
+def get(pool, key, model, spec=None, extra=()):
+    """pool.get, retried when another process took the chosen port between free_port() and vLLM's bind."""
+    for attempt in range(3):
+        try:
+            return pool.get(key, model, spec, extra)
+        except localserver.HarnessError as exc:
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
+            print(f"[oracle] {key}: port taken by another process, retrying", flush=True)
+
+
 def truth(pool, key, spec, prompts, n_prompts, max_tokens, out) -> runs.Run:
-    server = pool.get(key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
+    server = get(pool, key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
     result = loadtest.run_temperature_sweep(
         EndpointClient(server.base_url), temperatures=TEMPERATURES, requests_per_temperature=n_prompts,
         prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False)
@@ -63,8 +74,8 @@ def main(argv=None) -> int:
         extra = ("--max-logprobs", str(args.logprobs)) if args.logprobs > 20 else ()
         suffix = f"_lp{args.logprobs}" if extra else ""
         for draft in drafts:
-            target = pool.get(f"baseline{suffix}", "target", None, extra)
-            plain = pool.get(f"plain_{draft}{suffix}", draft, None, extra)
+            target = get(pool, f"baseline{suffix}", "target", None, extra)
+            plain = get(pool, f"plain_{draft}{suffix}", draft, None, extra)
             started = time.perf_counter()
             predictions[draft] = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
@@ -72,7 +83,7 @@ def main(argv=None) -> int:
                 ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
         if not args.no_ngram:
-            target = pool.get(f"baseline{suffix}", "target", None, extra)
+            target = get(pool, f"baseline{suffix}", "target", None, extra)
             started = time.perf_counter()
             ngram_pred = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
