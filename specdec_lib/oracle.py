@@ -8,8 +8,9 @@ read when the pair is served with speculation on.
 Acceptance per position, replicating vLLM 0.32 (``vllm/v1/sample/rejection_sampler.py``,
 ``vllm/v1/spec_decode/llm_base_proposer.py``):
 
-* target at T < 1e-5 (vLLM's greedy test): the draft token is accepted iff it is the target's argmax; the
-  draft then proposes its own argmax whatever ``draft_sample_method`` says (``all_greedy`` path);
+* target at T < 1e-5 (vLLM's greedy test): the draft token is accepted iff it is the target's argmax (the token
+  the target emitted there, ``greedy_token``); the draft proposes its own argmax whatever
+  ``draft_sample_method`` says (``all_greedy`` path);
 * ``draft_sample_method="greedy"`` (vLLM's default), T > 0: the draft proposes x* = argmax of its raw logits and
   sends no draft probabilities, so the kernel uses draft_prob = 1 and accepts when p_T(x*) ≥ u: β = p_T(x*);
 * ``"probabilistic"``, T > 0: the draft samples x ~ q_T = softmax(ℓ_q / T) (temperature only: vLLM ignores
