@@ -304,6 +304,51 @@ page on the command line.
     ),
 }
 
+# issue 12: page 01b, predicting acceptance before deploying (its widgets live in specdec_lib/predict_page.py).
+PAGES["01b_predict_acceptance"] = (
+    [
+        """# 01b · Predict acceptance before deploying (needs endpoints, not speculation)
+
+The draft choice and every verdict turn on α, the per-token acceptance, at **your** temperatures on **your**
+prompts. You do not need to deploy speculation to know it: serve the target and each candidate draft as ordinary
+vLLM servers (same tokenizer), and this page predicts what vLLM's counters would read with speculation on.
+
+How: the target writes its own continuation of each prompt at each temperature (the text a draft must guess);
+both models are teacher-forced over it by token ids and return their log-probabilities (`prompt_logprobs`);
+vLLM's own acceptance rule is applied per position — **greedy** draft sampling (vLLM's default) accepts with
+p_T(draft's argmax), **probabilistic** with Σ min(p_T, q_T) — and the positions are chained into the steps vLLM
+would take. n-gram is replayed with vLLM's matching rule. Every α has a **lower and upper bound** for the part of
+the vocabulary a top-N answer leaves out; raise the servers' `--max-logprobs` (default 20) to tighten it.
+Validated against the same pairs served with speculation on: `benchmarks/acceptance_oracle.py`, `docs/acceptance.md`.
+
+**No server?** `python -m specdec_lib.localserver demo --spec none` serves the tiny target on port 8000; a draft
+needs a second server. Nothing is sent until you press **Predict**; **Cancel** stops between requests.
+""",
+        READING_ORDER,
+    ],
+    "from specdec_lib.predict_page import predict_page\npage = predict_page()\npage.widget",
+)
+TRAILING: dict[str, list[tuple[str, str]]] = {
+    "01b_predict_acceptance": [
+        ("markdown", """## In code
+
+    from specdec_lib import oracle_client
+    from specdec_lib.endpoint import EndpointClient
+    from specdec_lib.prediction import load_prediction
+    p = oracle_client.run_prediction(EndpointClient(TARGET_URL), [EndpointClient(DRAFT_URL)],
+                                     prompts=["chat", "code"], temperatures=(0, 0.5, 1), ks=range(1, 9))
+    p.to_frame()            # temperature x candidate x method x k: alpha, bounds, V1 rate, tokens per step, P10-P90
+    p.ranking(k=4)          # the drafts ranked by predicted alpha
+    p.best_k(cost_ratio=0.1)
+    p.estimates()           # AcceptanceEstimate(source="predicted", alpha_low, alpha_high, ...)
+    load_prediction(p.path) # the same, later, from the run folder (resume with run_prediction(..., resume=p.path))
+
+The same from a shell: `specdec predict --target URL --draft URL --json`."""),
+        ("code", "prediction = page.state[\"prediction\"]  # set once Predict has finished\n"
+                 "prediction.to_frame() if prediction is not None else \"press Predict first\""),
+    ],
+}
+
 
 IN_CODE_INTRO = """## In code
 
@@ -317,6 +362,8 @@ def build(name: str) -> nbformat.NotebookNode:
     cells.append(new_code_cell(code.replace("ui.", "pages.")))
     if in_code:
         cells += [new_markdown_cell(IN_CODE_INTRO), new_code_cell(in_code[0])]
+    for kind, text in TRAILING.get(name, []):
+        cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

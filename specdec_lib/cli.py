@@ -358,8 +358,14 @@ def register_watch(sub) -> None:
     watch_cli.register(sub)
 
 
-REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_methods, register_calibrate,
-              register_watch]
+def register_predict(sub) -> None:
+    from specdec_lib import predict_cli  # `specdec predict`: acceptance before deploying
+
+    predict_cli.register(sub)
+
+
+REGISTRARS = [register_plan, register_measure, register_memo, register_scenario, register_predict, register_methods,
+              register_calibrate, register_watch]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,125 @@
+"""Predicted acceptance (two ordinary servers) against measured acceptance (the pair with speculation on).
+
+On real vLLM CPU servers with the tiny local models: the plain target and each plain draft give the prediction
+(``oracle_client.run_prediction``); the same pair served with speculation on, swept over the same prompts and
+temperatures with the workbook's counter deltas (``loadtest.run_temperature_sweep``), is the truth. Prints one row
+per draft × draft sampling method × temperature (and n-gram on a repetitive prompt set): predicted α with its
+vocabulary-tail bounds, measured α with its 95 % interval across requests, the error, whether they agree
+(``prediction.AGREEMENT_ALPHA``), and the prediction's seconds. Writes the table as JSON beside the run folders.
+
+    /work/bin/vllm-slot .venv/bin/python benchmarks/acceptance_oracle.py [--prompts 8] [--max-tokens 48]
+
+About 11 server starts (30-80 s each here) plus the requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from specdec_lib import loadtest, localserver, oracle_client, prediction, runs
+from specdec_lib.endpoint import EndpointClient
+
+ROOT = Path(__file__).resolve().parent.parent
+REPETITIVE = ROOT / "tests" / "data" / "repetitive_prompts.jsonl"
+DRAFTS = ("draft_copy", "draft_noise05", "draft_noise20")
+METHODS = ("greedy", "probabilistic")
+TEMPERATURES = (0.0, 0.5, 1.0)
+K = 4  # the named servers' k
+
+
+def get(pool, key, model, spec=None, extra=()):
+    """pool.get, retried when another process took the chosen port between free_port() and vLLM's bind."""
+    for attempt in range(3):
+        try:
+            return pool.get(key, model, spec, extra)
+        except localserver.HarnessError as exc:
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
+            print(f"[oracle] {key}: port taken by another process, retrying", flush=True)
+
+
+def truth(pool, key, spec, prompts, n_prompts, max_tokens, out) -> runs.Run:
+    server = get(pool, key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
+    result = loadtest.run_temperature_sweep(
+        EndpointClient(server.base_url), temperatures=TEMPERATURES, requests_per_temperature=n_prompts,
+        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False)
+    return runs.load_run(result.run_path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per temperature")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--out", default=str(ROOT / "test-output" / "acceptance_oracle"))
+    parser.add_argument("--drafts", default=",".join(DRAFTS))
+    parser.add_argument("--logprobs", type=int, default=20,
+                        help="top-N per position; above 20 the plain servers get --max-logprobs N (tighter bounds)")
+    parser.add_argument("--no-ngram", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = localserver.ensure_tiny_models()
+    pool = localserver.ServerPool(models, out / "servers", max_live=2)
+    prompt_sets = ["chat", "code", "summarisation", "json_extraction"]
+    tables = []
+    try:
+        drafts = [d for d in args.drafts.split(",") if d]
+        predictions = {}
+        extra = ("--max-logprobs", str(args.logprobs)) if args.logprobs > 20 else ()
+        suffix = f"_lp{args.logprobs}" if extra else ""
+        for draft in drafts:
+            target = get(pool, f"baseline{suffix}", "target", None, extra)
+            plain = get(pool, f"plain_{draft}{suffix}", draft, None, extra)
+            started = time.perf_counter()
+            predictions[draft] = oracle_client.run_prediction(
+                EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
+                n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
+                ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
+            print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
+        if not args.no_ngram:
+            target = get(pool, f"baseline{suffix}", "target", None, extra)
+            started = time.perf_counter()
+            ngram_pred = oracle_client.run_prediction(
+                EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
+                temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens, n_logprobs=args.logprobs,
+                runs_dir=out, progress=False)
+            print(f"[oracle] predicted ngram in {time.perf_counter() - started:.1f} s", flush=True)
+        for draft in drafts:
+            for method in METHODS:
+                run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
+                            args.prompts, args.max_tokens, out)
+                pred = predictions[draft]
+                name = pred.metadata["drafts"][0]["served_model"]
+                tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))
+                print(tables[-1].to_string(), flush=True)
+        if not args.no_ngram:
+            run = truth(pool, "spec_ngram", localserver.NGRAM_SPEC, str(REPETITIVE), args.prompts, args.max_tokens,
+                        out)
+            tables.append(prediction.compare_with_measured(ngram_pred, run, "ngram", None, K).assign(draft="ngram"))
+    finally:
+        pool.stop_all()
+    table = pd.concat(tables, ignore_index=True)
+    cols = ["draft", "draft_sample_method", "temperature", "predicted", "predicted_low", "predicted_high", "measured",
+            "measured_low", "measured_high", "error", "agrees", "predict_seconds"]
+    pd.set_option("display.width", 200)
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"agree: {int(table['agrees'].sum())} of {len(table)} (|error| <= {prediction.AGREEMENT_ALPHA} or inside "
+          f"the measured 95 % interval)")
+    print("\n| draft | sampling | T | predicted α [bounds] | measured α [95 % across requests] | error | agrees | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in table.itertuples():
+        print(f"| {r.draft} | {r.draft_sample_method or '-'} | {r.temperature:g} | {r.predicted:.3f} "
+              f"[{r.predicted_low:.3f}, {r.predicted_high:.3f}] | {r.measured:.3f} [{r.measured_low:.3f}, "
+              f"{r.measured_high:.3f}] | {r.error:+.3f} | {'yes' if r.agrees else 'NO'} | {r.predict_seconds:.1f} |")
+    (out / "acceptance_oracle.json").write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
