@@ -333,9 +333,10 @@ def _cli(args) -> int:
     import json
 
     from .display import format_gib
+    from .evaluate import evaluate
     from .scenario import DEFAULT_SCENARIO, load_scenario
 
-    c = compare_methods(DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario))
+    c = evaluate(DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)).methods
     if args.json:
         print(json.dumps({"target": c.target, "qps": c.qps, "best": c.best, "reasons": list(c.reasons),
                           "rows": [asdict(r) for r in c.rows]}, indent=1, default=str))
