@@ -307,7 +307,12 @@ def compare_methods(scenario: Scenario, *, estimates: Iterable[AcceptanceEstimat
         evaluation = evaluate(scenario, estimates=estimates, curve_points=curve_points)
     temperature = production_temperature_median(scenario)
     rows, curves = [], {}
-    for method, drafter, why_not in _candidates(scenario):
+    try:
+        candidates = _candidates(scenario)
+    except ValueError as exc:  # a target (or draft) the catalog cannot resolve: said, as the Evaluation says it
+        return MethodComparison(scenario.title, scenario.target_model, scenario.qps, (), None,
+                                (f"methods not compared: {exc}",))
+    for method, drafter, why_not in candidates:
         if why_not:
             rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=why_not))
             continue

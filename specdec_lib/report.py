@@ -132,6 +132,8 @@ def method_rows(comparison) -> list[dict[str, str]]:
 def methods_pick(comparison) -> str:
     """The pick in one line (memo, CLI and page print this)."""
     best = comparison.best
+    if not comparison.rows:
+        return comparison.reasons[0] if comparison.reasons else "methods not compared"
     if best is None:
         return f"leave speculation off: no method gains at QPS {comparison.qps:g}"
     row = comparison.row(best)

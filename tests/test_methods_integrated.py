@@ -189,3 +189,9 @@ def test_a_failed_change_marks_the_methods_table_stale():
     page.refresh()
     assert "/no/such/dir/config.json" in page.message.value
     assert "specdec-stale" in page.outputs["table"].value
+
+
+def test_an_unknown_target_leaves_the_comparison_empty_and_says_why():
+    ev = evaluate(with_changes(DEFAULT_SCENARIO, target_model="no-such/model"))
+    assert ev.memory_error and ev.methods.rows == () and ev.methods.best is None
+    assert "no-such/model" in ev.methods.reasons[0] and report.methods_pick(ev.methods) == ev.methods.reasons[0]
