@@ -258,6 +258,11 @@ def _evaluate(scenario: Scenario, method: str, drafter: str | None, estimates, t
                      command=cmd.shell()), f
 
 
+def _name(r: MethodRow) -> str:
+    """The method as a reason names it; the scenario's own row says it is the configuration as given."""
+    return f"{r.method} (your scenario as configured, k = {r.k})" if r.own else r.method
+
+
 def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]:
     live = [r for r in rows if r.applies and r.fits and r.speedup_at_qps is not None]
     reasons_sat = [f"{r.method}: saturated at QPS {qps:g} (beyond the deployment's capacity; load_forecast)"
@@ -267,7 +272,7 @@ def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]
                 for r in rows if r.applies and r.fits and r.alpha is None] + reasons_sat
     reasons += [f"{r.method}: does not fit in memory" for r in rows if r.applies and r.fits is False]
     gaining = [r for r in live if r.speedup_at_qps > 1.0]
-    reasons += [f"{r.method}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
+    reasons += [f"{_name(r)}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
                 if r.speedup_at_qps <= 1.0]
     if not gaining:
         return None, reasons + [f"leave speculation off: no method gains at QPS {qps:g}"]
@@ -282,7 +287,7 @@ def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]
                    f"(rule 4)")
     for r in gaining:
         if r is not best:
-            why.append(f"{r.method}: predicted {r.speedup_at_qps:.2f}x, behind")
+            why.append(f"{_name(r)}: predicted {r.speedup_at_qps:.2f}x, behind")
     if "other target" in best.acceptance or "not stated" in best.acceptance:
         why.append(f"{best.method}'s acceptance is a published prior from another deployment: measure it on your "
                    "prompts (specdec measure) before shipping")
