@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 READING_ORDER = """**Reading order:** 00 start here · 01 draft selection · 02 memory budget · 03 break-even and load ·
+03b methods compared ·
 04 live acceptance by temperature · 05 load test with and without · 06 mixed workload · 07 decision memo"""
 
 PAGES: dict[str, tuple] = {  # name -> (markdown cells, page call[, in-code cell])
@@ -258,7 +259,20 @@ drafter for your target says so instead of guessing.
 """,
             READING_ORDER,
         ],
-        "from specdec_lib import methods_page\npage = methods_page.methods_compared_page()\npage.widget",
+        "page = pages.methods_compared_page()\npage.widget",
+        """# Every method side by side as a DataFrame (the Evaluation's comparison), and what stating your own alpha
+# for the configured draft model changes: its row carries the Evaluation's figures; the verdict ignores priors.
+import dataclasses
+
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO, with_changes
+
+for alpha in (None, 0.8):
+    s = with_changes(DEFAULT_SCENARIO, workload=(dataclasses.replace(DEFAULT_SCENARIO.workload[0], alpha=alpha),))
+    ev = evaluate(s)
+    print(f"draft alpha {alpha}: verdict {ev.verdict}; pick {ev.methods.best}")
+ev.methods.frame()[["method", "drafter", "alpha", "acceptance", "k", "speedup_at_qps", "crossover_qps",
+                    "kv_tokens_taken"]]""",
     ),
     "07_decision_memo": (
         [

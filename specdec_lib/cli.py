@@ -93,7 +93,17 @@ def _plan_dict(ev) -> dict:
         "memory_error": ev.memory_error, "load_error": ev.load_error,
         "command": today,
         "legacy_command": legacy_d,
+        "methods": _methods_dict(ev),
     }
+
+
+def _methods_dict(ev) -> dict:
+    """The methods compared (`ev.methods`, as the memo and page 03b show them): the pick and report's rows."""
+    from specdec_lib import report
+
+    c = ev.methods
+    return {"best": c.best, "pick": report.methods_pick(c), "reasons": list(c.reasons),
+            "rows": report.method_rows(c)}
 
 
 def _print_plan(d: dict) -> None:
@@ -123,6 +133,12 @@ def _print_plan(d: dict) -> None:
               f"({load['replicas_source']}); capacity {load['capacity_qps']:.3g} requests/s; crossover "
               f"{'none' if load['crossover_qps'] is None else round(load['crossover_qps'], 3)} requests/s, "
               f"batch {load['crossover_batch']}")
+    m = d["methods"]
+    print(f"\nMethods compared (specdec methods for the full table): pick {m['pick']}")
+    for r in m["rows"]:
+        figures = (f"{r['speedup_at_qps']:>9} at QPS, k {r['k']}, alpha {r['alpha']} ({r['source']}), "
+                   f"+{r['extra_weights']}/GPU" if r["why_not"] == "—" else f"n/a: {r['why_not']}")
+        print(f"  {'*' if r['best'] else ' '} {r['method']:<28} {figures}")
     print("\nCommand (today's vLLM):")
     if not d["command"]["will_start"]:
         print("  WILL NOT START: " + "; ".join(d["command"]["refusals"]))

@@ -20,6 +20,7 @@ those numbers are "unknown".
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -46,6 +47,8 @@ class Evaluation:
     memory_error: str | None = None
     load_error: str | None = None
     run: Any = None                       # the measurement run given, if any (`runs.Run`)
+    estimates: tuple = ()                 # every AcceptanceEstimate given (the run's included): the methods compared
+    step_factors: Any = None              # the `load.StepFactors` behind `calibration`
 
     # --- the records, by name ------------------------------------------------------------------------------
     @property
@@ -105,6 +108,17 @@ class Evaluation:
         """`num_speculative_tokens_per_batch_size` from the mix's crossover batch (None: no schedule)."""
         crossover = None if self.load is None else self.load.crossover_batch
         return vllm_command.k_schedule(crossover, self.scenario.num_speculative_tokens)
+
+    # --- the methods compared (issue 13) -----------------------------------------------------------------------
+    @functools.cached_property
+    def methods(self):
+        """Every speculative method that applies to the target, side by side, and the pick
+        (`methods_compare.compare_methods` over this scenario and these estimates): computed on first use, once, so
+        a face that does not show it does not pay for it. The scenario's own method row carries this Evaluation's
+        load figures; published priors fill the other methods' acceptance and never reach the verdict."""
+        from specdec_lib.methods_compare import CURVE_POINTS, compare_methods
+
+        return compare_methods(self.scenario, estimates=self.estimates, evaluation=self, curve_points=CURVE_POINTS)
 
     # --- pandas and printing ----------------------------------------------------------------------------------
     def to_frame(self):
@@ -298,4 +312,4 @@ def evaluate(scenario: Scenario, *, estimates: Sequence[AcceptanceEstimate] = ()
     return Evaluation(scenario=scenario, decision=decision.decide(scenario, evidence), evidence=evidence,
                       calibration=calibration.source, command=command, command_error=command_error,
                       legacy_command=legacy, legacy_error=legacy_error, memory_error=memory_error,
-                      load_error=load_error, run=run)
+                      load_error=load_error, run=run, estimates=pool, step_factors=calibration)

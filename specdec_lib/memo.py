@@ -309,7 +309,19 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
         "workbook_version": _workbook_version(),
         "checked_vllm_version": vllm_command.CHECKED_VLLM_VERSION,
         "fmt_value": lambda r: format_value(r.value, r.unit),
+        "methods": methods_block(ev),
     }
+
+
+def methods_block(ev) -> dict:
+    """The "Methods compared" section: `ev.methods` as report's rows, the pick, its reasons and its command.
+    Published priors in these rows never reach the verdict above (the verdict uses the scenario's own evidence)."""
+    c = ev.methods
+    best = c.row(c.best) if c.best else None
+    return {"comparison": c, "rows": report.method_rows(c), "columns": report.METHOD_COLUMNS,
+            "pick": report.methods_pick(c), "reasons": list(c.reasons), "rule": c.rule,
+            "command": best.command if best is not None else None,
+            "verdict_method": ev.scenario.method}
 
 
 def _command_block(ev) -> dict:

@@ -242,7 +242,7 @@ def speedup_at_batch(dep: load.Deployment, alpha: float, k: int, batch_size: flo
     return base * e / (draft_round_s(dep, batch_size, k, context_len, parallel_drafting=True) + verify)
 
 
-_COMPARE_NAMES = ("compare_methods", "MethodComparison", "MethodRow", "speedup_curves", "RULE")
+_COMPARE_NAMES = ("compare_methods", "MethodComparison", "MethodRow", "RULE")
 
 
 def __getattr__(name: str):

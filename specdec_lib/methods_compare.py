@@ -22,11 +22,13 @@ own alpha for its configured method ("assumed"), else the best published prior (
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Iterable, Sequence
 
-from . import load, memory, vllm_command
+from . import load, load_forecast, memory, speculation, vllm_command
 from .catalog import get_model
 from .drafters import drafters_for, get_drafter
 from .evidence import AcceptanceEstimate
@@ -35,6 +37,7 @@ from .methods_priors import best_prior
 from .scenario import Scenario, production_temperature_median
 
 TIE_MARGIN = 0.05  # rule 4: speedups within 5 % count as a tie
+CURVE_POINTS = 12  # speedup-vs-QPS points per method (Evaluation.methods)
 RULE = __doc__.split("applied in ``compare_methods``:")[1].split("Acceptance per method")[0].strip()
 
 
@@ -59,12 +62,14 @@ class MethodRow:
     speedup_batch1: float | None = None
     batch_at_qps: float | None = None
     speedup_at_qps: float | None = None
-    crossover_batch: int | None = None
+    crossover_batch: float | None = None
     crossover_qps: float | None = None
     max_batch: int | None = None
     k_schedule: list | None = None
     command: str = ""
     notes: tuple[str, ...] = ()
+    saturated: bool | None = None  # the QPS exceeds the deployment's capacity (load_forecast): no speedup figure
+    own: bool = False  # the scenario's own method and drafter: its figures are the Evaluation's
 
 
 @dataclass(frozen=True)
@@ -146,9 +151,56 @@ def _candidates(scenario: Scenario) -> list[tuple[str, str | None, str]]:
     return out
 
 
-def _evaluate(scenario: Scenario, method: str, drafter: str | None, estimates, temperature: float) -> MethodRow:
+def _plan_for_forecast(mem, scenario: Scenario, dep):
+    """What `load_forecast.forecast` reads of a memory plan (replicas, KV tokens, max_num_seqs), for a method's own
+    memory (methods.method_memory): every row's load figures come from the one forecast function."""
+    return SimpleNamespace(replicas=max(1, scenario.num_gpus // scenario.tensor_parallel_size),
+                           kv_capacity_tokens=mem.kv_capacity_tokens,
+                           max_num_seqs=memory.default_batch_limits(dep.gpu)[1])
+
+
+def _forecast(dep, scenario: Scenario, alphas, k: int, plan, curve_points: int):
+    s = scenario if k == scenario.num_speculative_tokens else dataclasses.replace(scenario, num_speculative_tokens=k)
+    return load_forecast.forecast(dep, s, list(alphas), memory_plan=plan, curve_points=curve_points)
+
+
+def _is_own(scenario: Scenario, method: str, drafter: str | None) -> bool:
+    """The row of the scenario's own configuration (its method and its drafter)."""
+    if method != scenario.method:
+        return False
+    return method in LOOKUP_METHODS or drafter == scenario.draft_model
+
+
+def _own_load(evaluation, method: str):
+    """(LoadPrediction, alpha, label, origin) of the scenario's own method: the Evaluation's figures when it has an
+    alpha; else the same forecast (evaluate's deployment and memory plan, the scenario's k) at the best published
+    prior, labelled so. The verdict never sees that prior."""
+    s = evaluation.scenario
+    if evaluation.load is None:
+        raise ValueError(evaluation.load_error or "the load model could not run for this scenario")
+    if evaluation.load.alpha is not None:
+        alpha, label = evaluation.workload_alpha
+        origin = "; ".join(c.describe() for c in evaluation.acceptance)
+        return evaluation.load, evaluation.load.alpha, label or "assumed (scenario)", origin
+    match = best_prior(method, s.target_model, drafter=s.draft_model, temperature=production_temperature_median(s))
+    if match is None:
+        return evaluation.load, None, "none published", ""
+    from specdec_lib.evaluate import deployment_for
+
+    dep = deployment_for(s, evaluation.evidence.target, evaluation.evidence.draft,
+                         evaluation.step_factors or load.DEFAULT_FACTORS)
+    f = _forecast(dep, s, [match.estimate.alpha] * len(s.workload), s.num_speculative_tokens, evaluation.memory,
+                  load_forecast.CURVE_POINTS if evaluation.load.curve_x else 0)
+    return f, match.estimate.alpha, f"published prior ({match.fit})", match.estimate.origin
+
+
+def _evaluate(scenario: Scenario, method: str, drafter: str | None, estimates, temperature: float,
+              evaluation=None, curve_points: int = 0) -> tuple[MethodRow, object]:
+    """(row, its LoadPrediction or None). Every load figure is `load_forecast.forecast`'s; the scenario's own
+    method takes the Evaluation's (see `_own_load`)."""
     kvb = memory.kv_dtype_bytes(scenario.kv_cache_dtype)
     tp = scenario.tensor_parallel_size
+    own = evaluation is not None and _is_own(scenario, method, drafter)
     mem = method_memory(method, scenario.target_model, drafter=drafter if method != "draft_model" else None,
                         draft_model=drafter if method == "draft_model" else None,
                         draft_precision=scenario.draft_precision, gpu=scenario.gpu, num_gpus=scenario.num_gpus,
@@ -158,54 +210,69 @@ def _evaluate(scenario: Scenario, method: str, drafter: str | None, estimates, t
                      drafter=drafter if method != "draft_model" else None,
                      draft_model=drafter if method == "draft_model" else None,
                      draft_precision=scenario.draft_precision, kv_dtype_bytes=kvb)
-    prompt = max(1, round(sum(c.share * c.prompt_tokens for c in scenario.workload)))
-    output = max(1, round(sum(c.share * c.output_tokens for c in scenario.workload)))
-    wl = load.Workload(prompt, output)
-    ctx = wl.mean_context_len
-    max_num_seqs = memory.default_batch_limits(dep.gpu)[1]
-    max_batch = max(1, min(max_num_seqs, mem.kv_capacity_tokens // (prompt + output)))
-    c = load.cost_ratio(dep, 1, ctx)
-    alpha, label, origin, k_published = _acceptance(method, scenario, estimates, drafter, temperature)
+    plan = _plan_for_forecast(mem, scenario, dep)
+    if own and method == "draft_model" and evaluation.memory is not None:
+        p = evaluation.memory  # the draft's memory as the Evaluation planned it (its draft TP included)
+        mem = dataclasses.replace(mem, extra_weights_bytes_per_gpu=p.draft_weights_bytes_per_gpu,
+                                  kv_capacity_tokens=p.kv_capacity_tokens,
+                                  kv_capacity_tokens_without=p.kv_capacity_tokens_without_draft,
+                                  max_concurrent_seqs=p.max_concurrent_seqs, fits=p.fits)
     notes = mem.notes
     if method in LOOKUP_METHODS:
         notes += (f"{method}: a published mean acceptance length counts only the steps that proposed; prompts with "
                   "little repetition propose rarely, so the prior need not transfer: predict it from your prompts or "
                   "measure it",)
+    if own:
+        f, alpha, label, origin = _own_load(evaluation, method)
+        k = scenario.num_speculative_tokens
+        notes += (f"the scenario's own configuration (k = {k}): the Evaluation's load figures",)
+    else:
+        alpha, label, origin, k_published = _acceptance(method, scenario, estimates, drafter, temperature)
+        f = k = None
+        if alpha is not None and mem.fits:
+            f0 = _forecast(dep, scenario, [alpha] * len(scenario.workload), scenario.num_speculative_tokens, plan, 0)
+            b0 = max(1.0, f0.batch_at_qps or 1.0)
+            ctx = load.Workload(f0.prompt_tokens, f0.output_tokens).mean_context_len
+            k_top = min(scenario.num_speculative_tokens, k_published or scenario.num_speculative_tokens)
+            k = max(range(1, k_top + 1), key=lambda kk: load.speedup_vs_batch(dep, alpha, kk, b0, ctx).speedup)
+            f = f0 if k == scenario.num_speculative_tokens and not curve_points else _forecast(
+                dep, scenario, [alpha] * len(scenario.workload), k, plan, curve_points)
     base = dict(method=method, drafter=drafter, applies=True,
                 extra_weights_bytes_per_gpu=mem.extra_weights_bytes_per_gpu,
                 kv_tokens_taken=mem.kv_tokens_taken, kv_capacity_tokens=mem.kv_capacity_tokens,
-                max_concurrent_seqs=mem.max_concurrent_seqs, fits=mem.fits, cost_ratio=c, acceptance=label,
-                acceptance_origin=origin, max_batch=max_batch, notes=notes)
-    if alpha is None or not mem.fits:
-        return MethodRow(**base, why_not="" if mem.fits else "does not fit in memory")
-    b0 = load.batch_from_qps(dep, scenario.qps, wl, speculative=False, max_batch=max_batch).batch_size
-    k_top = min(scenario.num_speculative_tokens, k_published or scenario.num_speculative_tokens)
-    k = max(range(1, k_top + 1),
-            key=lambda kk: load.speedup_vs_batch(dep, alpha, kk, max(1.0, b0), ctx).speedup)
-    at_qps = load.speedup_at_qps(dep, scenario.qps, wl, alpha, k, max_batch=max_batch)
-    cross_b = load.crossover_batch(dep, alpha, k, ctx, max_batch=max(2, max_batch))
-    cross_q = load.crossover_qps(dep, wl, alpha, k, max_batch=max_batch)
-    schedule = vllm_command.k_schedule(cross_b, k, max_num_seqs=max_num_seqs)
+                max_concurrent_seqs=mem.max_concurrent_seqs, fits=mem.fits,
+                cost_ratio=None if f is None else f.cost_ratio, acceptance=label, acceptance_origin=origin,
+                max_batch=None if f is None else f.max_batch, notes=notes, own=own)
+    if alpha is None or f is None or not mem.fits:
+        return MethodRow(**base, why_not="" if mem.fits else "does not fit in memory"), f
+    max_num_seqs = memory.default_batch_limits(dep.gpu)[1]
+    schedule = vllm_command.k_schedule(f.crossover_batch, k, max_num_seqs=max_num_seqs)
     cmd_method = "deepseek_mtp" if method == "mtp" else method
     cmd = vllm_command.method_serve_command(scenario, cmd_method, num_speculative_tokens=k,
                                             model=drafter if method not in LOOKUP_METHODS and
                                             not method.endswith("mtp") else None,
-                                            crossover_batch=cross_b, max_num_seqs=max_num_seqs)
-    return MethodRow(**base, alpha=alpha, k=k, speedup_batch1=load.speedup_vs_batch(dep, alpha, k, 1, ctx).speedup,
-                     batch_at_qps=at_qps.speculative.batch_size, speedup_at_qps=at_qps.speedup,
-                     crossover_batch=cross_b, crossover_qps=cross_q, k_schedule=schedule, command=cmd.shell())
+                                            crossover_batch=f.crossover_batch, max_num_seqs=max_num_seqs)
+    return MethodRow(**base, alpha=alpha, k=k, speedup_batch1=speculation.speedup(alpha, k, f.cost_ratio),
+                     batch_at_qps=f.batch_at_qps, speedup_at_qps=f.speedup_at_qps, saturated=f.saturated,
+                     crossover_batch=f.crossover_batch, crossover_qps=f.crossover_qps, k_schedule=schedule,
+                     command=cmd.shell()), f
+
+
+def _name(r: MethodRow) -> str:
+    """The method as a reason names it; the scenario's own row says it is the configuration as given."""
+    return f"{r.method} (your scenario as configured, k = {r.k})" if r.own else r.method
 
 
 def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]:
     live = [r for r in rows if r.applies and r.fits and r.speedup_at_qps is not None]
+    reasons_sat = [f"{r.method}: saturated at QPS {qps:g} (beyond the deployment's capacity; load_forecast)"
+                   for r in rows if r.applies and r.fits and r.saturated]
     reasons = [f"{r.method}: {r.why_not}" for r in rows if not r.applies]
     reasons += [f"{r.method}: no acceptance figure (measured, predicted or published) to predict with"
-                for r in rows if r.applies and r.fits and r.alpha is None]
+                for r in rows if r.applies and r.fits and r.alpha is None] + reasons_sat
     reasons += [f"{r.method}: does not fit in memory" for r in rows if r.applies and r.fits is False]
     gaining = [r for r in live if r.speedup_at_qps > 1.0]
-    reasons += [f"{r.method}: saturates at QPS {qps:g} (running batch capped at {r.max_batch} by max_num_seqs or "
-                f"its KV cache) while the baseline keeps up" if r.speedup_at_qps == 0 else
-                f"{r.method}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
+    reasons += [f"{_name(r)}: predicted {r.speedup_at_qps:.2f}x at QPS {qps:g} (no gain)" for r in live
                 if r.speedup_at_qps <= 1.0]
     if not gaining:
         return None, reasons + [f"leave speculation off: no method gains at QPS {qps:g}"]
@@ -220,7 +287,7 @@ def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]
                    f"(rule 4)")
     for r in gaining:
         if r is not best:
-            why.append(f"{r.method}: predicted {r.speedup_at_qps:.2f}x, behind")
+            why.append(f"{_name(r)}: predicted {r.speedup_at_qps:.2f}x, behind")
     if "other target" in best.acceptance or "not stated" in best.acceptance:
         why.append(f"{best.method}'s acceptance is a published prior from another deployment: measure it on your "
                    "prompts (specdec measure) before shipping")
@@ -230,52 +297,44 @@ def _pick(rows: Sequence[MethodRow], qps: float) -> tuple[str | None, list[str]]
 
 
 def compare_methods(scenario: Scenario, *, estimates: Iterable[AcceptanceEstimate] = (),
-                    curve_points: int = 0) -> MethodComparison:
+                    curve_points: int = 0, evaluation=None) -> MethodComparison:
     """Every method that applies to the scenario's target, evaluated alike, and the pick with its reasons.
 
     `estimates`: measured / predicted AcceptanceEstimates (a run's, the acceptance oracle's) by method; they beat
     the scenario's assumed alpha and the published priors. `curve_points` > 0 adds speedup-vs-QPS curves.
+    `evaluation`: the scenario's `evaluate.Evaluation`; its load figures become the scenario's own method's row (the
+    faces call `Evaluation.methods`, which passes itself). Without it one is made here.
     """
     estimates = tuple(estimates)
+    if evaluation is None:
+        from specdec_lib.evaluate import evaluate
+
+        evaluation = evaluate(scenario, estimates=estimates, curve_points=curve_points)
     temperature = production_temperature_median(scenario)
-    rows = []
-    for method, drafter, why_not in _candidates(scenario):
+    rows, curves = [], {}
+    try:
+        candidates = _candidates(scenario)
+    except ValueError as exc:  # a target (or draft) the catalog cannot resolve: said, as the Evaluation says it
+        return MethodComparison(scenario.title, scenario.target_model, scenario.qps, (), None,
+                                (f"methods not compared: {exc}",))
+    for method, drafter, why_not in candidates:
         if why_not:
             rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=why_not))
-        else:
-            try:
-                rows.append(_evaluate(scenario, method, drafter, estimates, temperature))
-            except ValueError as exc:  # one method the planner cannot model costs its own row, not the comparison
-                rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=f"not planned: {exc}"))
+            continue
+        try:
+            row, f = _evaluate(scenario, method, drafter, estimates, temperature, evaluation, curve_points)
+        except ValueError as exc:  # one method the planner cannot model costs its own row, not the comparison
+            rows.append(MethodRow(method=method, drafter=drafter, applies=False, why_not=f"not planned: {exc}"))
+            continue
+        rows.append(row)
+        if curve_points and f is not None and f.curve_x and row.alpha is not None and f.curves:
+            curves.setdefault(method, (list(f.curve_x), list(next(iter(f.curves.values())))))
     best, reasons = _pick(rows, scenario.qps)
-    curves = speedup_curves(scenario, rows, curve_points) if curve_points else {}
     return MethodComparison(scenario.title, scenario.target_model, scenario.qps, tuple(rows), best, tuple(reasons),
                             curves=curves)
 
 
-def speedup_curves(scenario: Scenario, rows: Sequence[MethodRow], points: int = 16) -> dict:
-    """method -> (qps values, predicted speedups) from near zero to the baseline's capacity (load.speedup_at_qps)."""
-    out = {}
-    for r in rows:
-        if r.speedup_at_qps is None:
-            continue
-        dep = deployment(r.method, scenario.target_model, gpu=scenario.gpu, tp=scenario.tensor_parallel_size,
-                         target_precision=scenario.target_precision,
-                         drafter=r.drafter if r.method != "draft_model" else None,
-                         draft_model=r.drafter if r.method == "draft_model" else None,
-                         draft_precision=scenario.draft_precision,
-                         kv_dtype_bytes=memory.kv_dtype_bytes(scenario.kv_cache_dtype))
-        prompt = max(1, round(sum(c.share * c.prompt_tokens for c in scenario.workload)))
-        output = max(1, round(sum(c.share * c.output_tokens for c in scenario.workload)))
-        wl = load.Workload(prompt, output)
-        cap = load.capacity_qps(dep, wl, speculative=False, max_batch=r.max_batch)
-        xs = [cap * 0.98 * (i + 1) / points for i in range(points)]
-        ys = [load.speedup_at_qps(dep, q, wl, r.alpha, r.k, max_batch=r.max_batch).speedup for q in xs]
-        out[r.method] = (xs, [y if math.isfinite(y) else None for y in ys])
-    return out
-
-
-__all__ = ["MethodRow", "MethodComparison", "compare_methods", "speedup_curves", "RULE", "TIE_MARGIN"]
+__all__ = ["MethodRow", "MethodComparison", "compare_methods", "RULE", "TIE_MARGIN"]
 
 
 # --- `specdec methods` ---------------------------------------------------------------------------------------------
@@ -284,9 +343,10 @@ def _cli(args) -> int:
     import json
 
     from .display import format_gib
+    from .evaluate import evaluate
     from .scenario import DEFAULT_SCENARIO, load_scenario
 
-    c = compare_methods(DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario))
+    c = evaluate(DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)).methods
     if args.json:
         print(json.dumps({"target": c.target, "qps": c.qps, "best": c.best, "reasons": list(c.reasons),
                           "rows": [asdict(r) for r in c.rows]}, indent=1, default=str))

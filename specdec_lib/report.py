@@ -82,3 +82,73 @@ def verdict_html(ev) -> str:
             + "<table class='specdec-reasons'><tr><th></th><th>group</th><th>condition</th><th>value</th>"
               "<th>passes when</th><th>source</th><th>if it fails</th></tr>" + "".join(rows) + "</table>"
             + f"<p style='color:#555'>Calibration: {html.escape(ev.calibration)}</p>")
+
+
+# --- the methods compared (issue 13): one set of rows for the memo, the CLI and page 03b ----------------------------
+
+METHOD_COLUMNS = (("method", "method"), ("drafter", "drafter"), ("extra_weights", "extra weights / GPU"),
+                  ("kv_tokens_taken", "KV tokens taken / GPU"), ("max_seqs", "max seqs at context"),
+                  ("cost_ratio", "cost ratio c"), ("alpha", "α"), ("source", "acceptance"),
+                  ("citation", "acceptance from (citation)"), ("k", "k"), ("speedup_batch1", "speedup @ batch 1"),
+                  ("speedup_at_qps", "speedup @ QPS"), ("crossover_batch", "crossover batch"),
+                  ("crossover_qps", "crossover QPS"), ("why_not", "why not"))
+
+
+def acceptance_kind(label: str) -> str:
+    """'prior' / 'predicted' / 'measured' / 'assumed' / 'none' for a MethodRow's acceptance label."""
+    for kind in ("prior", "predicted", "measured", "assumed"):
+        if kind in label:
+            return kind
+    return "none"
+
+
+def method_rows(comparison) -> list[dict[str, str]]:
+    """One row of display strings per method of `Evaluation.methods` (units as the CLI prints them)."""
+    def num(value, fmt: str) -> str:
+        return "—" if value is None else format(value, fmt)
+
+    rows = []
+    for r in comparison.rows:
+        speed = ("saturated" if r.saturated else num(r.speedup_at_qps, ".2f") + ("x" if r.speedup_at_qps is not None
+                                                                                else ""))
+        rows.append({
+            "method": r.method + (" (your scenario)" if r.own else ""), "drafter": r.drafter or "—",
+            "extra_weights": "—" if r.extra_weights_bytes_per_gpu is None
+            else display.format_gib(r.extra_weights_bytes_per_gpu, 2),
+            "kv_tokens_taken": "—" if r.kv_tokens_taken is None else display.format_count(r.kv_tokens_taken),
+            "max_seqs": "—" if r.max_concurrent_seqs is None else display.format_count(r.max_concurrent_seqs),
+            "cost_ratio": num(r.cost_ratio, ".3f"), "alpha": num(r.alpha, ".3f"),
+            "source": acceptance_kind(r.acceptance) if r.applies else "—",
+            "citation": (f"{r.acceptance}: {r.acceptance_origin}" if r.acceptance_origin else r.acceptance) or "—",
+            "k": num(r.k, "d"), "speedup_batch1": num(r.speedup_batch1, ".2f"),
+            "speedup_at_qps": speed if r.applies else "—",
+            "crossover_batch": num(r.crossover_batch, "g"),
+            "crossover_qps": "—" if r.crossover_qps is None else f"{r.crossover_qps:.3g} requests/s",
+            "why_not": r.why_not or "—", "best": r.method == comparison.best,
+        })
+    return rows
+
+
+def methods_pick(comparison) -> str:
+    """The pick in one line (memo, CLI and page print this)."""
+    best = comparison.best
+    if not comparison.rows:
+        return comparison.reasons[0] if comparison.reasons else "methods not compared"
+    if best is None:
+        return f"leave speculation off: no method gains at QPS {comparison.qps:g}"
+    row = comparison.row(best)
+    return (f"{best}{f' ({row.drafter})' if row.drafter else ''}: predicted {row.speedup_at_qps:.2f}x at QPS "
+            f"{comparison.qps:g}, k = {row.k}, α {row.alpha:.3f} ({acceptance_kind(row.acceptance)})")
+
+
+def methods_html(comparison) -> str:
+    """The comparison table (the pick in bold) for the notebook page; the memo's template prints the same rows."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in METHOD_COLUMNS)
+    body = "".join(
+        ("<tr style='font-weight:bold'>" if row["best"] else "<tr>")
+        + "".join(f"<td>{html.escape(str(row[key]))}</td>" for key, _ in METHOD_COLUMNS) + "</tr>"
+        for row in method_rows(comparison))
+    reasons = "".join(f"<li>{html.escape(x)}</li>" for x in comparison.reasons)
+    return (f"<p><b>Pick: {html.escape(methods_pick(comparison))}</b></p><ul>{reasons}</ul>"
+            f"<table class='specdec-methods'><tr>{head}</tr>{body}</table>"
+            f"<details><summary>The rule</summary><pre>{html.escape(comparison.rule)}</pre></details>")

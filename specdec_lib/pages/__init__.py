@@ -15,6 +15,7 @@ from specdec_lib.pages.live import LOCAL_DEMO_COMMAND, endpoint_url_default, par
 from specdec_lib.pages.live_acceptance import live_acceptance_page
 from specdec_lib.pages.load_test import load_test_page
 from specdec_lib.pages.memory_budget import memory_budget_page
+from specdec_lib.pages.methods_compared import methods_compared_page
 from specdec_lib.pages.mixed_workload import mixed_workload_page
 from specdec_lib.pages.start_here import start_here_page
 
@@ -24,6 +25,7 @@ PAGES = {
     "01_draft_selection": draft_selection_page,
     "02_memory_budget": memory_budget_page,
     "03_break_even_and_load": break_even_page,
+    "03b_methods_compared": methods_compared_page,
     "04_live_acceptance_by_temperature": live_acceptance_page,
     "05_load_test_with_and_without": load_test_page,
     "06_mixed_workload": mixed_workload_page,
@@ -33,5 +35,6 @@ PAGES = {
 __all__ = [
     "PAGES", "SLOW_WAIT_S", "Debouncer", "FigureSlot", "LOCAL_DEMO_COMMAND", "Page", "break_even_page",
     "decision_memo_page", "draft_selection_page", "endpoint_url_default", "live_acceptance_page", "load_test_page",
-    "memory_budget_page", "mixed_workload_page", "parse_float_list", "start_here_page", "update_figure_in_place",
+    "memory_budget_page",
+    "methods_compared_page", "mixed_workload_page", "parse_float_list", "start_here_page", "update_figure_in_place",
 ]
