@@ -330,7 +330,8 @@ def watch(source, plan: monitoring.WatchPlan, *, runs_dir, duration_s: float, in
     status = "complete"
     try:
         while not stop_event.is_set():
-            record: dict = {"n": n, "utc": datetime.now(timezone.utc).isoformat(),
+            # every record of a run folder carries a string label (runs.py's contract; summaries group by it)
+            record: dict = {"n": n, "label": "watch", "utc": datetime.now(timezone.utc).isoformat(),
                             "elapsed_s": time.monotonic() - start}
             try:
                 r = source.read()

@@ -55,7 +55,7 @@ def ensure_other_tokenizer_model(models: localserver.TinyModels, venv: Path) -> 
         shutil.rmtree(staging, ignore_errors=True)
         lib = Path(localserver.__file__).resolve().parent
         done = subprocess.run([str(localserver.venv_python(venv)), "-c", _BUILD, str(models.target), str(staging),
-                               str(lib)], capture_output=True, text=True, env=localserver._quiet_env(), timeout=300)
+                               str(lib)], capture_output=True, text=True, env=localserver.quiet_env(), timeout=300)
         if done.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
             raise RuntimeError(f"building the other-tokenizer model failed:\n{done.stderr[-3000:]}")

@@ -61,7 +61,7 @@ def test_port_agrees_with_vllms_own_proposer(vllm_venv):
         min_n = int(rng.integers(1, 4))
         cases.append((context, min_n, int(rng.integers(min_n, 6)), int(rng.integers(1, 6))))
     done = subprocess.run([str(localserver.venv_python(vllm_venv)), "-c", VLLM_SCRIPT], input=json.dumps(cases),
-                          capture_output=True, text=True, timeout=300, env=localserver._quiet_env())
+                          capture_output=True, text=True, timeout=300, env=localserver.quiet_env())
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
     ours = [proposers.ngram_propose(c, a, b, k) for c, a, b, k in cases]
