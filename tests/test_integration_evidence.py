@@ -223,3 +223,28 @@ def test_the_monitoring_condition_says_what_is_generated_and_what_to_confirm():
     assert "Prometheus rule file and a Grafana dashboard" in r.detail
     for item in monitoring.operator_must_confirm(plan):
         assert item in r.detail
+
+
+def test_pages_take_the_prediction_run(prediction_dir, monkeypatch):
+    from specdec_lib import pages
+
+    monkeypatch.delenv("SPECDEC_AUTORUN", raising=False)
+    (est,) = load_prediction(prediction_dir).estimates()
+    # Page 01: the run folder control gives the scenario's draft its predicted alpha; other drafts stay unknown.
+    p01 = pages.draft_selection_page()
+    p01.controls["prediction_runs"].value = str(prediction_dir)
+    p01.refresh()
+    from specdec_lib import catalog
+
+    (ours,) = [d for d in p01.outputs["state"]["candidates"] if catalog.same_model(d.name, DRAFT)]
+    assert "predicted" in ours.acceptance and ours.alpha == pytest.approx(est.alpha)
+    assert ours.speedup_batch1 is not None
+    assert all(d.alpha is None for d in p01.outputs["state"]["candidates"] if d is not ours)
+    # Page 00 with estimates; page 07 with the folder control: the verdict cites "predicted", as the CLI does.
+    p00 = pages.start_here_page(estimates=load_prediction(prediction_dir).estimates())
+    assert p00.outputs["state"]["evaluation"].acceptance[0].source == "predicted"
+    p07 = pages.decision_memo_page()
+    p07.controls["prediction_runs"].value = str(prediction_dir)
+    ev = p07.outputs["state"]["evaluation"]
+    assert ev.acceptance[0].source == "predicted"
+    assert ev.load.speedup_at_qps == pytest.approx(evaluate(DEFAULT_SCENARIO, estimates=[est]).load.speedup_at_qps)
