@@ -248,3 +248,19 @@ def test_pages_take_the_prediction_run(prediction_dir, monkeypatch):
     ev = p07.outputs["state"]["evaluation"]
     assert ev.acceptance[0].source == "predicted"
     assert ev.load.speedup_at_qps == pytest.approx(evaluate(DEFAULT_SCENARIO, estimates=[est]).load.speedup_at_qps)
+
+
+def test_the_simulation_page_uses_the_calibration_and_names_it():
+    from specdec_lib import pages
+    from specdec_lib.calibrate import load_calibration
+
+    default = pages.mixed_workload_page()
+    default.controls["num_requests"].value = 200
+    default.refresh()
+    calibrated = pages.mixed_workload_page(calibration=str(CALIBRATION))
+    calibrated.controls["num_requests"].value = 200
+    calibrated.refresh()
+    assert "2× H100" in default.outputs["summary"].value
+    assert html.escape(load_calibration(CALIBRATION).source) in calibrated.outputs["summary"].value
+    # The CPU server's step times (tens of ms) give other latencies than the H100 example's.
+    assert default.figures["tpot"].data[0].y != calibrated.figures["tpot"].data[0].y
