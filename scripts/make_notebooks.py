@@ -309,16 +309,25 @@ over a rolling window the per-token acceptance **alpha** (solved from vLLM V1's 
 the per-position rates, and P99 TPOT/TTFT from vLLM's histograms, against the source's bands (off below 0.5,
 a win above 0.65) and your plan's P99s. Every read is written to a run folder at once: Stop keeps everything.
 
-For the deployment itself, `specdec monitoring --k K -o DIR` writes the Prometheus rules and Grafana dashboard
-with the same thresholds in the counters' own units (see `docs/monitoring.md`); `specdec watch --help` is this
-page on the command line.
+For the deployment itself, `specdec monitoring --scenario FILE -o DIR` (or `--k K`) writes the Prometheus rules
+and Grafana dashboard with the same thresholds in the counters' own units (see `docs/monitoring.md`);
+`specdec watch --help` is this page on the command line.
 """,
         ],
-        "from specdec_lib import watch_page\npage = watch_page.production_watch_page()\npage.widget",
+        "page = pages.production_watch_page()\npage.widget",
+        """# The rules, dashboard and thresholds for a scenario: what the memo ships and `specdec monitoring --scenario`
+# writes (the same text).
+from specdec_lib import monitoring
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO
+
+artifacts = monitoring.artifacts_for(monitoring.plan_for_evaluation(evaluate(DEFAULT_SCENARIO)))
+print(artifacts.rules_yaml[:400])
+artifacts.thresholds_table()""",
     ),
 }
 
-# issue 12: page 01b, predicting acceptance before deploying (its widgets live in specdec_lib/predict_page.py).
+# issue 12: page 01b, predicting acceptance before deploying (specdec_lib/pages/predict_acceptance.py).
 PAGES["01b_predict_acceptance"] = (
     [
         """# 01b · Predict acceptance before deploying (needs endpoints, not speculation)
@@ -340,28 +349,24 @@ needs a second server. Nothing is sent until you press **Predict**; **Cancel** s
 """,
         READING_ORDER,
     ],
-    "from specdec_lib.predict_page import predict_page\npage = predict_page()\npage.widget",
+    "page = pages.predict_page()\npage.widget",
+    """# Needs the servers, so shown as comments; `specdec predict --target URL --draft URL --json` from a shell:
+# from specdec_lib import oracle_client
+# from specdec_lib.endpoint import EndpointClient
+# p = oracle_client.run_prediction(EndpointClient(TARGET_URL), [EndpointClient(DRAFT_URL)],
+#                                  prompts=["chat", "code"], temperatures=(0, 0.5, 1), ks=range(1, 9))
+# p.ranking(k=4); p.best_k(cost_ratio=0.1)
+# p.estimates()  -> AcceptanceEstimate(source="predicted", alpha_low, alpha_high): the verdict's evidence, as in
+# evaluate(scenario, estimates=p.estimates()) or `specdec plan --prediction RUN_DIR` / scenario.prediction_runs.
+# load_prediction(RUN_DIR) reads a run folder back (resume with run_prediction(..., resume=RUN_DIR)).
+from specdec_lib.evaluate import evaluate
+from specdec_lib.scenario import DEFAULT_SCENARIO
+
+prediction = page.state["prediction"]  # set once Predict has finished (None before)
+estimates = prediction.estimates() if prediction is not None else ()
+# Which acceptance the verdict uses per request class (a prediction for other models is listed as rejected, why):
+evaluate(DEFAULT_SCENARIO, estimates=estimates).acceptance_frame()""",
 )
-TRAILING: dict[str, list[tuple[str, str]]] = {
-    "01b_predict_acceptance": [
-        ("markdown", """## In code
-
-    from specdec_lib import oracle_client
-    from specdec_lib.endpoint import EndpointClient
-    from specdec_lib.prediction import load_prediction
-    p = oracle_client.run_prediction(EndpointClient(TARGET_URL), [EndpointClient(DRAFT_URL)],
-                                     prompts=["chat", "code"], temperatures=(0, 0.5, 1), ks=range(1, 9))
-    p.to_frame()            # temperature x candidate x method x k: alpha, bounds, V1 rate, tokens per step, P10-P90
-    p.ranking(k=4)          # the drafts ranked by predicted alpha
-    p.best_k(cost_ratio=0.1)
-    p.estimates()           # AcceptanceEstimate(source="predicted", alpha_low, alpha_high, ...)
-    load_prediction(p.path) # the same, later, from the run folder (resume with run_prediction(..., resume=p.path))
-
-The same from a shell: `specdec predict --target URL --draft URL --json`."""),
-        ("code", "prediction = page.state[\"prediction\"]  # set once Predict has finished\n"
-                 "prediction.to_frame() if prediction is not None else \"press Predict first\""),
-    ],
-}
 
 
 IN_CODE_INTRO = """## In code
@@ -376,8 +381,6 @@ def build(name: str) -> nbformat.NotebookNode:
     cells.append(new_code_cell(code.replace("ui.", "pages.")))
     if in_code:
         cells += [new_markdown_cell(IN_CODE_INTRO), new_code_cell(in_code[0])]
-    for kind, text in TRAILING.get(name, []):
-        cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

@@ -1,8 +1,9 @@
 """`specdec`: the workbook from the command line (plan, measure, memo, scenario).
 
-    specdec plan   [--scenario FILE] [--run RUN_DIR] [--json]
+    specdec plan   [--scenario FILE] [--run RUN_DIR] [--prediction RUN_DIR ...] [--calibration FILE] [--json]
     specdec measure --url URL [--api-key-env VAR] [--sweep temps|load] [...]
-    specdec memo   [--scenario FILE] [--run RUN_DIR] [--baseline-run RUN_DIR] -o memo.html
+    specdec memo   [--scenario FILE] [--run RUN_DIR] [--baseline-run RUN_DIR] [--prediction RUN_DIR ...]
+                   [--calibration FILE] -o memo.html
     specdec scenario [-o FILE]          (write the built-in default scenario as TOML)
     specdec methods [--scenario FILE] [--json]   (every speculative method side by side)
 
@@ -50,6 +51,38 @@ def _run(path: str | None, what: str = "--run"):
     if not (p / "metadata.json").is_file():
         raise ValueError(f"{what}={path!r} is not a run folder (no metadata.json)")
     return runs.load_run(p)
+
+
+def resolve_inputs(args, scenario):
+    """Prediction runs and a calibration named by flags or by the scenario, resolved once (`inputs.resolve`)."""
+    from specdec_lib import inputs
+
+    resolved = inputs.resolve(scenario, prediction_runs=args.prediction or (), calibration=args.calibration)
+    for path in resolved.prediction_runs:
+        print(f"[{args.command}] prediction run: {path}", file=sys.stderr)
+    if resolved.calibration is not None:
+        print(f"[{args.command}] calibration: {resolved.calibration.source}", file=sys.stderr)
+    return resolved
+
+
+def evaluate_args(args):
+    """`evaluate` for a command's --scenario, --run (else the scenario's measurement_run), --prediction and
+    --calibration: the one way plan, memo and monitoring turn arguments into an Evaluation."""
+    from specdec_lib.evaluate import evaluate
+
+    scenario = _scenario(args.scenario)
+    run = _run(getattr(args, "run", None) or scenario.measurement_run)
+    resolved = resolve_inputs(args, scenario)
+    return evaluate(scenario, run=run, estimates=resolved.estimates, calibration=resolved.step_factors)
+
+
+def add_evidence_args(p) -> None:
+    p.add_argument("--prediction", metavar="RUN_DIR", action="append",
+                   help="a prediction run folder (`specdec predict`) whose predicted alpha is evidence; repeatable "
+                        "(added to the scenario's prediction_runs)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="a calibration file (`specdec calibrate`) for the load model (default: the scenario's "
+                        "calibration, else the built-in H100 factors)")
 
 
 # --- plan ----------------------------------------------------------------------------------------------------
@@ -148,11 +181,7 @@ def _print_plan(d: dict) -> None:
 
 
 def cmd_plan(args) -> int:
-    from specdec_lib.evaluate import evaluate
-
-    scenario = _scenario(args.scenario)
-    run = _run(args.run)
-    d = _plan_dict(evaluate(scenario, run=run))
+    d = _plan_dict(evaluate_args(args))
     if args.json:
         print(json.dumps(d, indent=2, default=str))
     else:
@@ -164,6 +193,7 @@ def register_plan(sub) -> None:
     p = sub.add_parser("plan", help="verdict, reasons, memory and load numbers, and the vLLM command")
     p.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
     p.add_argument("--run", metavar="RUN_DIR", help="a measurement run folder to take acceptance from")
+    add_evidence_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_plan)
 
@@ -172,13 +202,10 @@ def register_plan(sub) -> None:
 
 def cmd_memo(args) -> int:
     from specdec_lib import memo
-    from specdec_lib.evaluate import evaluate
 
-    scenario = _scenario(args.scenario)
-    run_dir = args.run or scenario.measurement_run
-    run = _run(run_dir)
     baseline = _run(args.baseline_run, "--baseline-run")
-    ev = evaluate(scenario, run=run)
+    ev = evaluate_args(args)
+    run = ev.run
     print(f"[memo] scenario: {ev.title}", file=sys.stderr)
     if run is not None:
         print(f"[memo] measurement run: {run.path}", file=sys.stderr)
@@ -196,6 +223,7 @@ def register_memo(sub) -> None:
     o.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: the built-in default scenario)")
     o.add_argument("--run", metavar="RUN_DIR", help="measurement run folder (default: the scenario's measurement_run)")
     o.add_argument("--baseline-run", metavar="RUN_DIR", help="a run against the same server without speculation")
+    add_evidence_args(o)
     o.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write memo.html")
     o.set_defaults(func=cmd_memo)
 

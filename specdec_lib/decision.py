@@ -297,8 +297,21 @@ def _leave_off_when(scenario: Scenario, evidence: Evidence) -> list[Reason]:
     out.append(_reason(
         "monitoring_in_place", "leave it off when", "Acceptance-rate monitoring is set up",
         scenario.monitoring_in_place, "yes" if scenario.monitoring_in_place else "no", "", "yes", "assumed",
-        "leave off", "without it you cannot tell whether speculation helps"))
+        "leave off", _monitoring_detail(scenario, evidence)))
     return out
+
+
+def _monitoring_detail(scenario: Scenario, evidence: Evidence) -> str:
+    """What is generated for the operator and what they must still confirm (issue 15): the same plan the memo's
+    rule file is built from (`monitoring.plan_for_evaluation` reads the same k and crossover)."""
+    from specdec_lib import monitoring  # monitoring reads this module's thresholds: imported here, not above
+
+    if scenario.method == "none":
+        return "without it you cannot tell whether speculation helps"
+    confirm = monitoring.operator_must_confirm(monitoring.plan_for(scenario, evidence.load))
+    return ("without it you cannot tell whether speculation helps. Generated for k="
+            f"{scenario.num_speculative_tokens}: a Prometheus rule file and a Grafana dashboard (shipped with the "
+            "memo; `specdec monitoring --scenario FILE`). The operator must still confirm: " + " ".join(confirm))
 
 
 def _draft_checklist(scenario: Scenario, evidence: Evidence) -> list[Reason]:

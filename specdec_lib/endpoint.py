@@ -271,6 +271,28 @@ class EndpointClient:
             raise EndpointError(self.url(path), "bad_response",
                                 f"expected JSON, got {self.redact(text, BODY_EXCERPT_CHARS)!r}") from None
 
+    def post_json(self, path: str, body: dict, timeout_s: float | None = None) -> Any:
+        """POST ``body`` as JSON and read the whole JSON answer under one wall-clock budget.
+
+        Errors are EndpointErrors naming the URL: HTTP 4xx/5xx ``http_status``; a body cut before its end
+        (Content-Length not reached, connection closed) ``stream_cut``; a non-JSON answer ``bad_response``
+        (excerpt redacted)."""
+        budget = timeout_s if timeout_s is not None else self.timeout_s
+        with transport.Deadline(budget) as deadline:
+            resp = self._request("POST", path, deadline, json_body=body, stream=True)
+            try:
+                raw = resp.content
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._failure(self.url(path), exc, deadline, budget, mid_stream="part of the body") from None
+            finally:
+                resp.close()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            text = raw[:BODY_EXCERPT_CHARS].decode("utf-8", errors="replace")
+            raise EndpointError(self.url(path), "bad_response",
+                                f"expected JSON, got {self.redact(text, BODY_EXCERPT_CHARS)!r}") from None
+
     # -- discovery --------------------------------------------------------------------------------------------
     def models(self) -> list[dict]:
         url = self.url("/v1/models")

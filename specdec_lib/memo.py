@@ -169,57 +169,57 @@ def _risks(s: Scenario, decision: dec.Decision, plan, forecast) -> list[str]:
 
 
 def monitoring_plan(s: Scenario, crossover_batch: float | None = None) -> list[dict[str, str]]:
-    """Metrics, PromQL over vLLM 0.32's counters, thresholds (V1 ratio converted from the source's alpha bands)."""
-    from specdec_lib import speculation
+    """Metrics, PromQL over vLLM 0.32's counters, thresholds: `monitoring.memo_rows`, the same expressions and
+    thresholds as the rule file the memo ships (one truth)."""
+    from specdec_lib import monitoring
 
-    k = s.num_speculative_tokens
-    v1_off = speculation.v1_rate_from_alpha(rules.ALPHA_OFF_BELOW, k)
-    v1_win = speculation.v1_rate_from_alpha(rules.ALPHA_WIN_ABOVE, k)
-    rows = [
-        {"what": "Acceptance ratio (V1: accepted / draft tokens)",
-         "promql": "sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
-                   "sum(rate(vllm:spec_decode_num_draft_tokens_total[5m]))",
-         "threshold": f"< {v1_off:.3f} for 15 min (= alpha 0.5 at k={k}): turn speculation off; "
-                      f"{v1_off:.3f}-{v1_win:.3f} (alpha 0.5-0.65): investigate",
-         "why": "The source's first signal; its 0.5/0.65 bands are alpha, converted here to V1's prefix-only ratio."},
-        {"what": "Mean acceptance length (tokens per verify step)",
-         "promql": "1 + sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
-                   "sum(rate(vllm:spec_decode_num_drafts_total[5m]))",
-         "threshold": f"< {1 + k * v1_off:.2f} (alpha 0.5 at k={k})",
-         "why": "E = (1 - alpha^(k+1)) / (1 - alpha); alpha follows from it."},
-        {"what": "Acceptance by draft position",
-         "promql": "sum by (position) (rate(vllm:spec_decode_num_accepted_tokens_per_pos_total[5m])) / "
-                   "ignoring(position) group_left sum(rate(vllm:spec_decode_num_drafts_total[5m]))",
-         "threshold": "last positions near 0: lower k",
-         "why": "Shows whether k is too large; conditional ratios of consecutive positions estimate alpha."},
-        {"what": "TPOT P50 / P99 vs the baseline",
-         "promql": "histogram_quantile(0.99, sum by (le) "
-                   "(rate(vllm:request_time_per_output_token_seconds_bucket[5m])))",
-         "threshold": "P99 above the baseline without speculation",
-         "why": "The gain speculation is for; P99 regresses first under mixed workloads."},
-        {"what": "TTFT P50 / P99",
-         "promql": "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))",
-         "threshold": "above the TTFT SLO",
-         "why": "The draft's prefill can raise TTFT."},
-        {"what": "Running requests vs the crossover batch",
-         "promql": "max(vllm:num_requests_running)",
-         "threshold": (f">= {math.ceil(crossover_batch)} sustained (the load model's first batch without a gain)"
-                       if crossover_batch
-                       else "above the measured crossover batch"),
-         "why": "Above the crossover speculation costs throughput; the k schedule should already turn it off."},
-        {"what": "KV cache usage and preemptions",
-         "promql": "max(vllm:kv_cache_usage_perc); sum(rate(vllm:num_preemptions_total[5m]))",
-         "threshold": "usage > 0.9 sustained or any preemptions",
-         "why": "The draft's weights and KV come out of the same budget (the squeeze)."},
-        {"what": "Output throughput",
-         "promql": "sum(rate(vllm:generation_tokens_total[5m]))",
-         "threshold": "below the baseline at the same request rate",
-         "why": "The source: measure throughput at production concurrency, not single requests."},
-        {"what": "Acceptance per temperature bucket",
-         "promql": "(per request) --per-request-spec-decode-metrics summary; or one deployment per temperature class",
-         "threshold": "P10 of per-request alpha < 0.5",
-         "why": "vLLM's counters carry no temperature label; the source asks for P10/P50/P90 by temperature."},
-    ]
+    return monitoring.memo_rows(monitoring.plan_from_scenario(s, crossover_batch=crossover_batch))
+
+
+def _data_uri(text: str, mime: str) -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def monitoring_block(ev) -> dict[str, Any]:
+    """The memo's monitoring section: the table, the rule file and the dashboard (as downloadable data: links and
+    inline text), the thresholds table and what the operator must still confirm. All from
+    `monitoring.artifacts_for(monitoring.plan_for_evaluation(ev))`: `specdec monitoring --scenario` writes the
+    same files."""
+    from specdec_lib import monitoring
+
+    plan = monitoring.plan_for_evaluation(ev)
+    art = monitoring.artifacts_for(plan)
+    table = art.thresholds_table()
+    return {"rows": monitoring.memo_rows(plan), "rules_yaml": art.rules_yaml, "dashboard_json": art.dashboard_json,
+            "rules_href": _data_uri(art.rules_yaml, "application/yaml"),
+            "dashboard_href": _data_uri(art.dashboard_json, "application/json"),
+            "thresholds_columns": list(table.columns),
+            "thresholds_rows": [[_cell(v) for v in row] for row in table.itertuples(index=False)],
+            "operator_must_confirm": list(art.operator_must_confirm), "latency_note": monitoring.latency_note(plan)}
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def predicted_vs_measured(ev) -> list[dict[str, str]]:
+    """Per request class where both exist: the predicted and the measured acceptance side by side (issue 12)."""
+    rows = []
+    for c in ev.acceptance:
+        used = [e for e in (c.chosen, *c.also_applicable) if e is not None]
+        predicted = [e for e in used if e.source == "predicted"]
+        measured = [e for e in used if e.source == "measured"]
+        if predicted and measured:
+            p, m = predicted[0], measured[0]
+            rows.append({"request_class": c.request_class, "temperature": f"{c.temperature:g}",
+                         "predicted": acceptance.describe_estimate(p), "measured": acceptance.describe_estimate(m),
+                         "difference": f"{p.alpha - m.alpha:+.3f}",
+                         "inside": ("yes" if p.alpha_low is not None and p.alpha_high is not None
+                                    and p.alpha_low <= m.alpha <= p.alpha_high else "no")})
     return rows
 
 
@@ -281,7 +281,7 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
     if baseline_run is not None:
         measurements.append(_measurement(baseline_run, "Baseline run (speculation off)"))
     command = _command_block(ev)
-    crossover = None if ev.load is None else ev.load.crossover_batch
+    watch = monitoring_block(ev)
     return {
         "title": ev.title,
         "scenario": scenario,
@@ -302,7 +302,9 @@ def build_context(ev, *, baseline_run=None, generated_utc: str | None = None) ->
         "risks": _risks(scenario, decision, plan, ev.load),
         "command": command,
         "legacy": _legacy_block(ev),
-        "monitoring": monitoring_plan(scenario, crossover),
+        "monitoring": watch["rows"],
+        "monitoring_files": watch,
+        "predicted_vs_measured": predicted_vs_measured(ev),
         "v1_off": f"{speculation.v1_rate_from_alpha(rules.ALPHA_OFF_BELOW, k):.3f}",
         "v1_win": f"{speculation.v1_rate_from_alpha(rules.ALPHA_WIN_ABOVE, k):.3f}",
         "generated_utc": generated_utc or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -400,3 +400,29 @@ def plan_from_scenario(scenario, p99_tpot_s: float | None = None, p99_ttft_s: fl
     """A WatchPlan from a ``scenario.Scenario`` (k) plus the evaluation's predicted P99s and crossover batch."""
     return WatchPlan(num_speculative_tokens=scenario.num_speculative_tokens, p99_tpot_s=p99_tpot_s,
                      p99_ttft_s=p99_ttft_s, crossover_batch=crossover_batch, model_name=model_name)
+
+
+def plan_for_evaluation(ev) -> WatchPlan:
+    """The WatchPlan of an `evaluate.Evaluation` (``plan_for(ev.scenario, ev.load)``). The memo and ``specdec
+    monitoring --scenario`` both call this, so their rule files are the same text for the same scenario."""
+    return plan_for(ev.scenario, ev.load)
+
+
+def plan_for(scenario, forecast) -> WatchPlan:
+    """The WatchPlan of a scenario and its load forecast: k, the crossover batch, and P99 TPOT/TTFT.
+
+    The load forecast predicts throughput and speedup, not latency percentiles, so the P99s stay None (the
+    thresholds table and ``operator_must_confirm`` then say to set the latency alerts by hand) unless a forecast
+    carries ``p99_tpot_s`` / ``p99_ttft_s``.
+    """
+    crossover = None if forecast is None or scenario.method == "none" else forecast.crossover_batch
+    return plan_from_scenario(scenario, p99_tpot_s=getattr(forecast, "p99_tpot_s", None),
+                              p99_ttft_s=getattr(forecast, "p99_ttft_s", None), crossover_batch=crossover)
+
+
+def latency_note(plan: WatchPlan) -> str:
+    """Where the plan's P99 limits came from, in one sentence (memo and decision)."""
+    if plan.p99_tpot_s is None or plan.p99_ttft_s is None:
+        return ("The load forecast predicts no P99 TPOT/TTFT, so the latency alerts have no planned limit: set them "
+                "from a baseline measured without speculation.")
+    return "The latency alerts compare with the load forecast's P99 TPOT/TTFT (+ the regression tolerance)."

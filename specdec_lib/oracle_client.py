@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse, urlunparse
 
-import requests
-
 from specdec_lib import oracle, proposers, runs
 from specdec_lib.endpoint import BODY_EXCERPT_CHARS, EndpointClient, EndpointError
 from specdec_lib.loadtest import BUILTIN_PROMPT_SETS, Prompt, load_prompts
@@ -64,24 +62,9 @@ def public_url(url: str) -> str:
 # ------------------------------------------------------------------------------------------------- requests
 
 def post_json(client: EndpointClient, path: str, body: dict, timeout_s: float | None = None) -> Any:
-    """POST and read the whole JSON answer; a body cut short is ``stream_cut``, a non-JSON one ``bad_response``.
-
-    Uses ``EndpointClient._request`` (its key handling, timeouts and error kinds): the endpoint module has no
-    public POST-and-read-JSON call yet.
-    """
-    url = public_url(client.url(path))
-    resp = client._request("POST", path, json_body=body, stream=True, timeout_s=timeout_s)
-    try:
-        raw = resp.content
-    except requests.exceptions.RequestException as exc:
-        raise EndpointError(url, "stream_cut", f"the answer was cut before its end ({type(exc).__name__})") from None
-    finally:
-        resp.close()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        text = client._redact(raw[:BODY_EXCERPT_CHARS].decode("utf-8", errors="replace"))
-        raise EndpointError(url, "bad_response", f"expected JSON, got {text!r}") from None
+    """POST and read the whole JSON answer (``EndpointClient.post_json``: its key handling, deadline and error
+    kinds; a body cut short is ``stream_cut``, a non-JSON one ``bad_response``)."""
+    return client.post_json(path, body, timeout_s=timeout_s)
 
 
 def served_model(client: EndpointClient) -> str:

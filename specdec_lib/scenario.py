@@ -118,6 +118,10 @@ class Scenario:
     acceptance_validated_at_production_temperature: bool
     endpoint_url: str = ""
     measurement_run: str | None = None
+    prediction_runs: tuple[str, ...] = ()
+    """Acceptance-oracle run folders (`specdec predict`) whose predicted alpha is evidence for this plan."""
+    calibration: str | None = None
+    """A calibration file (`specdec calibrate`) for the load model's step times; None: the built-in H100 one."""
     notes: str = ""
     prompt_lookup_max: int = 4
     """n-gram window (only used when method == "ngram")."""
@@ -168,6 +172,14 @@ class Scenario:
                 _fail(name, getattr(self, name), "true or false")
         if self.measurement_run is not None and not isinstance(self.measurement_run, str):
             _fail("measurement_run", self.measurement_run, "None or the path of a run folder")
+        if isinstance(self.prediction_runs, (list, str)):  # a list from TOML; one path given as a string
+            runs = [self.prediction_runs] if isinstance(self.prediction_runs, str) else self.prediction_runs
+            object.__setattr__(self, "prediction_runs", tuple(runs))
+        if not isinstance(self.prediction_runs, tuple) or not all(
+                isinstance(p, str) and p.strip() for p in self.prediction_runs):
+            _fail("prediction_runs", self.prediction_runs, "a list of prediction run folder paths")
+        if self.calibration is not None and (not isinstance(self.calibration, str) or not self.calibration.strip()):
+            _fail("calibration", self.calibration, "None or the path of a calibration file (specdec calibrate)")
         if not self.workload:
             _fail("workload", self.workload, "at least one request class")
         names = set()
@@ -273,6 +285,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
         value = getattr(scenario, name)
         if name == "workload":
             out[name] = [{k: v for k, v in dataclasses.asdict(c).items() if v is not None} for c in value]
+        elif name == "prediction_runs":
+            if value:
+                out[name] = list(value)
         elif value is not None and not (name == "title" and not value.strip()):
             out[name] = value
     return out

@@ -50,7 +50,14 @@ def register(subparsers) -> None:
     w.set_defaults(func=cmd_watch)
 
     m = subparsers.add_parser("monitoring", help="write the Prometheus rules and Grafana dashboard for a plan")
-    m.add_argument("--k", type=int, required=True, help="num_speculative_tokens of the deployment")
+    from specdec_lib.cli import add_evidence_args
+
+    m.add_argument("--k", type=int, help="num_speculative_tokens of the deployment (or give --scenario)")
+    m.add_argument("--scenario", metavar="FILE",
+                   help="plan from a scenario TOML: k and the crossover batch from its evaluation, as the memo does "
+                        "(same rules file as `specdec memo` for the same scenario and evidence)")
+    m.add_argument("--run", metavar="RUN_DIR", help="with --scenario: a measurement run (default: its measurement_run)")
+    add_evidence_args(m)
     m.add_argument("--p99-tpot-ms", type=float, help="the plan's P99 TPOT in ms")
     m.add_argument("--p99-ttft-ms", type=float, help="the plan's P99 TTFT in ms")
     m.add_argument("--model-name", help="restrict the rules to this served model")
@@ -106,7 +113,17 @@ def cmd_watch(args) -> int:
 def cmd_monitoring(args) -> int:
     from specdec_lib import monitoring
 
-    art = monitoring.artifacts_for(_plan(args))
+    if args.scenario:
+        from specdec_lib.cli import evaluate_args
+
+        if args.k is not None or args.p99_tpot_ms is not None or args.p99_ttft_ms is not None:
+            raise ValueError("--scenario plans k and latency from the scenario: drop --k/--p99-tpot-ms/--p99-ttft-ms")
+        plan = monitoring.plan_for_evaluation(evaluate_args(args))
+    elif args.k is None:
+        raise ValueError("--k or --scenario is required: the thresholds depend on num_speculative_tokens")
+    else:
+        plan = _plan(args)
+    art = monitoring.artifacts_for(plan)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "specdec-rules.yml").write_text(art.rules_yaml)

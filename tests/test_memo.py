@@ -51,9 +51,10 @@ def test_default_memo_is_self_contained_and_complete():
     assert "vLLM 0.4.1 – 0.8.2" in html
     # monitoring: PromQL over vLLM's counters and the alpha 0.5 threshold converted to V1 at k = 5:
     # E = (1 - 0.5^6) / 0.5 = 1.96875, V1 = (E - 1) / 5 = 0.19375
-    assert ("sum(rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
-            "sum(rate(vllm:spec_decode_num_draft_tokens_total[5m]))") in html
-    assert "0.194" in html
+    # (ratio of sums per deployment and served model: the rule file's expression, issue 15)
+    assert ("sum by (job, model_name) (rate(vllm:spec_decode_num_accepted_tokens_total[5m])) / "
+            "sum by (job, model_name) (rate(vllm:spec_decode_num_draft_tokens_total[5m]))") in html
+    assert "0.194" in html and "&lt; 0.1938 for 15m" in html
     # figures: memory, break-even, load (no measurement figures without a run)
     assert html.count('class="plotly-graph-div"') == 3
 

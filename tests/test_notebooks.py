@@ -13,10 +13,10 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 LIVE = ["04_live_acceptance_by_temperature", "05_load_test_with_and_without"]
-OFFLINE = ["00_start_here", "01_draft_selection", "02_memory_budget", "03_break_even_and_load", "03b_methods_compared",
+OFFLINE = ["00_start_here", "01_draft_selection", "01b_predict_acceptance", "02_memory_budget",
+           "03_break_even_and_load", "03b_methods_compared",
            "06_mixed_workload", "07_decision_memo",
            "08_production_watch"]  # 08's watch runs only behind its Start button
-INSERTED = ["01b_predict_acceptance"]  # a page between two numbers (issue 12; tested in test_oracle_page.py)
 MESSAGE_CLASS = "specdec-message"
 
 
@@ -42,8 +42,8 @@ def page_messages(nb: nbformat.NotebookNode) -> list[str]:
 
 def test_every_notebook_is_generated_and_in_reading_order():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == sorted(OFFLINE + LIVE + INSERTED)
-    prefixes = sorted({n[:2] for n in names})  # 01b and 03b sit beside 01 and 03
+    assert names == sorted(OFFLINE + LIVE)
+    prefixes = sorted({n[:2] for n in names})  # 01b sits beside 01, 03b beside 03
     assert prefixes == [f"{i:02d}" for i in range(len(prefixes))]
 
 

@@ -8,8 +8,9 @@ import threading
 from oracle_fakes import FakeOracleServer
 from test_notebooks import execute_notebook, page_messages
 
-from specdec_lib import oracle_client, predict_page
+from specdec_lib import oracle_client
 from specdec_lib.endpoint import EndpointClient
+from specdec_lib.pages import predict_acceptance as predict_page
 
 
 def test_a_stop_event_ends_the_run_between_requests_and_resume_finishes_it(tmp_path):

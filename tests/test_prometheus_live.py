@@ -27,8 +27,9 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from specdec_lib import dashboard, decision, loadtest, localserver, monitoring, runs, speculation, watch, watch_page
+from specdec_lib import dashboard, decision, loadtest, localserver, monitoring, runs, speculation, watch
 from specdec_lib.endpoint import EndpointClient
+from specdec_lib.pages import production_watch as watch_page
 
 pytestmark = pytest.mark.vllm
 

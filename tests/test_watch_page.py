@@ -7,7 +7,8 @@ against a real vLLM server is exercised in test_prometheus_live.py.
 
 import time
 
-from specdec_lib import localserver, watch, watch_page
+from specdec_lib import localserver, watch
+from specdec_lib.pages import production_watch as watch_page
 
 
 def test_start_stop_against_a_closed_port_keeps_every_record(tmp_path):

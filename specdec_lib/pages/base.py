@@ -294,10 +294,25 @@ def mark_stale(message: widgets.HTML, outputs: list[widgets.HTML], why: str) -> 
 
 
 @functools.lru_cache(maxsize=32)
-def evaluation(scenario, curves: bool = True):
-    """`evaluate(scenario)` for the pages, memoised on the (frozen, hashable) scenario: moving a control back and
-    forth does not recompute. Pages never compute beside it; pages that draw no speedup-vs-QPS chart skip its
-    curves (curves=False), which changes no other figure."""
+def evaluation(scenario, curves: bool = True, estimates: tuple = ()):
+    """`evaluate(scenario)` for the pages, memoised on the (frozen, hashable) scenario and estimates: moving a
+    control back and forth does not recompute. The scenario's own `prediction_runs` and `calibration` are resolved
+    here (`inputs.resolve`), as `specdec plan` resolves them; `estimates` (a tuple) are added. Pages never compute
+    beside it; pages that draw no speedup-vs-QPS chart skip its curves (curves=False), which changes no other
+    figure."""
+    from specdec_lib import inputs
     from specdec_lib.evaluate import evaluate
 
-    return evaluate(scenario) if curves else evaluate(scenario, curve_points=0)
+    resolved = inputs.resolve(scenario)
+    kw = dict(estimates=tuple(estimates) + resolved.estimates, calibration=resolved.step_factors)
+    return evaluate(scenario, **kw) if curves else evaluate(scenario, curve_points=0, **kw)
+
+
+def with_file_inputs(scenario, prediction_runs_text: str, calibration_text: str):
+    """The scenario with the page's "prediction run folders" (comma-separated) and "calibration file" controls;
+    an empty control keeps the scenario's own value."""
+    import dataclasses
+
+    runs = tuple(p.strip() for p in prediction_runs_text.split(",") if p.strip())
+    return dataclasses.replace(scenario, prediction_runs=runs or scenario.prediction_runs,
+                               calibration=calibration_text.strip() or scenario.calibration)

@@ -20,6 +20,7 @@ from specdec_lib.pages.base import (
     new_message,
     update_figure_in_place,
     wire,
+    with_file_inputs,
 )
 from specdec_lib.pages.controls import (
     decision_controls,
@@ -35,8 +36,9 @@ CONTROLS = ["target_model", "target_precision", "draft_model", "draft_precision"
             "acceptance_validated_at_production_temperature"]
 
 
-def decision_memo_page(scenario=None) -> Page:
-    from specdec_lib import memo, runs
+def decision_memo_page(scenario=None, estimates=()) -> Page:
+    """`estimates`: AcceptanceEstimates added to the scenario's own (its prediction_runs, its typed alpha)."""
+    from specdec_lib import inputs, memo, runs
     from specdec_lib import scenario as scenario_module
     from specdec_lib.evaluate import evaluate
 
@@ -46,6 +48,10 @@ def decision_memo_page(scenario=None) -> Page:
         "scenario_path": text_control("scenario.toml", "Scenario file (TOML)"),
         "run_dir": text_control("", "Measurement run folder", "optional: runs/<time>-sweep"),
         "baseline_run_dir": text_control("", "Baseline run folder", "optional: runs/<time>-load"),
+        "prediction_runs": text_control(",".join(state["base"].prediction_runs), "Prediction run folders",
+                                        "optional, comma-separated: runs/<time>-predict"),
+        "calibration": text_control(state["base"].calibration or "", "Calibration file",
+                                    "optional: data/calibration/<file>.json (specdec calibrate)"),
         "memo_path": text_control("decision-memo.html", "Memo file"),
     }
     buttons = {
@@ -58,11 +64,12 @@ def decision_memo_page(scenario=None) -> Page:
     fig = new_figure()
 
     def current():
-        return scenario_from_controls(state["base"], controls)
+        return with_file_inputs(scenario_from_controls(state["base"], controls), files["prediction_runs"].value,
+                                files["calibration"].value)
 
     def update() -> str | None:
         s = current()
-        ev = evaluation(s, curves=False)
+        ev = evaluation(s, curves=False, estimates=tuple(estimates))
         state.update(scenario=s, evaluation=ev)
         title.value = f"<h2>{html.escape(ev.title)}</h2>"
         if ev.memory is not None:
@@ -77,7 +84,13 @@ def decision_memo_page(scenario=None) -> Page:
         run_dir, base_dir = files["run_dir"].value.strip(), files["baseline_run_dir"].value.strip()
         run = runs.load_run(run_dir) if run_dir else None
         baseline = runs.load_run(base_dir) if base_dir else None
-        ev = evaluate(current(), run=run) if run is not None else evaluation(current())
+        s = current()
+        if run is not None:
+            resolved = inputs.resolve(s)
+            ev = evaluate(s, run=run, estimates=tuple(estimates) + resolved.estimates,
+                          calibration=resolved.step_factors)
+        else:
+            ev = evaluation(s, estimates=tuple(estimates))
         path = memo.write_memo_html(ev, files["memo_path"].value.strip() or "decision-memo.html",
                                     baseline_run=baseline)
         status.value = (f"<div style='color:#1b5e20'>Memo written: <a href='{html.escape(path.name)}' "
@@ -98,6 +111,8 @@ def decision_memo_page(scenario=None) -> Page:
         refresh.hold[0] = True
         try:
             set_controls_from_scenario(controls, loaded)
+            files["prediction_runs"].value = ",".join(loaded.prediction_runs)
+            files["calibration"].value = loaded.calibration or ""
         finally:
             refresh.hold[0] = False
         refresh()
@@ -105,6 +120,9 @@ def decision_memo_page(scenario=None) -> Page:
         return None
 
     refresh = wire(controls, update, message, wait_s=SLOW_WAIT_S, stale=(verdict, command))
+    evidence_changed = guarded(update, message, stale=(verdict, command))
+    for name in ("prediction_runs", "calibration"):
+        files[name].observe(lambda _c: None if refresh.hold[0] else evidence_changed(), names="value")
     for name, fn in (("export", export), ("save", save), ("load", load_file)):
         action = guarded(fn, message, stale=(status,))
         buttons[name].on_click(lambda _b, g=action: g())

@@ -22,6 +22,7 @@ from specdec_lib.pages.base import (
     new_message,
     update_figure_in_place,
     wire,
+    with_file_inputs,
 )
 from specdec_lib.pages.controls import default_scenario, scenario_controls, scenario_from_controls
 from specdec_lib.scenario import with_changes
@@ -61,15 +62,18 @@ def candidate_scenario(s, draft_name: str):
 def draft_candidates(s, estimates=()) -> list[DraftCandidate]:
     """Every catalog model smaller than the target, each evaluated as this scenario's draft; ranked by the speedup
     at its own acceptance (known first), then the unknown ones by size."""
-    from specdec_lib import catalog
+    from specdec_lib import catalog, inputs
     from specdec_lib.evaluate import evaluate
 
+    resolved = inputs.resolve(s)  # the scenario's prediction runs (every candidate's predicted alpha) and calibration
+    estimates = tuple(estimates) + resolved.estimates
     target = catalog.get_model(s.target_model)
     out = []
     for name, spec in sorted(catalog.models().items(), key=lambda kv: -kv[1].params):
         if spec.params >= target.params:
             continue
-        ev = evaluate(candidate_scenario(s, name), estimates=estimates, curve_points=0)
+        ev = evaluate(candidate_scenario(s, name), estimates=estimates, calibration=resolved.step_factors,
+                      curve_points=0)
         pair = catalog.pairing(spec, target)
         alpha, _ = ev.workload_alpha
         f = ev.load
@@ -112,17 +116,22 @@ def draft_table_html(candidates: list[DraftCandidate], selected: str | None, k: 
 
 
 def draft_selection_page(scenario=None, estimates=()) -> Page:
-    """`estimates`: AcceptanceEstimates for candidate drafts (the oracle's, a drafter catalog's priors, runs)."""
+    """`estimates`: AcceptanceEstimates for candidate drafts (the oracle's, a drafter catalog's priors, runs).
+    The "prediction run folders" control (or the scenario's `prediction_runs`) adds a `specdec predict` run's
+    predicted alpha per candidate draft (page 01b writes one)."""
     from specdec_lib import plots
+    from specdec_lib.pages.controls import text_control
 
     base = scenario or default_scenario()
     controls = {n: w for n, w in scenario_controls(base).items() if n in CONTROLS}
     fig = new_figure()
     table, message = widgets.HTML(), new_message()
     state: dict = {"candidates": []}
+    predictions = text_control(",".join(base.prediction_runs), "Prediction run folders",
+                               "optional, comma-separated: runs/<time>-predict (page 01b)")
 
     def update() -> str | None:
-        s = scenario_from_controls(base, controls)
+        s = with_file_inputs(scenario_from_controls(base, controls), predictions.value, "")
         candidates = draft_candidates(s, estimates)
         if not candidates:
             raise ValueError(f"target_model={s.target_model!r}: the catalog has no smaller model to draft with")
@@ -138,7 +147,7 @@ def draft_selection_page(scenario=None, estimates=()) -> Page:
                     "measurement or a stated prior), or state α for the current draft; none is ranked")
         return None
 
-    refresh = wire(controls, update, message, stale=(table,))
-    widget = layout(grid(controls, CONTROLS), message, fig, table)
-    return Page(widget=widget, controls=controls, figures={"candidates": fig}, message=message,
-                outputs={"table": table, "state": state}, refresh=refresh)
+    refresh = wire({**controls, "prediction_runs": predictions}, update, message, stale=(table,))
+    widget = layout(grid(controls, CONTROLS), predictions, message, fig, table)
+    return Page(widget=widget, controls={**controls, "prediction_runs": predictions}, figures={"candidates": fig},
+                message=message, outputs={"table": table, "state": state}, refresh=refresh)

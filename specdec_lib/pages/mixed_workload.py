@@ -38,8 +38,10 @@ def mixed_workload_controls() -> dict[str, widgets.Widget]:
     }
 
 
-def simulate_mix(values: dict):
-    """Run the with/without comparison for the control values; returns (Comparison, weighted mean α)."""
+def simulate_mix(values: dict, step_time=None):
+    """Run the with/without comparison for the control values; returns (Comparison, weighted mean α).
+    `step_time`: a calibration's `AffineStepTime` (`calibrate.load_calibration(f).step_time`) instead of the
+    source's H100 example (the "draft cost ×" control then scales nothing: the calibration's draft terms apply)."""
     from specdec_lib import simulate as sim
 
     example = sim.source_mixed_example(num_speculative_tokens=int(values["num_speculative_tokens"]),
@@ -52,7 +54,7 @@ def simulate_mix(values: dict):
     ))
     qps = float(values["qps"])
     requests = sim.make_requests(workload, num_requests=int(values["num_requests"]), qps=qps, seed=0)
-    comparison = sim.compare(requests, example.step_time, example.speculation,
+    comparison = sim.compare(requests, step_time or example.step_time, example.speculation,
                              baseline_server=example.baseline_server, speculative_server=example.speculative_server,
                              qps=qps, seed=0)
     mean_alpha = share * float(values["structured_alpha"]) + (1 - share) * float(values["creative_alpha"])
@@ -67,7 +69,7 @@ def mix_percentiles(summary, metric: str) -> dict[str, float]:
     return out
 
 
-def mixed_workload_summary_html(comparison, mean_alpha: float) -> str:
+def mixed_workload_summary_html(comparison, mean_alpha: float, calibration_source: str | None = None) -> str:
     def change(metric: str, stat: str, cls: str | None = None) -> str:
         r = comparison.ratio(metric, stat, cls)
         return f"{(r - 1) * 100:+.0f} %"
@@ -88,25 +90,38 @@ def mixed_workload_summary_html(comparison, mean_alpha: float) -> str:
         verdict = "Speculation slows this mix at P50 and P99: leave it off at this load."
     else:
         verdict = "P50 is slower, P99 is not: look at the per-class rows."
+    steps = ("the source's 70B INT8 + 8B BF16 on 2× H100, see simulate.py" if calibration_source is None
+             else f"calibration {calibration_source} (per-request API overhead not included)")
     return rows_html(rows) + f"<p><b>{html.escape(verdict)}</b> (negative = faster with speculation; " \
-        "simulated, step times from the source's 70B INT8 + 8B BF16 on 2× H100, see simulate.py)</p>"
+        f"simulated, step times from {html.escape(steps)})</p>"
 
 
-def mixed_workload_page() -> Page:
-    """P50 and P99 with and without speculation for a two-class mix (continuous-batching simulation)."""
+def mixed_workload_page(calibration=None) -> Page:
+    """P50 and P99 with and without speculation for a two-class mix (continuous-batching simulation).
+    `calibration`: a calibration file path (`specdec calibrate`) or an `EndpointCalibration`: its simulator step
+    time replaces the source's H100 example, and the page says which file it used."""
     from specdec_lib import plots
+
+    if isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
+        from specdec_lib.calibrate import load_calibration
+
+        calibration = load_calibration(calibration)
+    if calibration is not None and calibration.step_time is None:
+        raise ValueError(f"calibration {calibration.source}: has no simulator step time (a GPU factors file)")
+    step_time = None if calibration is None else calibration.step_time
+    cal_source = None if calibration is None else calibration.source
 
     controls = mixed_workload_controls()
     tpot_fig, e2e_fig = new_figure(), new_figure()
     summary, message = widgets.HTML(), new_message()
 
     def update() -> str | None:
-        comparison, mean_alpha = simulate_mix({n: w.value for n, w in controls.items()})
+        comparison, mean_alpha = simulate_mix({n: w.value for n, w in controls.items()}, step_time)
         for metric, fig in (("tpot", tpot_fig), ("e2e", e2e_fig)):
             update_figure_in_place(fig, plots.latency_percentiles_figure(
                 mix_percentiles(comparison.speculative, metric), mix_percentiles(comparison.baseline, metric),
                 title=f"Simulated {metric.upper()} at {comparison.qps:.2f} QPS: whole mix and by class"))
-        summary.value = mixed_workload_summary_html(comparison, mean_alpha)
+        summary.value = mixed_workload_summary_html(comparison, mean_alpha, cal_source)
         return None
 
     refresh = wire(controls, update, message, wait_s=0.0)

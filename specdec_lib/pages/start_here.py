@@ -24,8 +24,9 @@ CONTROLS = ["target_model", "target_precision", "draft_model", "draft_precision"
             "output_tokens", "num_speculative_tokens", "qps", "alpha", "alpha_known", "target_config", "draft_config"]
 
 
-def start_here_page(scenario=None) -> Page:
-    """The whole chain for one scenario: memory, speedup vs alpha, load numbers, verdict with reasons."""
+def start_here_page(scenario=None, estimates=()) -> Page:
+    """The whole chain for one scenario: memory, speedup vs alpha, load numbers, verdict with reasons.
+    `estimates`: AcceptanceEstimates (e.g. `load_prediction(run).estimates()`) added to the scenario's own."""
     base = scenario or default_scenario()
     controls = {n: w for n, w in scenario_controls(base).items() if n in CONTROLS}
     memory_fig, alpha_fig = new_figure(), new_figure()
@@ -34,7 +35,7 @@ def start_here_page(scenario=None) -> Page:
 
     def update() -> str | None:
         s = scenario_from_controls(base, controls)
-        ev = evaluation(s, curves=False)
+        ev = evaluation(s, curves=False, estimates=tuple(estimates))
         state.update(scenario=s, evaluation=ev)
         if ev.memory is not None:
             update_figure_in_place(memory_fig, render.memory_figure(ev.memory))

@@ -80,6 +80,7 @@ def predict_page() -> PredictPage:
     cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
     bar = widgets.IntProgress(value=0, min=0, max=1, description="requests")
     status, table = widgets.HTML(), widgets.HTML()
+    status.add_class("specdec-message")  # where the page says errors (the notebook tests read it)
     state: dict = {"prediction": None, "stop": None, "thread": None, "error": None}
 
     def arguments() -> dict:
