@@ -244,6 +244,21 @@ def _ints(text: str, name: str) -> list[int]:
         raise ValueError(f"{name}={text!r} is not accepted: comma-separated integers, e.g. 1,4,16") from None
 
 
+def api_key_from_env(variable: str | None) -> str | None:
+    """The API key named by ``--api-key-env`` (None when no variable is named): refused, without printing it,
+    when the variable is unset or empty or the key holds whitespace such as a trailing CR/LF. The one reading
+    of a key every command that talks to a server uses."""
+    if not variable:
+        return None
+    from specdec_lib import redaction
+
+    key = os.environ.get(variable)
+    if not key:
+        raise ValueError(f"--api-key-env={variable}: that environment variable is not set or empty")
+    redaction.check_api_key(key, f"--api-key-env={variable}")
+    return key
+
+
 def _measure_secrets(args) -> tuple[str, ...]:
     """The credentials a measure command holds (the key from the environment, a URL password): masked in
     everything ``main`` prints."""
@@ -282,14 +297,7 @@ def cmd_measure(args) -> int:
     from specdec_lib import loadtest
     from specdec_lib.endpoint import EndpointClient
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise ValueError(f"--api-key-env={args.api_key_env}: that environment variable is not set or empty")
-        from specdec_lib import redaction
-
-        redaction.check_api_key(api_key, f"--api-key-env={args.api_key_env}")
+    api_key = api_key_from_env(args.api_key_env)
     _positive(args.timeout_s, "--timeout-s")
     _positive(args.max_duration_s, "--max-duration-s", allow_none=True)
     if args.resume and not Path(args.resume).is_dir():

@@ -10,7 +10,6 @@ answers would give a wrong number (tokenizer mismatch, no prompt log-probabiliti
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 HELP = "predict acceptance of candidate drafts (and n-gram) before deploying, from plain servers"
@@ -63,11 +62,7 @@ def cmd_predict(args) -> int:
     from specdec_lib import cli, oracle_client, proposers
     from specdec_lib.endpoint import EndpointClient
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise ValueError(f"--api-key-env={args.api_key_env}: that environment variable is not set or empty")
+    api_key = cli.api_key_from_env(args.api_key_env)
     target = EndpointClient(args.target, api_key=api_key, timeout_s=args.timeout_s)
     drafts = [EndpointClient(u, api_key=api_key, timeout_s=args.timeout_s) for u in args.draft]
     prompts = args.prompts if args.prompts.endswith(".jsonl") or "/" in args.prompts else args.prompts.split(",")

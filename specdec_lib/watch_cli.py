@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -90,16 +89,12 @@ def _line(rec: dict) -> str:
 
 
 def cmd_watch(args) -> int:
-    from specdec_lib import watch
+    from specdec_lib import cli, watch
     from specdec_lib.endpoint import EndpointClient
 
     plan = _plan(args)
     if args.url:
-        key = None
-        if args.api_key_env:
-            key = os.environ.get(args.api_key_env)
-            if key is None:
-                raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+        key = cli.api_key_from_env(args.api_key_env)
         source = watch.EndpointSource(EndpointClient(args.url, api_key=key))
     else:
         source = watch.PrometheusSource(args.prometheus, model_name=args.model_name)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from specdec_lib.scenario import DEFAULT_SCENARIO, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,3 +143,18 @@ def test_scenario_command_writes_the_default(tmp_path):
     done = specdec("scenario", "-o", tmp_path / "s.toml")
     assert done.returncode == 0
     assert load_scenario(tmp_path / "s.toml") == DEFAULT_SCENARIO
+
+
+@pytest.mark.parametrize("command", [
+    ("measure", "--url", "http://127.0.0.1:9"),
+    ("predict", "--target", "http://127.0.0.1:9", "--draft", "http://127.0.0.1:9"),
+    ("watch", "--url", "http://127.0.0.1:9", "--k", "4", "--duration-s", "1"),
+], ids=lambda c: c[0])
+def test_every_command_refuses_a_key_with_a_line_break_without_printing_it(command, tmp_path):
+    key = "sk-cli-crlf-never-printed-5e0c"
+    done = specdec(*command, "--api-key-env", "SPECDEC_KEY", "--runs-dir", tmp_path / "runs",
+                   env_extra={"SPECDEC_KEY": key + "\r\n"})
+    assert done.returncode == 2, done.stderr
+    assert "--api-key-env=SPECDEC_KEY" in done.stderr
+    assert key not in done.stdout + done.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
