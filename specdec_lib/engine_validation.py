@@ -16,10 +16,6 @@ steps cannot be judged against them (docs/simulation.md). Here the target is `ti
 
 from __future__ import annotations
 
-import fcntl
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -28,7 +24,6 @@ import numpy as np
 
 from specdec_lib import loadtest, localserver, runs
 from specdec_lib import simulate as sim
-from specdec_lib import tiny_models as _tiny
 from specdec_lib.calibrate import probe
 
 ONE_CLASS_TEMPERATURES = (0.1,)
@@ -58,24 +53,8 @@ def ensure_engine_models(venv: Path | None = None, cache_dir: Path | None = None
     `.cache/engine-models/<tiny models' version>/`; safe to call from several processes at once."""
     tiny = localserver.ensure_tiny_models(venv=venv)
     parent = Path(cache_dir) if cache_dir else localserver.project_root() / ".cache" / "engine-models"
-    root = parent / localserver.tiny_models_version()
-    if not (root / "manifest.json").is_file():
-        venv = localserver.require_venv(venv)
-        parent.mkdir(parents=True, exist_ok=True)
-        with open(parent / f"{root.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (root / "manifest.json").is_file():
-                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=parent))
-                try:
-                    done = subprocess.run([str(localserver.venv_python(venv)), _tiny.__file__, "--engine-bound",
-                                           str(staging), str(tiny.target)], capture_output=True, text=True)
-                    if done.returncode != 0:
-                        raise localserver.HarnessError(f"building the engine-bound models failed "
-                                                       f"(exit {done.returncode}):\n{done.stderr[-4000:]}")
-                    shutil.rmtree(root, ignore_errors=True)
-                    staging.rename(root)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+    root = localserver.build_cached(parent / localserver.tiny_models_version(), ["--engine-bound", str(tiny.target)],
+                                    "the engine-bound models", venv)
     return EngineModels(root, root / "engine_target", root / "engine_draft")
 
 

@@ -102,26 +102,36 @@ def ensure_tiny_models(cache_dir: Path | None = None, venv: Path | None = None) 
     several processes at once: a file lock serialises builders and the folder appears complete or not at all.
     """
     parent = Path(cache_dir) if cache_dir else project_root() / ".cache" / "tiny-models"
-    root = parent / tiny_models_version()
-    if not (root / "manifest.json").is_file():
-        venv = require_venv(venv)
-        parent.mkdir(parents=True, exist_ok=True)
-        with open(parent / f"{root.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (root / "manifest.json").is_file():
-                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=parent))
-                try:
-                    done = subprocess.run([str(venv_python(venv)), _tiny.__file__, str(staging)],
-                                          capture_output=True, text=True, env=quiet_env())
-                    if done.returncode != 0:
-                        raise HarnessError(f"building the tiny models failed (exit {done.returncode}):\n"
-                                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
-                    if root.exists():
-                        shutil.rmtree(root)
-                    staging.rename(root)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+    root = build_cached(parent / tiny_models_version(), [], "the tiny models", venv)
     return TinyModels(root=root, **{name: root / name for name in _tiny.MODEL_NAMES})
+
+
+def build_cached(root: Path, builder_args: Sequence[str], what: str, venv: Path | None = None) -> Path:
+    """Run ``tiny_models.py [builder_args] STAGING`` in the vLLM venv once and keep its output at ``root``.
+
+    Safe from several processes at once: a file lock beside ``root`` serialises builders, and ``root`` appears
+    complete (a ``manifest.json`` written last by the builder) or not at all (built in a staging folder, renamed).
+    """
+    if (root / "manifest.json").is_file():
+        return root
+    venv = require_venv(venv)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "manifest.json").is_file():
+            staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
+            try:
+                args = [builder_args[0], str(staging), *builder_args[1:]] if builder_args else [str(staging)]
+                done = subprocess.run([str(venv_python(venv)), _tiny.__file__, *args],
+                                      capture_output=True, text=True, env=quiet_env())
+                if done.returncode != 0:
+                    raise HarnessError(f"building {what} failed (exit {done.returncode}):\n"
+                                       f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+                shutil.rmtree(root, ignore_errors=True)
+                staging.rename(root)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return root
 
 
 # ---------------------------------------------------------------------------------------------- a server
