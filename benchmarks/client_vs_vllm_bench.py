@@ -1,18 +1,21 @@
-"""The workbook's load test next to ``vllm bench serve`` on the same real server, same prompts, same concurrency.
+"""The workbook's load test next to ``vllm bench serve`` on the same real server, same prompts, at several
+concurrency levels (issue 14 item 3: 16, 64 and 256 streams; goal: medians within 5 % at every level).
 
-    python benchmarks/client_vs_vllm_bench.py [--concurrency 4] [--num-prompts 32] [--output-len 64]
-                                              [--spec draft|ngram|none] [--repeats 1]
+    python benchmarks/client_vs_vllm_bench.py [--concurrency 16,64,256] [--num-prompts N[,N,N]] [--output-len 64]
+                                              [--spec draft|ngram|none] [--repeats 1] [--run-timeout 300]
     python benchmarks/client_vs_vllm_bench.py --base-url http://127.0.0.1:8000 --tokenizer MODEL_DIR
 
-Without ``--base-url`` it starts a tiny local vLLM CPU server through ``specdec_lib.localserver`` (and stops it).
-Both tools send the same prompts (the built-in prompt sets, given to vllm bench as a ShareGPT-format file) to
-/v1/completions with
-``ignore_eos`` and the same output length, temperature 0, ``max_concurrency`` in flight, all requests at once.
+Without ``--base-url`` it starts one tiny local vLLM CPU server through ``specdec_lib.localserver`` for all the
+levels (and stops it). At each level both tools send the same prompts in the same order (the built-in prompt sets,
+cycled; given to vllm bench as a ShareGPT-format file) to /v1/completions with ``ignore_eos`` and the same output
+length, temperature 0, that many requests in flight, all requests at once. ``--num-prompts`` is one count for every
+level or one per level; by default max(2 x level, 32). Each tool run is bounded by ``--run-timeout`` seconds (a run
+that does not finish in time is an error, not a truncated result).
 
-Prints the median TTFT and TPOT of each tool and their ratio (workbook / vllm bench), and the client-side overhead
-per request: the client's mean E2E minus the server's own mean E2E (``vllm:e2e_request_latency_seconds`` sum/count
-delta over that tool's requests), plus the workbook process's CPU seconds per request. Writes the figures as JSON
-beside the printed table (``--out``).
+Prints one table: per level the median TTFT and TPOT of each tool, their ratios (workbook / vllm bench), whether
+both are within 5 %, the client-side overhead per request of each tool (the client's mean E2E minus the server's
+own mean E2E, from the ``vllm:e2e_request_latency_seconds`` sum/count delta over that tool's requests) and the
+workbook process's CPU seconds per request. Writes the figures as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,27 @@ VLLM_BENCH_BOOTSTRAP = (
     "from vllm.benchmarks.serve import add_cli_args, main; "
     "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
 )
+GOAL = 0.05  # |ratio - 1| for both medians at every level
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers expected") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or more integers >= 1 expected")
+    return values
+
+
+def prompts_per_level(levels: list[int], num_prompts: list[int] | None) -> list[int]:
+    if num_prompts is None:
+        return [max(2 * c, 32) for c in levels]
+    if len(num_prompts) == 1:
+        return num_prompts * len(levels)
+    if len(num_prompts) != len(levels):
+        raise ValueError(f"--num-prompts has {len(num_prompts)} values for {len(levels)} concurrency levels")
+    return num_prompts
 
 
 def server_e2e(base_url: str) -> tuple[float, float]:
@@ -60,19 +84,21 @@ def server_mean_e2e_s(before: tuple[float, float], after: tuple[float, float]) -
     return (after[0] - before[0]) / n
 
 
-def run_vllm_bench(python: Path, base_url: str, model: str, tokenizer: str, dataset: Path, args, work: Path) -> dict:
+def run_vllm_bench(python: Path, target: dict, dataset: Path, concurrency: int, num_prompts: int, args,
+                   work: Path) -> dict:
     result_name = f"bench-{time.time_ns()}.json"
     cmd = [str(python), "-c", VLLM_BENCH_BOOTSTRAP,
-           "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions", "--model", model,
-           "--tokenizer", tokenizer, "--dataset-name", "sharegpt", "--dataset-path", str(dataset.with_suffix(".json")),
+           "--backend", "openai", "--base-url", target["base_url"], "--endpoint", "/v1/completions",
+           "--model", target["model"], "--tokenizer", target["tokenizer"],
+           "--dataset-name", "sharegpt", "--dataset-path", str(dataset.with_suffix(".json")),
            "--disable-shuffle", "--sharegpt-output-len", str(args.output_len), "--ignore-eos",
-           "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
+           "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency),
            "--request-rate", "inf", "--temperature", "0", "--seed", "0", "--disable-tqdm",
            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
            "--save-result", "--result-dir", str(work), "--result-filename", result_name]
-    before = server_e2e(base_url)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    after = server_e2e(base_url)
+    before = server_e2e(target["base_url"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
+    after = server_e2e(target["base_url"])
     if proc.returncode != 0:
         raise RuntimeError(f"vllm bench serve failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                            f"{proc.stderr[-3000:]}")
@@ -88,16 +114,19 @@ def run_vllm_bench(python: Path, base_url: str, model: str, tokenizer: str, data
     }
 
 
-def run_workbook(base_url: str, dataset: Path, args, work: Path) -> dict:
-    client = EndpointClient(base_url)
+def run_workbook(target: dict, dataset: Path, concurrency: int, num_prompts: int, args, work: Path) -> dict:
+    base_url = target["base_url"]
     before = server_e2e(base_url)
     cpu0 = time.process_time()
-    res = loadtest.run_load_test(client, concurrency_levels=(args.concurrency,), requests_per_level=args.num_prompts,
-                                 temperatures=(0.0,), prompts=dataset, max_tokens=args.output_len, api="completions",
-                                 runs_dir=work / "runs", progress=False, request_timeout_s=300,
-                                 extra_body={"ignore_eos": True})
+    res = loadtest.run_load_test(EndpointClient(base_url), concurrency_levels=(concurrency,),
+                                 requests_per_level=num_prompts, temperatures=(0.0,), prompts=dataset,
+                                 max_tokens=args.output_len, api="completions", runs_dir=work / "runs",
+                                 progress=False, request_timeout_s=args.run_timeout,
+                                 max_duration_s=args.run_timeout, extra_body={"ignore_eos": True})
     cpu_s = time.process_time() - cpu0
     after = server_e2e(base_url)
+    if res.interrupted:
+        raise RuntimeError(f"the workbook's run at {concurrency} streams passed --run-timeout {args.run_timeout} s")
     run = runs.load_run(res.run_path)
     ok = [r for r in run.records if r["error"] is None]
     (level,) = res.levels
@@ -114,87 +143,119 @@ def run_workbook(base_url: str, dataset: Path, args, work: Path) -> dict:
     }
 
 
-def write_dataset(path: Path) -> None:
-    """The built-in prompts twice: JSONL for the workbook, ShareGPT-style JSON for vllm bench (same order; the
-    ShareGPT loader needs no pandas, which the vLLM CPU venv lacks)."""
+def write_dataset(path: Path, n: int) -> None:
+    """The built-in prompts as JSONL for the workbook (which cycles them itself) and, cycled to ``n`` in the same
+    order, as ShareGPT-style JSON for vllm bench (whose oversampling would draw at random; the ShareGPT loader needs
+    no pandas, which the vLLM CPU venv lacks)."""
     prompts = [p.text for p in loadtest.load_prompts()]
     with open(path, "w") as f:
         for text in prompts:
             f.write(json.dumps({"prompt": text}) + "\n")
-    sharegpt = [{"conversations": [{"from": "human", "value": t}, {"from": "gpt", "value": "ok"}]} for t in prompts]
+    sharegpt = [{"conversations": [{"from": "human", "value": prompts[i % len(prompts)]},
+                                   {"from": "gpt", "value": "ok"}]} for i in range(n)]
     path.with_suffix(".json").write_text(json.dumps(sharegpt))
+
+
+def start_target(args, ap, venv: Path, work: Path) -> tuple[localserver.VLLMServer | None, dict]:
+    """The server to measure: ``--base-url`` as given, or a tiny local one (returned so the caller stops it)."""
+    if args.base_url:
+        if not args.tokenizer:
+            ap.error("--base-url needs --tokenizer")
+        return None, {"base_url": args.base_url.rstrip("/"), "tokenizer": args.tokenizer}
+    models = localserver.ensure_tiny_models(venv=venv)
+    spec = {"draft": localserver.draft_spec(str(models.draft_noise05), "probabilistic"),
+            "ngram": localserver.NGRAM_SPEC, "none": None}[args.spec]
+    server = localserver.VLLMServer(models.target, speculative_config=spec, venv=venv,
+                                    served_model_name="tiny-target", log_path=work / "server.log").start()
+    return server, {"base_url": server.base_url, "tokenizer": str(models.target)}
+
+
+def measure_levels(python: Path, target: dict, dataset: Path, levels: list[int], counts: list[int], args,
+                   work: Path) -> list[dict]:
+    """Both tools at each level, alternating ``--repeats`` times, after a short warm-up."""
+    loadtest.run_load_test(EndpointClient(target["base_url"]), concurrency_levels=(2,), requests_per_level=4,
+                           max_tokens=8, api="completions", prompts=dataset, runs_dir=work / "warmup", progress=False)
+    out = []
+    for concurrency, n in zip(levels, counts):
+        rows = {"vllm_bench": [], "workbook": []}
+        for _ in range(args.repeats):
+            rows["vllm_bench"].append(run_vllm_bench(python, target, dataset, concurrency, n, args, work))
+            rows["workbook"].append(run_workbook(target, dataset, concurrency, n, args, work))
+        out.append({"concurrency": concurrency, "num_prompts": n, "runs": rows, "summary": summarise(rows)})
+    return out
+
+
+def summarise(rows: dict) -> dict:
+    def med(tool: str, key: str) -> float:
+        return statistics.median(r[key] for r in rows[tool])
+
+    summary = {}
+    for key in ("median_ttft_s", "median_tpot_s", "median_itl_s", "mean_e2e_s"):
+        a, b = med("vllm_bench", key), med("workbook", key)
+        summary[key] = {"vllm_bench": a, "workbook": b, "ratio": b / a}
+    for tool in ("vllm_bench", "workbook"):
+        summary[f"{tool}_client_overhead_s_per_request"] = statistics.median(
+            r["mean_e2e_s"] - r["server_mean_e2e_s"] for r in rows[tool])
+    summary["workbook_client_cpu_s_per_request"] = med("workbook", "client_cpu_s_per_request")
+    summary["within_goal"] = all(abs(summary[k]["ratio"] - 1) <= GOAL for k in ("median_ttft_s", "median_tpot_s"))
+    return summary
+
+
+def print_table(results: list[dict], info, args) -> None:
+    print(f"\nserver: {info.base_url}  model: {info.served_model}  vLLM {info.vllm_version}  speculation: "
+          f"{info.speculation} (k={info.num_speculative_tokens})  {args.output_len} output tokens, "
+          f"{args.repeats} repeat(s); ratio = workbook / vllm bench; goal: both ratios within 1 +/- {GOAL:.0%}")
+    print(f"{'':16s}{'median TTFT (ms)':>28s}{'median TPOT (ms)':>28s}{'':9s}"
+          f"{'overhead/request (ms)':>22s}{'workbook CPU':>14s}")
+    print(f"{'streams':>8s}{'prompts':>8s}" + f"{'vllm bench':>11s}{'workbook':>10s}{'ratio':>7s}" * 2
+          + f"{'in 5 %':>9s}{'vllm bench':>12s}{'workbook':>10s}{'ms/request':>14s}")
+    for res in results:
+        s = res["summary"]
+        cells = "".join(f"{s[k]['vllm_bench'] * 1e3:11.2f}{s[k]['workbook'] * 1e3:10.2f}{s[k]['ratio']:7.3f}"
+                        for k in ("median_ttft_s", "median_tpot_s"))
+        print(f"{res['concurrency']:8d}{res['num_prompts']:8d}{cells}{'yes' if s['within_goal'] else 'no':>9s}"
+              f"{s['vllm_bench_client_overhead_s_per_request'] * 1e3:12.2f}"
+              f"{s['workbook_client_overhead_s_per_request'] * 1e3:10.2f}"
+              f"{s['workbook_client_cpu_s_per_request'] * 1e3:14.2f}")
+    print("overhead = the client's mean E2E minus the server's own mean E2E over the same requests")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--num-prompts", type=int, default=32)
+    ap.add_argument("--concurrency", type=int_list, default=[16, 64, 256], help="levels, comma-separated")
+    ap.add_argument("--num-prompts", type=int_list, help="one count, or one per level (default max(2 x level, 32))")
     ap.add_argument("--output-len", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=1, help="alternate the two tools this many times")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate the two tools this many times per level")
+    ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds allowed to each tool run")
     ap.add_argument("--spec", choices=("draft", "ngram", "none"), default="draft")
     ap.add_argument("--base-url", help="an already running vLLM server (otherwise a tiny local one is started)")
     ap.add_argument("--tokenizer", help="tokenizer folder or name for vllm bench (with --base-url)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/client_vs_vllm_bench.json"))
     args = ap.parse_args(argv)
+    try:
+        counts = prompts_per_level(args.concurrency, args.num_prompts)
+    except ValueError as e:
+        ap.error(str(e))
     venv = localserver.require_venv()
-    python = localserver.venv_python(venv)
     with tempfile.TemporaryDirectory(prefix="specdec-bench-") as tmp:
         work = Path(tmp)
         dataset = work / "prompts.jsonl"
-        write_dataset(dataset)
+        write_dataset(dataset, max(counts))
         server = None
         try:
-            if args.base_url:
-                if not args.tokenizer:
-                    ap.error("--base-url needs --tokenizer")
-                base_url, tokenizer = args.base_url.rstrip("/"), args.tokenizer
-            else:
-                models = localserver.ensure_tiny_models(venv=venv)
-                spec = {"draft": localserver.draft_spec(str(models.draft_noise05), "probabilistic"),
-                        "ngram": localserver.NGRAM_SPEC, "none": None}[args.spec]
-                server = localserver.VLLMServer(models.target, speculative_config=spec, venv=venv,
-                                                served_model_name="tiny-target", log_path=work / "server.log").start()
-                base_url, tokenizer = server.base_url, str(models.target)
-            info = EndpointClient(base_url).discover()
-            model = info.served_model
-            # warm-up: a few requests so neither tool pays first-request costs
-            loadtest.run_load_test(EndpointClient(base_url), concurrency_levels=(2,), requests_per_level=4,
-                                   max_tokens=8, api="completions", prompts=dataset, runs_dir=work / "warmup",
-                                   progress=False)
-            rows = {"vllm_bench": [], "workbook": []}
-            for _ in range(args.repeats):
-                rows["vllm_bench"].append(run_vllm_bench(python, base_url, model, tokenizer, dataset, args, work))
-                rows["workbook"].append(run_workbook(base_url, dataset, args, work))
+            server, target = start_target(args, ap, venv, work)
+            info = EndpointClient(target["base_url"]).discover()
+            target["model"] = info.served_model
+            results = measure_levels(localserver.venv_python(venv), target, dataset, args.concurrency, counts,
+                                     args, work)
         finally:
             if server is not None:
                 server.stop()
-
-    def med(tool: str, key: str) -> float:
-        return statistics.median(r[key] for r in rows[tool])
-
-    print(f"\nserver: {base_url}  model: {model}  vLLM {info.vllm_version}  speculation: {info.speculation} "
-          f"(k={info.num_speculative_tokens})  concurrency {args.concurrency}, {args.num_prompts} prompts, "
-          f"{args.output_len} output tokens, {args.repeats} repeat(s)")
-    print(f"{'':28s}{'vllm bench serve':>18s}{'workbook':>12s}{'ratio':>8s}")
-    summary = {}
-    for key, label in (("median_ttft_s", "median TTFT (ms)"), ("median_tpot_s", "median TPOT (ms)"),
-                       ("median_itl_s", "median ITL (ms)"), ("mean_e2e_s", "mean E2E (ms)")):
-        a, b = med("vllm_bench", key), med("workbook", key)
-        summary[key] = {"vllm_bench": a, "workbook": b, "ratio": b / a}
-        print(f"{label:28s}{a * 1e3:18.2f}{b * 1e3:12.2f}{b / a:8.3f}")
-    for tool in ("vllm_bench", "workbook"):
-        over = [r["mean_e2e_s"] - r["server_mean_e2e_s"] for r in rows[tool]]
-        summary[f"{tool}_client_overhead_s_per_request"] = statistics.median(over)
-    print(f"{'client overhead/request (ms)':28s}{summary['vllm_bench_client_overhead_s_per_request'] * 1e3:18.2f}"
-          f"{summary['workbook_client_overhead_s_per_request'] * 1e3:12.2f}"
-          "   (client mean E2E - server's own mean E2E)")
-    cpu = statistics.median(r["client_cpu_s_per_request"] for r in rows["workbook"])
-    summary["workbook_client_cpu_s_per_request"] = cpu
-    print(f"workbook client CPU per request: {cpu * 1e3:.2f} ms")
+    print_table(results, info, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.write_text(json.dumps({"parameters": parameters,
-                                    "server": info.as_dict(), "runs": rows, "summary": summary}, indent=2))
+    args.out.write_text(json.dumps({"parameters": {**parameters, "num_prompts": counts},
+                                    "server": info.as_dict(), "levels": results}, indent=2))
     print(f"wrote {args.out}")
     return 0
 
