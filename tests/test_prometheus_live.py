@@ -128,17 +128,20 @@ def stack(vllm_servers, tmp_path_factory):
                  lambda: len(prom.query(f"sum by (job) ({monitoring.DRAFT_TOKENS})")) == 2, 30)
         stop = threading.Event()
         watched = {}
+        first_read = {"endpoint": threading.Event(), "prometheus": threading.Event()}
 
         def follow(name, source):
             watched[name] = watch.watch(source, PLAN, runs_dir=out / f"watch-{name}", duration_s=240, interval_s=1.0,
-                                        window_s=600.0, stop_event=stop)
+                                        window_s=600.0, stop_event=stop, on_record=lambda _: first_read[name].set())
 
         followers = [threading.Thread(target=follow, args=("endpoint", watch.EndpointSource(
                          EndpointClient(servers["poor"].base_url)))),
                      threading.Thread(target=follow, args=("prometheus", watch.PrometheusSource(prom.url)))]
         for t in followers:
             t.start()
-        time.sleep(2.5)  # the watchers' first reads precede the traffic
+        # the watchers' first reads precede the traffic (waited for, not slept for: a loaded machine is slow)
+        for name, event in first_read.items():
+            assert event.wait(60), f"the {name} watcher wrote no first record within 60 s"
         sweeps = {}
 
         def measured(job):
