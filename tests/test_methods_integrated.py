@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
-from test_vllm_command import _METHOD_CHECKER, _vllm_python
+from test_vllm_command import _METHOD_CHECKER, run_in_vllm
 
 from specdec_lib import cli, memo, report
 from specdec_lib.evaluate import evaluate
@@ -125,14 +123,7 @@ def test_the_picked_methods_command_passes_vllms_parser():
     command = memo.build_context(ev, generated_utc="test")["methods"]["command"]
     argv = shlex.split(command.replace("\\\n", " "))
     assert argv[:3] == ["vllm", "serve", DEFAULT_SCENARIO.target_model]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"})
-    proc = subprocess.run([str(_vllm_python()), "-c", _METHOD_CHECKER],
-                          input=json.dumps([{"name": "pick", "argv": argv[2:]}]), capture_output=True, text=True,
-                          timeout=300, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])[0]
+    result = run_in_vllm(_METHOD_CHECKER, [{"name": "pick", "argv": argv[2:]}])["pick"]
     assert result["parse_error"] is None
     best = ev.methods.row(ev.methods.best)
     assert result["speculative_config"]["method"] == best.method

@@ -141,6 +141,18 @@ def _vllm_python():
     return python
 
 
+
+def run_in_vllm(checker: str, cases: list[dict]) -> dict[str, dict]:
+    """Run a checker script in the vLLM venv on `cases` (JSON on stdin); its results by case name."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                "VLLM_CPU_KVCACHE_SPACE": "1"})
+    proc = subprocess.run([str(_vllm_python()), "-c", checker], input=json.dumps(cases), capture_output=True,
+                          text=True, timeout=300, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return {r["name"]: r for r in json.loads(lines[-1][len("RESULT "):])}
+
 def test_vllm_accepts_the_generated_commands(tmp_path):
     for name in ("target", "draft"):
         (tmp_path / name).mkdir()
@@ -161,14 +173,7 @@ def test_vllm_accepts_the_generated_commands(tmp_path):
         {"name": "ngram", "argv": list(ngram_cmd.argv[2:]), "engine_config": True},
         {"name": "legacy", "argv": list(legacy_cmd.argv[3:])},
     ]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-                "VLLM_CPU_KVCACHE_SPACE": "1"})
-    proc = subprocess.run([str(_vllm_python()), "-c", _CHECKER], input=json.dumps(cases), capture_output=True,
-                          text=True, timeout=300, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    results = {r["name"]: r for r in json.loads(lines[-1][len("RESULT "):])}
+    results = run_in_vllm(_CHECKER, cases)
 
     default = results["default"]
     assert default["parse_error"] is None
@@ -264,14 +269,7 @@ def test_vllm_accepts_every_methods_command(tmp_path):
     }
     cases = [{"name": n, "argv": list(c.argv[2:]), "engine_config": n in ("eagle3", "eagle3_parallel", "ngram",
                                                                           "suffix")} for n, c in commands.items()]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-                "VLLM_CPU_KVCACHE_SPACE": "1"})
-    proc = subprocess.run([str(_vllm_python()), "-c", _METHOD_CHECKER], input=json.dumps(cases), capture_output=True,
-                          text=True, timeout=300, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    results = {r["name"]: r for r in json.loads(lines[-1][len("RESULT "):])}
+    results = run_in_vllm(_METHOD_CHECKER, cases)
     for name, cmd in commands.items():
         assert results[name]["parse_error"] is None, name
         assert results[name]["speculative_config"] == cmd.speculative_config, name
