@@ -16,7 +16,18 @@ Acceptance per position, replicating vLLM 0.32 (``vllm/v1/sample/rejection_sampl
 * ``"probabilistic"``, T > 0: the draft samples x ~ q_T = softmax(ℓ_q / T) (temperature only: vLLM ignores
   top-k/top-p for the draft) and the kernel accepts when p_T(x) / q_T(x) ≥ u:
   β = Σ_x min(p_T(x), q_T(x)) (Leviathan et al. 2023, Theorem 3.5);
-* n-gram (no draft probabilities): β = p_T(proposed token); at T = 0, 1[proposed = argmax].
+* n-gram and suffix decoding (no draft model, no draft probabilities): at every temperature the drafted token is
+  accepted exactly when it equals the token the target emits there, β = 1[proposed = emitted]. Why, in the
+  kernel's NO_DRAFT_PROBS path (T > 0): the token d is accepted when p_T(d) ≥ u, u ~ U(0, 1), i.e. with
+  probability p_T(d); on rejection the recovered token is drawn from p_T with d zeroed and renormalised
+  (``sample_recovered_tokens_kernel`` masks d out; exponential-race sampling), so it is never d. The emitted token
+  y is therefore distributed as p_T (P(y = d) = p_T(d); P(y = x ≠ d) = (1 − p_T(d)) p_T(x) / (1 − p_T(d))), and
+  "accepted" is the event y = d. The speculative server's text is distributed as the plain target's sampled
+  text, and its counters are a function of that text: replaying the proposer over the target's own sampled
+  continuation and counting 1[draft = emitted] is exact in distribution (one text is one draw; ``prediction``
+  averages several per request). At T = 0 it is the greedy kernel's test. ``token_acceptance``'s p_T(proposed)
+  is the probability for one position only: multiplied along a text that did not follow the accepted tokens, it
+  biased the n-gram prediction (−0.11 at T = 0.5 in docs/acceptance.md's first run).
 
 p_T = softmax(ℓ / T), with top-k applied to the target only (as vLLM's ``apply_sampling_constraints``).
 
@@ -186,7 +197,10 @@ Beta = tuple[float, float, float]  # (point, low, high)
 
 def token_acceptance(target: Head, proposed: int, temperature: float, vocab_size: int | None = None,
                      top_k: int | None = None, greedy_token: int | None = None) -> Beta:
-    """β for a proposal sent without draft probabilities (greedy draft, n-gram): p_T(proposed); T = 0: 1[argmax].
+    """β of a greedy draft model's proposal (sent without draft probabilities): p_T(proposed); T = 0: 1[argmax].
+
+    The probability at one position; n-gram and suffix drafts are counted with 1[proposed = emitted] instead
+    (module docstring).
 
     ``greedy_token``: at T = 0, the token the target itself emitted there when it generated the text (its decode
     step's argmax), used instead of the teacher-forced argmax: the two can differ at near-ties (a one-token decode

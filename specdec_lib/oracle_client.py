@@ -16,6 +16,7 @@ Refused, with the URL named, before a wrong number is written:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse, urlunparse
 
-from specdec_lib import oracle, proposers, runs
+from specdec_lib import oracle, proposers, runs, suffix_replay
 from specdec_lib.endpoint import BODY_EXCERPT_CHARS, EndpointClient, EndpointError
 from specdec_lib.loadtest import BUILTIN_PROMPT_SETS, Prompt, load_prompts
 
@@ -34,6 +35,10 @@ DEFAULT_KS = tuple(range(1, 9))
 DEFAULT_TEMPERATURES = (0.0, 0.5, 1.0)
 DEFAULT_LOGPROBS = 20  # vLLM's default --max-logprobs
 DEFAULT_NGRAM = proposers.NgramConfig(prompt_lookup_min=2, prompt_lookup_max=4, num_speculative_tokens=8)
+# Texts sampled per prompt at T > 0 for the model-free replays (n-gram, suffix): each is an exact but single draw
+# of what the speculative server would write; their mean counters narrow the per-request noise. No logprobs needed.
+DEFAULT_MODEL_FREE_SAMPLES = 4
+SAMPLE_SEED_STRIDE = 1_000_003  # extra samples' seeds: seed + index + s * stride, apart from every record's own
 TOKENIZER_PROBES = ("The quick brown fox jumps over the lazy dog. 1234567890",
                     "def f(x):\n    return {'a': [1, 2.5, None]}\n", "Ünïcödé — naïve café, 東京, emoji 🙂")
 _VOCAB_FROM_REFUSAL = re.compile(r"prompt logprobs of (\d+)")
@@ -184,13 +189,20 @@ class Settings:
     top_k: int | None
     seed: int
     ngram: proposers.NgramConfig | None
+    suffix: suffix_replay.SuffixConfig | None = None
+    model_free_samples: int = 1
 
     def as_dict(self) -> dict:
         ngram = None if self.ngram is None else {
             "prompt_lookup_min": self.ngram.prompt_lookup_min, "prompt_lookup_max": self.ngram.prompt_lookup_max}
         return {"temperatures": list(self.temperatures), "ks": list(self.ks), "methods": list(self.methods),
                 "max_tokens": self.max_tokens, "n_logprobs": self.n_logprobs, "top_k": self.top_k, "seed": self.seed,
-                "ngram": ngram}
+                "ngram": ngram, "suffix": None if self.suffix is None else dataclasses.asdict(self.suffix),
+                "model_free_samples": self.model_free_samples}
+
+    @property
+    def model_free(self) -> bool:
+        return self.ngram is not None or self.suffix is not None
 
 
 def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: float, method: str,
@@ -203,26 +215,15 @@ def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: fl
     return out
 
 
-def _ngram_betas(prompt_ids, continuation, target_heads, settings: Settings, temperature: float,
-                 vocab: int | None) -> tuple[list[list[int]], list[list[list[float]]]]:
-    """The proposer's drafts at every step start and their β (at T = 0: 1[draft = the target's own token])."""
+def _ngram_proposals(prompt_ids, continuation, settings: Settings) -> list[list[int]]:
+    """The n-gram proposer's drafts at every step start along ``continuation`` (k = the largest evaluated).
+
+    No β is stored: a proposal without draft probabilities is accepted exactly where it equals the token the target
+    emitted there, so ``prediction`` counts acceptance from these drafts and the text itself (``oracle`` docstring).
+    """
     config = proposers.NgramConfig(settings.ngram.prompt_lookup_min, settings.ngram.prompt_lookup_max,
                                    max(settings.ks))
-    proposals = proposers.ngram_proposals(prompt_ids, continuation, config, settings.max_tokens)
-    start = len(prompt_ids)
-    betas = []
-    for t, proposed in enumerate(proposals):
-        row = []
-        for j, token in enumerate(proposed):
-            pos = start + t + j
-            if pos >= len(target_heads):
-                row.append([0.0, 0.0, 0.0])
-                continue
-            beta = oracle.token_acceptance(target_heads[pos], token, temperature, vocab, settings.top_k,
-                                           greedy_token=continuation[t + j])
-            row.append([round(v, 6) for v in beta])
-        betas.append(row)
-    return proposals, betas
+    return proposers.ngram_proposals(prompt_ids, continuation, config, settings.max_tokens)
 
 
 def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tuple[EndpointClient, str]],
@@ -241,9 +242,18 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
         heads = score(client, model, ids, settings.n_logprobs, vocab)
         result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, ids, start, temperature, m, vocab,
                                                        settings.top_k) for m in settings.methods}
+    result["prompt_token_ids"] = prompt_ids
+    samples = []
+    if settings.model_free and not oracle.is_greedy(temperature):
+        # More draws of the target's text for the model-free replays (at T = 0 there is one text).
+        for s in range(1, settings.model_free_samples):
+            samples.append(generate(target, target_model, prompt, temperature, n_gen, seed + s * SAMPLE_SEED_STRIDE,
+                                    settings.top_k)[1])
+        result["samples"] = samples
+        result["tokens_sent"] += len(prompt_ids) * len(samples)
     if settings.ngram is not None:
-        proposals, betas = _ngram_betas(prompt_ids, continuation, target_heads, settings, temperature, vocab)
-        result["ngram"] = {"proposals": proposals, "betas": betas}
+        result["ngram"] = {"proposals": _ngram_proposals(prompt_ids, continuation, settings),
+                           "sample_proposals": [_ngram_proposals(prompt_ids, c, settings) for c in samples]}
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -268,10 +278,15 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
                    temperatures: Sequence[float] = DEFAULT_TEMPERATURES, ks: Sequence[int] = DEFAULT_KS,
                    methods: Sequence[str] = oracle.DRAFT_SAMPLE_METHODS, max_tokens: int = 64,
                    n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, seed: int = 0,
-                   ngram: proposers.NgramConfig | None = DEFAULT_NGRAM, runs_dir: str | Path = "runs",
+                   ngram: proposers.NgramConfig | None = DEFAULT_NGRAM,
+                   suffix: suffix_replay.SuffixConfig | None = None,
+                   model_free_samples: int = DEFAULT_MODEL_FREE_SAMPLES, runs_dir: str | Path = "runs",
                    resume: str | Path | None = None, stop_event: threading.Event | None = None,
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None):
-    """Predict acceptance of every draft (and n-gram) for ``target`` on ``prompts`` × ``temperatures``.
+    """Predict acceptance of every draft (and n-gram, suffix decoding) for ``target`` on ``prompts`` × ``temperatures``.
+
+    ``model_free_samples``: texts the target samples per prompt at T > 0 for the n-gram and suffix replays (their
+    counters are averaged per request). ``suffix`` needs ``arctic-inference`` (``suffix_replay``), checked first.
 
     Returns ``prediction.Prediction`` (run folder recorded as it goes). Raises OracleRefusal for a tokenizer
     mismatch or a server without prompt log-probabilities (the run folder, if already created, is marked "failed"
@@ -289,12 +304,17 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
         raise ValueError(f"methods={list(methods)}: accepted {oracle.DRAFT_SAMPLE_METHODS}")
     if max_tokens < 2 or not (n_logprobs == -1 or n_logprobs >= 1):
         raise ValueError(f"max_tokens={max_tokens} (>= 2), n_logprobs={n_logprobs} (>= 1, or -1 for all)")
-    if not drafts and ngram is None:
-        raise ValueError("nothing to predict: give a draft endpoint or an n-gram configuration")
+    if not drafts and ngram is None and suffix is None:
+        raise ValueError("nothing to predict: give a draft endpoint, an n-gram or a suffix configuration")
+    if model_free_samples < 1:
+        raise ValueError(f"model_free_samples={model_free_samples}: need >= 1")
+    if suffix is not None:
+        suffix_replay.check_available()
     prompt_list = load_prompts(prompts)[:n_prompts]
     if any(p.text is None for p in prompt_list):
         raise ValueError(f"prompts={prompts!r}: the oracle needs completion prompts ('prompt' lines), not 'messages'")
-    settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram)
+    settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram,
+                        suffix, model_free_samples)
     target_model = served_model(target)
     draft_models = [(d, served_model(d)) for d in drafts]
     prompts_param = str(prompts) if isinstance(prompts, (str, Path)) else [str(p) for p in prompts]

@@ -1,10 +1,17 @@
 """A prediction run read back: per-request and per-condition acceptance, ranked drafts, AcceptanceEstimates.
 
 Everything is recomputed from the run folder's records (``oracle_client`` writes them): each record holds the
-target's continuation and, per draft and draft sampling method, β per position as (point, low, high); for n-gram
-the proposals per step start and their β. The counters vLLM would report are the expected ones of
-``oracle.step_counts``; α is solved from the V1 rate with ``speculation.alpha_from_v1_rate`` (the same conversion
-the workbook applies to a measured V1 rate, so predicted and measured α are comparable).
+target's continuation and, per draft and draft sampling method, β per position as (point, low, high). The counters
+vLLM would report are the expected ones of ``oracle.step_counts``; α is solved from the V1 rate with
+``speculation.alpha_from_v1_rate`` (the same conversion the workbook applies to a measured V1 rate, so predicted
+and measured α are comparable).
+
+Model-free candidates (n-gram, suffix decoding) send no draft probabilities, so a drafted token is accepted exactly
+where it equals the token the target emitted there (``oracle`` docstring): their counters are counted from the
+drafts and the target's own texts (``indicator_counts``), averaged over the texts sampled for a request, and their
+bounds are a 95 % bootstrap interval across requests (``bounds_kind`` says which kind a row has). n-gram drafts
+are in the records (older records' stored β are ignored: recounted from drafts and text); suffix drafts are
+replayed here, over all records in order, with the real arctic-inference cache (``suffix_replay``).
 
     from specdec_lib.prediction import load_prediction
     p = load_prediction("runs/20260101T000000000Z-predict")
@@ -17,15 +24,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
-from specdec_lib import oracle, runs, speculation
+from specdec_lib import oracle, runs, speculation, suffix_replay
 from specdec_lib.evidence import AcceptanceEstimate
 
 BOUNDS = {"point": 0, "low": 1, "high": 2}
 NGRAM = "ngram"
+SUFFIX = "suffix"
+MODEL_FREE = (NGRAM, SUFFIX)
+BOUNDS_TAIL = "vocabulary tail"
+BOUNDS_REQUESTS = "95 % across requests"
 
 
 def _alpha(rate: float | None, k: int) -> float | None:
@@ -34,13 +47,30 @@ def _alpha(rate: float | None, k: int) -> float | None:
 
 def _request_counts(oracle_part: dict, candidate: str, method: str | None, k: int, max_tokens: int,
                     bound: str) -> oracle.StepCounts:
-    b = BOUNDS[bound]
-    if candidate == NGRAM:
-        proposals = [[beta[b] for beta in row] for row in oracle_part["ngram"]["betas"]]
-    else:
-        betas = [beta[b] for beta in oracle_part["drafts"][candidate][method]]
-        proposals = oracle.chain_proposals(betas, k)
-    return oracle.step_counts(proposals, max_tokens, k)
+    betas = [beta[BOUNDS[bound]] for beta in oracle_part["drafts"][candidate][method]]
+    return oracle.step_counts(oracle.chain_proposals(betas, k), max_tokens, k)
+
+
+def texts(oracle_part: dict) -> list[list[int]]:
+    """The target's texts for one request: its continuation, then the extra samples (model-free replays)."""
+    return [list(oracle_part["continuation"])] + [list(c) for c in oracle_part.get("samples") or []]
+
+
+def indicator_counts(drafts_per_text: Sequence[Sequence[Sequence[int]]], texts_: Sequence[Sequence[int]], k: int,
+                     max_tokens: int) -> oracle.StepCounts:
+    """Counters of a model-free proposer, averaged over the texts: β = 1[drafted token = the token emitted there].
+
+    ``drafts_per_text[s][t]`` is the draft of a step starting after t generated tokens of ``texts_[s]``; the step
+    loop (``oracle.step_counts``) is then deterministic: it is the replay of what the server counts.
+    """
+    total = oracle.ZERO_COUNTS
+    for drafts, text in zip(drafts_per_text, texts_, strict=True):
+        proposals = [[float(t + j < len(text) and token == text[t + j]) for j, token in enumerate(row)]
+                     for t, row in enumerate(drafts)]
+        total = total + oracle.step_counts(proposals, max_tokens, k)
+    n = len(texts_)
+    return oracle.StepCounts(total.drafts / n, total.draft_tokens / n, total.accepted_tokens / n,
+                             tuple(x / n for x in total.per_position), total.steps / n)
 
 
 @dataclass(frozen=True)
@@ -58,12 +88,47 @@ class Prediction:
 
     @property
     def candidates(self) -> list[tuple[str, str | None]]:
-        """(candidate, draft_sample_method) pairs: each draft with each method, then ("ngram", None)."""
+        """(candidate, draft_sample_method) pairs: each draft with each method, then ("ngram", None), ("suffix",
+        None) when the run has them."""
         params = self.metadata["parameters"]
         out = [(d["served_model"], m) for d in self.metadata.get("drafts", []) for m in params["methods"]]
-        if params.get("ngram"):
-            out.append((NGRAM, None))
+        out += [(name, None) for name in MODEL_FREE if params.get(name)]
         return out
+
+    @cached_property
+    def suffix_drafts(self) -> dict[int, dict[int, list]]:
+        """record index -> k -> the suffix proposer's drafts along each of the request's texts.
+
+        World s replays every record in order with its s-th text (its only one at T = 0) on a fresh cache, as a
+        server would see them (``suffix_replay`` docstring); record r's s-th entry comes from world s.
+        """
+        params = self.metadata["parameters"]
+        if not params.get(SUFFIX):
+            return {}
+        config = suffix_replay.SuffixConfig(**params[SUFFIX])
+        ordered = sorted(self.records, key=lambda r: r["index"])
+        n_worlds = max(len(texts(r["oracle"])) for r in ordered) if ordered else 0
+        worlds = []
+        for s in range(n_worlds):
+            world = []
+            for rec in ordered:
+                options = texts(rec["oracle"])
+                world.append((rec["oracle"]["prompt_token_ids"], options[s % len(options)]))
+            worlds.append(world)
+        replayed = suffix_replay.replay_runs(worlds, config, params["ks"], params["max_tokens"])
+        return {rec["index"]: {k: [replayed[s][k][i] for s in range(n_worlds)] for k in params["ks"]}
+                for i, rec in enumerate(ordered)}
+
+    def model_free_counts(self, rec: dict, candidate: str, k: int) -> oracle.StepCounts:
+        """The expected counters of n-gram or suffix decoding for one record (``indicator_counts``)."""
+        part, max_tokens = rec["oracle"], self.metadata["parameters"]["max_tokens"]
+        if candidate == NGRAM:
+            ngram = part[NGRAM]
+            drafts = [ngram["proposals"]] + list(ngram.get("sample_proposals") or [])
+            return indicator_counts(drafts, texts(part), k, max_tokens)
+        drafts = self.suffix_drafts[rec["index"]][k]
+        options = texts(part)
+        return indicator_counts(drafts, [options[s % len(options)] for s in range(len(drafts))], k, max_tokens)
 
     def request_frame(self) -> pd.DataFrame:
         """One row per request × candidate × method × k: expected counters and the V1 rate (point/low/high)."""
@@ -72,20 +137,22 @@ class Prediction:
         for rec in self.records:
             part = rec["oracle"]
             for cand, method in self.candidates:
-                if cand != NGRAM and cand not in part["drafts"]:
+                if cand not in MODEL_FREE and cand not in part["drafts"]:
                     continue
                 for k in params["ks"]:
                     row = {"temperature": rec["temperature"], "prompt_id": rec["prompt_id"], "candidate": cand,
                            "draft_sample_method": method, "k": k}
+                    free = self.model_free_counts(rec, cand, k) if cand in MODEL_FREE else None
                     for bound in BOUNDS:
-                        c = _request_counts(part, cand, method, k, params["max_tokens"], bound)
+                        c = free if free is not None else _request_counts(part, cand, method, k,
+                                                                          params["max_tokens"], bound)
                         suffix = "" if bound == "point" else f"_{bound}"
                         row.update({f"drafts{suffix}": c.drafts, f"draft_tokens{suffix}": c.draft_tokens,
                                     f"accepted_tokens{suffix}": c.accepted_tokens, f"v1_rate{suffix}": c.v1_rate})
                         if bound == "point":
                             row["per_position"] = c.per_position
                             row["steps"] = c.steps
-                    if cand != NGRAM:
+                    if cand not in MODEL_FREE:
                         betas = [beta[0] for beta in part["drafts"][cand][method]]
                         row["alpha_positions"] = sum(betas) / len(betas)
                         row["tokens_per_step_chain"] = oracle.chain_expected_tokens(betas[:params["max_tokens"]], k)
@@ -97,10 +164,12 @@ class Prediction:
     def to_frame(self) -> pd.DataFrame:
         """One row per temperature × candidate × method × k, summed over requests as vLLM's counters sum.
 
-        Columns: alpha (α solved from the predicted V1 rate), alpha_low/alpha_high (the vocabulary-tail bounds),
-        v1_rate, mean_acceptance_length (= tokens per verify step, vLLM's figure), per_position_rates,
-        alpha_positions (mean β: α if positions were independent), tokens_per_step_chain (every position a step
-        start), per-request V1 rate P10/P50/P90, n_requests, and the cost (tokens sent, seconds).
+        Columns: alpha (α solved from the predicted V1 rate), alpha_low/alpha_high and bounds_kind (a draft model's
+        vocabulary-tail bounds; for n-gram and suffix, which have no tail to bound, the 95 % bootstrap interval of
+        Σ accepted / Σ draft tokens across requests, ``oracle.ratio_interval``), v1_rate, mean_acceptance_length
+        (= tokens per verify step, vLLM's figure), per_position_rates, alpha_positions (mean β: α if positions were
+        independent), tokens_per_step_chain (every position a step start), per-request V1 rate P10/P50/P90,
+        n_requests, and the cost (tokens sent, seconds).
         """
         frame = self.request_frame()
         if frame.empty:
@@ -116,10 +185,16 @@ class Prediction:
                         if g[f"draft_tokens{s}"].sum() > 0 else None)
                     for b, s in (("point", ""), ("low", "_low"), ("high", "_high"))}
             rates = g["v1_rate"].dropna()
+            kind = BOUNDS_TAIL
+            if cand in MODEL_FREE:
+                kind = BOUNDS_REQUESTS
+                interval = oracle.ratio_interval(list(g["accepted_tokens"]), list(g["draft_tokens"]))
+                rate["low"], rate["high"] = interval if interval else (rate["point"], rate["point"])
             rows.append({
                 "temperature": temp, "candidate": cand, "draft_sample_method": method, "k": int(k),
                 "alpha": _alpha(rate["point"], int(k)), "alpha_low": _alpha(rate["low"], int(k)),
-                "alpha_high": _alpha(rate["high"], int(k)), "v1_rate": rate["point"], "v1_rate_low": rate["low"],
+                "alpha_high": _alpha(rate["high"], int(k)), "bounds_kind": kind, "v1_rate": rate["point"],
+                "v1_rate_low": rate["low"],
                 "v1_rate_high": rate["high"],
                 "mean_acceptance_length": 1 + g["accepted_tokens"].sum() / drafts if drafts > 0 else None,
                 "per_position_rates": tuple(p / drafts for p in per_pos) if drafts > 0 else None,
@@ -159,18 +234,19 @@ class Prediction:
         return pd.DataFrame(rows)
 
     def estimates(self) -> list[AcceptanceEstimate]:
-        """One ``AcceptanceEstimate`` (source "predicted") per temperature × candidate × method × k."""
+        """One ``AcceptanceEstimate`` (source "predicted") per temperature × candidate × method × k; method
+        "ngram"/"suffix" for the model-free candidates (their bounds: 95 % across requests, ``to_frame``)."""
         out = []
         target = self.metadata.get("served_model")
         for r in self.to_frame().itertuples():
             if r.alpha is None or (isinstance(r.alpha, float) and math.isnan(r.alpha)):
                 continue
-            ngram = r.candidate == NGRAM
+            free = r.candidate in MODEL_FREE
             out.append(AcceptanceEstimate(
-                alpha=float(r.alpha), source="predicted", method="ngram" if ngram else "draft_model",
+                alpha=float(r.alpha), source="predicted", method=r.candidate if free else "draft_model",
                 temperature=float(r.temperature), k=int(r.k), target_model=target,
-                draft_model=None if ngram else r.candidate,
-                draft_sample_method=None if ngram else r.draft_sample_method,
+                draft_model=None if free else r.candidate,
+                draft_sample_method=None if free else r.draft_sample_method,
                 alpha_low=min(float(r.alpha_low), float(r.alpha)), alpha_high=max(float(r.alpha_high), float(r.alpha)),
                 n_requests=int(r.n_requests), origin=self.run_id))
         return out
@@ -198,7 +274,7 @@ def compare_with_measured(prediction: Prediction, sweep_run: runs.Run, candidate
 
     pred = prediction.to_frame()
     pred = pred[(pred["candidate"] == candidate) & (pred["k"] == k)]
-    if candidate != NGRAM:
+    if candidate not in MODEL_FREE:
         pred = pred[pred["draft_sample_method"] == draft_sample_method]
     rows = []
     for t in sweep_results_from_run(sweep_run):
@@ -214,8 +290,8 @@ def compare_with_measured(prediction: Prediction, sweep_run: runs.Run, candidate
         inside = low is not None and low - 1e-9 <= p["alpha"] <= high + 1e-9
         rows.append({"candidate": candidate, "draft_sample_method": draft_sample_method, "k": k,
                      "temperature": t.temperature, "predicted": p["alpha"], "predicted_low": p["alpha_low"],
-                     "predicted_high": p["alpha_high"], "measured": t.alpha, "measured_low": low,
-                     "measured_high": high, "error": error,
+                     "predicted_high": p["alpha_high"], "predicted_bounds": p["bounds_kind"], "measured": t.alpha,
+                     "measured_low": low, "measured_high": high, "error": error,
                      "agrees": bool(error is not None and (abs(error) <= AGREEMENT_ALPHA or inside)),
                      "predicted_v1_rate": p["v1_rate"], "measured_v1_rate": t.v1_rate,
                      "measured_requests": t.succeeded, "predicted_requests": p["n_requests"],

@@ -6,10 +6,11 @@ n-gram (prompt lookup): a line-by-line port of ``_find_longest_matched_ngram_and
 among the longest), and propose the up to k tokens that followed it. ``tests/test_proposers.py`` checks the port
 against a brute-force search and against vLLM's own function run in the vLLM environment.
 
-Suffix decoding (``vllm/v1/spec_decode/suffix_decoding.py``) is not replayed: vLLM delegates it to the
-``arctic-inference`` package (a C++ suffix tree with a cache shared across requests and a probability-weighted
-speculation rule), which the CPU build does not ship, so no real server here can serve it as the truth and a
-re-implementation could not be checked. ``replay`` refuses it with that reason.
+Suffix decoding is replayed in ``suffix_replay`` with the real ``arctic-inference`` cache (not ported: its drafts
+depend on a suffix tree shared across requests, so it replays a whole run in order, not one sequence).
+
+Acceptance of these drafts is counted, not estimated: a drafted token is accepted exactly where it equals the
+token the target emitted there, at every temperature (``oracle`` module docstring, ``prediction.indicator_counts``).
 """
 
 from __future__ import annotations
@@ -87,13 +88,3 @@ def ngram_proposals(prompt_ids: Sequence[int], continuation: Sequence[int], conf
                                  config.num_speculative_tokens, config.max_model_len))
     return out
 
-
-def replay(method: str, prompt_ids: Sequence[int], continuation: Sequence[int], config: NgramConfig,
-           max_tokens: int) -> list[list[int]]:
-    """Proposals of a model-free ``method`` ("ngram"); "suffix" is refused (module docstring says why)."""
-    if method == "ngram":
-        return ngram_proposals(prompt_ids, continuation, config, max_tokens)
-    if method == "suffix":
-        raise ValueError("method='suffix' is not replayed: vLLM 0.32 runs it in the arctic-inference package (not in "
-                         "the CPU build), so it can neither be served here as the truth nor replicated verifiably")
-    raise ValueError(f"method={method!r}: model-free methods replayed here: 'ngram'")

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from specdec_lib import localserver, proposers
+from specdec_lib import localserver, prediction, proposers, runs, suffix_replay
 
 
 def brute_force(context: list[int], min_n: int, max_n: int, k: int) -> list[int]:
@@ -77,6 +77,118 @@ def test_proposals_follow_the_generated_text():
     assert out == [[], [9, 7], [], [], [9, 7]]
 
 
-def test_suffix_decoding_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="arctic-inference"):
-        proposers.replay("suffix", [1], [2], proposers.NgramConfig(1, 2, 2), 3)
+def test_indicator_counts_by_hand():
+    # text 1: step at t=1 drafts 11 12 = text[1:3] (2 accepted, +1 emitted: next step at 4); t=2, 3 are never step
+    # starts; t=4 drafts 14 99: 14 accepted, 99 != 15 rejected (recovered 15): next step at 6 = max_tokens, done.
+    text1 = [10, 11, 12, 13, 14, 15, 16, 17]
+    drafts1 = [[], [11, 12], [99, 99], [99], [14, 99], [15, 16]]
+    one = prediction.indicator_counts([drafts1], [text1], 2, 6)
+    assert (one.drafts, one.draft_tokens, one.accepted_tokens, one.per_position, one.steps) == (2, 4, 3, (2, 1), 2)
+    # text 2: no draft at t=1 (one token); t=2 drafts 21 22, both right (+ bonus): t=5 drafts 24, right: t=7.
+    text2 = [10, 20, 21, 22, 23, 24, 25, 26]
+    drafts2 = [[], [], [21, 22], [5], [5], [24]]
+    two = prediction.indicator_counts([drafts2], [text2], 2, 6)
+    assert (two.drafts, two.draft_tokens, two.accepted_tokens, two.per_position, two.steps) == (2, 3, 3, (2, 1), 3)
+    mean = prediction.indicator_counts([drafts1, drafts2], [text1, text2], 2, 6)
+    assert (mean.drafts, mean.draft_tokens, mean.accepted_tokens, mean.steps) == (2, 3.5, 3, 2.5)
+    # k = 1 uses the first drafted token only: t=1 accepts 11 (next 3); t=3 drafts 99: rejected (next 4); t=4
+    # accepts 14 (next 6).
+    k1 = prediction.indicator_counts([drafts1], [text1], 1, 6)
+    assert (k1.drafts, k1.draft_tokens, k1.accepted_tokens) == (3, 3, 2)
+
+
+# A toy target: next-token probabilities given the last token (4 tokens), already at its temperature.
+TOY = np.array([[0.50, 0.30, 0.15, 0.05], [0.10, 0.20, 0.60, 0.10], [0.55, 0.05, 0.15, 0.25],
+                [0.25, 0.25, 0.25, 0.25]])
+TOY_PROMPT = [0, 1, 2, 0, 1]
+
+
+def _sample(rng, probs) -> int:
+    return int(rng.choice(len(probs), p=probs))
+
+
+def _speculative_run(rng, k: int, max_tokens: int) -> tuple[int, int]:
+    """vLLM's NO_DRAFT_PROBS rejection rule (rejection_random_sample_kernel, sample_recovered_tokens_kernel): draft
+    token d accepted when p(d) >= u; else the recovered token is drawn from p with d zeroed; all accepted: bonus."""
+    text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
+    drafted = accepted = 0
+    while len(text) < max_tokens:
+        draft = proposers.ngram_propose(TOY_PROMPT + text, 1, 2, k)
+        drafted += len(draft)
+        for token in draft:
+            probs = TOY[text[-1]]
+            if probs[token] >= rng.random():
+                text.append(token)
+                accepted += 1
+                continue
+            rest = probs.copy()
+            rest[token] = 0.0
+            text.append(_sample(rng, rest / rest.sum()))
+            break
+        else:
+            text.append(_sample(rng, TOY[text[-1]]))
+    return accepted, drafted
+
+
+def test_counting_drafts_against_plainly_sampled_text_matches_vllms_rejection_sampler():
+    """The rule behind the model-free prediction at T > 0: the speculative server's counters have the same
+    distribution as 1[draft = emitted] replayed over text the target sampled WITHOUT speculation."""
+    k, max_tokens, n = 3, 12, 3000
+    rng = np.random.default_rng(11)
+    spec = np.array([_speculative_run(rng, k, max_tokens) for _ in range(n)], dtype=float)
+    plain = []
+    for _ in range(n):
+        text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
+        while len(text) < max_tokens + k:
+            text.append(_sample(rng, TOY[text[-1]]))
+        drafts = proposers.ngram_proposals(TOY_PROMPT, text, proposers.NgramConfig(1, 2, k), max_tokens)
+        c = prediction.indicator_counts([drafts], [text], k, max_tokens)
+        plain.append((c.accepted_tokens, c.draft_tokens))
+    plain = np.array(plain)
+    for column, name in ((0, "accepted"), (1, "drafted")):
+        diff = spec[:, column].mean() - plain[:, column].mean()
+        se = np.sqrt(spec[:, column].var() / n + plain[:, column].var() / n)
+        assert abs(diff) < 4 * se, (name, spec[:, column].mean(), plain[:, column].mean(), se)
+    assert spec[:, 0].mean() > 1.0  # the case exercises acceptance, not only rejections
+
+
+# Recorded on a real vLLM 0.32.0 CPU server (tiny target, --speculative-config '{"method": "suffix",
+# "num_speculative_tokens": 4}', --per-request-spec-decode-metrics detailed, 2026-11-28): the same prompt sent twice
+# at T = 0 with max_tokens 32; the server's own per-step drafted/accepted lists. The second request drafts from the
+# first one's cached response.
+SERVER_PROMPT = [495, 858, 634, 374, 858, 634, 374, 858, 634, 374, 858]
+SERVER_TEXT = [222, 598, 1511, 414, 1571, 506, 2014, 1961, 1127, 1802, 1638, 2014, 2014, 2014, 2014, 1638, 2014, 2014,
+               1638, 2014, 501, 1227, 1378, 823, 541, 1209, 1792, 1227, 1378, 823, 1254, 1376]
+SERVER_STEPS = [[(1, 0), (1, 0), (1, 1), (1, 1), (3, 0), (3, 1), (1, 1), (3, 0)],
+                [(1, 1), (3, 3), (4, 4), (4, 4), (4, 4), (4, 4), (4, 4)]]
+
+
+def test_suffix_replay_reproduces_the_steps_a_real_server_reported(vllm_venv):
+    config = suffix_replay.SuffixConfig(max_model_len=512)
+    worlds = [[(SERVER_PROMPT, SERVER_TEXT), (SERVER_PROMPT, SERVER_TEXT)]]
+    replayed = suffix_replay.replay_runs(worlds, config, [4], 32, python=localserver.venv_python(vllm_venv))
+    steps = [suffix_replay.steps(drafts, SERVER_TEXT, 32) for drafts in replayed[0][4]]
+    assert steps == SERVER_STEPS
+
+
+def test_a_prediction_recorded_before_the_indicator_rule_loads_and_is_recounted(tmp_path):
+    """Old records carry n-gram β = p_T(proposed) ("betas"); the drafts and the text decide instead."""
+    meta = {"served_model": "m", "endpoint": "http://127.0.0.1:1", "drafts": [],
+            "parameters": {"temperatures": [0.5], "ks": [2], "methods": ["greedy"], "max_tokens": 6, "n_logprobs": 20,
+                           "top_k": None, "seed": 0, "ngram": {"prompt_lookup_min": 2, "prompt_lookup_max": 4}}}
+    writer = runs.RunWriter.create(tmp_path, "predict", meta)
+    for index, (text, drafts) in enumerate(((
+            [10, 11, 12, 13, 14, 15, 16, 17], [[], [11, 12], [99, 99], [99], [14, 99], [15, 16]]),
+            ([10, 20, 21, 22, 23, 24, 25, 26], [[], [], [21, 22], [5], [5], [24]]))):
+        rec = {f: None for f in runs.RECORD_FIELDS}
+        rec.update(index=index, label="T=0.5", prompt_id=f"p{index}", temperature=0.5, max_tokens=6, e2e_s=1.0,
+                   oracle={"prompt_ids": 3, "continuation": text, "drafts": {}, "tokens_sent": 20,
+                           "ngram": {"proposals": drafts,
+                                     "betas": [[[0.3, 0.3, 0.3]] * len(row) for row in drafts]}})
+        writer.append_request(rec)
+    writer.finish("complete")
+    frame = prediction.load_prediction(writer.path).to_frame()
+    row = frame.iloc[0]
+    # by hand (test_indicator_counts_by_hand): 3 + 3 accepted of 4 + 3 drafted
+    assert row["v1_rate"] == pytest.approx(6 / 7) and row["bounds_kind"] == prediction.BOUNDS_REQUESTS
+    assert row["alpha_low"] <= row["alpha"] <= row["alpha_high"]
