@@ -416,6 +416,9 @@ atexit.register(_stop_all_at_exit)
 # ------------------------------------------------------------------------------------------ a pool of them
 
 NGRAM_SPEC = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+# Suffix decoding with vLLM 0.32's defaults for the suffix_decoding_* fields (suffix_replay.SuffixConfig's too);
+# needs arctic-inference in the vLLM venv (vllm_venv installs it).
+SUFFIX_SPEC = {"method": "suffix", "num_speculative_tokens": 4}
 
 
 def draft_spec(draft: str, draft_sample_method: str = "greedy", k: int = 4) -> dict:
@@ -434,6 +437,7 @@ def draft_spec(draft: str, draft_sample_method: str = "greedy", k: int = 4) -> d
 NAMED_SERVERS: dict[str, tuple[str, dict | None]] = {
     "baseline": ("target", None),
     "ngram": ("target", NGRAM_SPEC),
+    "suffix": ("target", SUFFIX_SPEC),
     "draft_copy_prob": ("target", draft_spec("draft_copy", "probabilistic")),
     "draft_copy_greedy": ("target", draft_spec("draft_copy", "greedy")),
     "draft_noise05_prob": ("target", draft_spec("draft_noise05", "probabilistic")),

@@ -17,8 +17,10 @@ DESCRIPTION = """Predict the acceptance a target would give each candidate draft
 target and the drafts served WITHOUT speculation. The target writes its own continuation of each prompt at each
 temperature; both models are teacher-forced over it by token ids (prompt_logprobs) and vLLM 0.32's rejection rule
 is applied per position (greedy draft sampling: p_T(draft argmax); probabilistic: sum of min(p_T, q_T)). n-gram
-is replayed with vLLM's own matching rule. Every figure comes with a lower and upper bound for the vocabulary tail
-the top-N answer leaves out: raise the servers' --max-logprobs (default 20) and --logprobs here to tighten it.
+(and suffix decoding with --suffix) is replayed with vLLM's own proposer over the target's sampled texts and its
+drafts counted as accepted where they equal the emitted token (exact in distribution at every temperature).
+Every draft model's figure comes with a lower and upper bound for the vocabulary tail the top-N answer leaves
+out: raise the servers' --max-logprobs (default 20) and --logprobs here to tighten it.
 Both servers must share a tokenizer (checked with /tokenize). Results go to a run folder (resumable)."""
 
 
@@ -41,6 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-ngram", action="store_true", help="skip the n-gram replay")
     p.add_argument("--ngram-min", type=int, default=2, help="prompt_lookup_min")
     p.add_argument("--ngram-max", type=int, default=4, help="prompt_lookup_max")
+    p.add_argument("--suffix", action="store_true",
+                   help="also replay suffix decoding (vLLM's defaults; needs arctic-inference, see suffix_replay)")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="texts sampled per prompt at T > 0 for the n-gram/suffix replays (default 4)")
     p.add_argument("--cost-ratio", type=float, default=None,
                    help="draft step / target step time: adds the best k per candidate")
     p.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")
@@ -59,7 +65,7 @@ def _numbers(text: str, name: str, kind=float) -> list:
 
 
 def cmd_predict(args) -> int:
-    from specdec_lib import cli, oracle_client, proposers
+    from specdec_lib import cli, oracle_client, proposers, suffix_replay
     from specdec_lib.endpoint import EndpointClient
 
     api_key = cli.api_key_from_env(args.api_key_env)
@@ -68,12 +74,15 @@ def cmd_predict(args) -> int:
     prompts = args.prompts if args.prompts.endswith(".jsonl") or "/" in args.prompts else args.prompts.split(",")
     ks = _numbers(args.k, "--k", int)
     ngram = None if args.no_ngram else proposers.NgramConfig(args.ngram_min, args.ngram_max, max(ks))
+    suffix = suffix_replay.SuffixConfig() if args.suffix else None
+    samples = oracle_client.DEFAULT_MODEL_FREE_SAMPLES if args.samples is None else args.samples
     try:
         result = oracle_client.run_prediction(
             target, drafts, prompts=prompts, n_prompts=args.n_prompts,
             temperatures=_numbers(args.temperatures, "--temperatures"), ks=ks,
             methods=[m for m in args.methods.split(",") if m], max_tokens=args.max_tokens, n_logprobs=args.logprobs,
-            top_k=args.top_k, ngram=ngram, runs_dir=args.runs_dir, resume=args.resume, progress=not args.no_progress)
+            top_k=args.top_k, ngram=ngram, suffix=suffix, model_free_samples=samples, runs_dir=args.runs_dir,
+            resume=args.resume, progress=not args.no_progress)
     except oracle_client.OracleRefusal as exc:
         print(f"error: {exc}", file=sys.stderr)
         if exc.run_path:
@@ -81,7 +90,7 @@ def cmd_predict(args) -> int:
         return cli.EXIT_ENDPOINT_ERROR
     frame = result.to_frame()
     columns = ["temperature", "candidate", "draft_sample_method", "k", "alpha", "alpha_low", "alpha_high",
-               "v1_rate", "mean_acceptance_length", "n_requests"]
+               "bounds_kind", "v1_rate", "mean_acceptance_length", "n_requests"]
     shown = frame[columns] if not frame.empty else frame
     interrupted = result.metadata.get("status") == "interrupted"
     if args.json:
@@ -94,7 +103,8 @@ def cmd_predict(args) -> int:
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if args.cost_ratio is not None:
             print(result.best_k(args.cost_ratio).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"alpha: per-token acceptance solved from the predicted V1 rate; alpha_low/high: vocabulary-tail bounds"
+        print(f"alpha: per-token acceptance solved from the predicted V1 rate; alpha_low/high: bounds_kind says "
+              f"which (a draft's vocabulary tail; n-gram/suffix: 95 % across requests)"
               f"\n{len(result.errors)} request(s) failed (kept in the run folder; --resume retries them)"
               f"\nrun folder: {result.path}")
     return cli.EXIT_INTERRUPTED if interrupted else cli.EXIT_OK

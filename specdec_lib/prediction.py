@@ -215,7 +215,7 @@ class Prediction:
         frame = frame.sort_values(["temperature", "alpha"], ascending=[True, False])
         frame = frame.assign(rank=frame.groupby("temperature").cumcount() + 1)
         return frame[["temperature", "rank", "candidate", "draft_sample_method", "alpha", "alpha_low", "alpha_high",
-                      "v1_rate", "mean_acceptance_length", "n_requests"]].reset_index(drop=True)
+                      "bounds_kind", "v1_rate", "mean_acceptance_length", "n_requests"]].reset_index(drop=True)
 
     def best_k(self, cost_ratio: float) -> pd.DataFrame:
         """Per temperature × candidate × method: the k with the highest ``speculation.speedup(α_k, k, c)``.

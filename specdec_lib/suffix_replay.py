@@ -37,8 +37,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-ARCTIC_INFERENCE_VERSION = "0.3.0"  # the version the replay was checked against (vllm_venv installs it)
-
 
 @dataclass(frozen=True)
 class SuffixConfig:
@@ -170,13 +168,15 @@ def check_available() -> None:
     """Raise RuntimeError (saying how to fix it) unless this Python or ``interpreter()`` imports arctic-inference."""
     if have_arctic_inference():
         return
+    from specdec_lib.vllm_venv import ARCTIC_DIST, ARCTIC_VERSION
+
     python = interpreter()
     done = _run_in(python, ["-c", "import arctic_inference.suffix_decoding"])
     if done.returncode != 0:
         raise RuntimeError(
             f"suffix decoding cannot be replayed: neither this Python nor {python} imports arctic_inference "
             f"({done.stderr.strip().splitlines()[-1:] or 'no output'}); install it with `pip install --no-deps "
-            f"arctic-inference=={ARCTIC_INFERENCE_VERSION}` (a C++ build from the source package: needs g++ and cmake)"
+            f"{ARCTIC_DIST}=={ARCTIC_VERSION}` (a C++ build from the source package: needs g++ and cmake)"
             f", or point $SPECDEC_SUFFIX_PYTHON at a Python that has it (./run-tests puts it in the vLLM venv)")
 
 

@@ -21,6 +21,10 @@ VLLM_VERSION = "0.32.0"
 # Text serving needs none of these; PyPI's torchvision does not load beside the CPU torch build, and
 # transformers then fails to import the Llama model ("operator torchvision::nms does not exist").
 UNWANTED_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+# vLLM's suffix decoding (--speculative-config method "suffix") runs in this package; PyPI has a source package for
+# it (pip builds it: g++ and cmake, ~3 minutes). --no-deps: its extras pin other vLLM builds. Its vLLM plugin stays
+# inert unless ARCTIC_INFERENCE_ENABLED=1. specdec_lib.suffix_replay drives its cache the way vLLM does.
+ARCTIC_DIST, ARCTIC_VERSION = "arctic-inference", "0.3.0"
 
 
 class HarnessError(RuntimeError):
@@ -59,7 +63,14 @@ def venv_is_ready(venv: Path | None = None) -> bool:
     """True when ``install`` completed for this venv with the current pins and patch."""
     venv = Path(venv) if venv else default_venv_path()
     stamp = _stamp_path(venv)
-    return venv_python(venv).exists() and stamp.is_file() and stamp.read_text() == _stamp_text()
+    return venv_python(venv).exists() and stamp.is_file() and stamp.read_text() == _stamp_text() \
+        and _has_arctic(venv)
+
+
+def _has_arctic(venv: Path) -> bool:
+    # Checked apart from the stamp, so that a venv stamped before it was added only gains this package.
+    found = sorted(Path(venv).glob("lib/python3*/site-packages"))
+    return bool(found) and (found[0] / f"arctic_inference-{ARCTIC_VERSION}.dist-info").is_dir()
 
 
 def require_venv(venv: Path | None = None) -> Path:
@@ -233,6 +244,9 @@ def _install_locked(venv: Path) -> Path:
     _run([py, "-m", "pip", "install", "-q", f"{VLLM_DIST}=={VLLM_VERSION}"],
          f"installing {VLLM_DIST}=={VLLM_VERSION} (1-2 minutes, ~3.4 GB)")
     _run([py, "-m", "pip", "uninstall", "-y", "-q", *UNWANTED_PACKAGES], f"removing {', '.join(UNWANTED_PACKAGES)}")
+    if not _has_arctic(venv):
+        _run([py, "-m", "pip", "install", "-q", "--no-deps", f"{ARCTIC_DIST}=={ARCTIC_VERSION}"],
+             f"installing {ARCTIC_DIST}=={ARCTIC_VERSION} for suffix decoding (built from source: ~3 minutes)")
     print(f"[vllm-venv] CPU sampling fix (vllm issue #55005): {apply_cpu_sampling_patch(venv)}", flush=True)
     verify_cpu_sampling_patch(venv)
     _stamp_path(venv).write_text(_stamp_text())

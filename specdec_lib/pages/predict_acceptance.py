@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from specdec_lib import oracle, oracle_client
+from specdec_lib import oracle, oracle_client, suffix_replay
 from specdec_lib.loadtest import BUILTIN_PROMPT_SETS
 
 DEFAULT_TARGET_URL = "http://127.0.0.1:8000"
@@ -74,6 +74,8 @@ def predict_page() -> PredictPage:
         "logprobs": widgets.BoundedIntText(value=oracle_client.DEFAULT_LOGPROBS, min=1, max=100000,
                                            description="top-N logprobs", style=_STYLE),
         "ngram": widgets.Checkbox(value=True, description="also replay n-gram (2..4)", style=_STYLE),
+        "suffix": widgets.Checkbox(value=False, description="also replay suffix decoding (needs arctic-inference)",
+                                   style=_STYLE),
         "ranking_k": widgets.BoundedIntText(value=4, min=1, max=64, description="Rank at k", style=_STYLE),
     }
     predict_button = widgets.Button(description="Predict", button_style="primary", icon="play")
@@ -95,7 +97,8 @@ def predict_page() -> PredictPage:
                     temperatures=_floats(controls["temperatures"].value, "temperatures"), ks=ks,
                     methods=list(controls["methods"].value), max_tokens=int(controls["max_tokens"].value),
                     n_logprobs=int(controls["logprobs"].value),
-                    ngram=oracle_client.DEFAULT_NGRAM if controls["ngram"].value else None)
+                    ngram=oracle_client.DEFAULT_NGRAM if controls["ngram"].value else None,
+                    suffix=suffix_replay.SuffixConfig() if controls["suffix"].value else None)
 
     def show(prediction) -> None:
         k = int(controls["ranking_k"].value)
