@@ -3,11 +3,13 @@
 On real vLLM CPU servers with the tiny local models: the plain target and each plain draft give the prediction
 (``oracle_client.run_prediction``); the same pair served with speculation on, swept over the same prompts and
 temperatures with the workbook's counter deltas (``loadtest.run_temperature_sweep``), is the truth. Prints one row
-per draft × draft sampling method × temperature (and n-gram on a repetitive prompt set): predicted α with its
-vocabulary-tail bounds, measured α with its 95 % interval across requests, the error, whether they agree
+per draft × draft sampling method × temperature (and n-gram and suffix decoding on a repetitive prompt set):
+predicted α with its bounds (a draft's vocabulary tail; n-gram/suffix: 95 % across requests), measured α with its
+95 % interval across requests, the error, whether they agree
 (``prediction.AGREEMENT_ALPHA``), and the prediction's seconds. Writes the table as JSON beside the run folders.
 
     /work/bin/vllm-slot .venv/bin/python benchmarks/acceptance_oracle.py [--prompts 8] [--max-tokens 48]
+    ... --drafts "" (the model-free rows only: n-gram and suffix, two speculative servers and the plain target)
 
 About 11 server starts (30-80 s each here) plus the requests.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from specdec_lib import loadtest, localserver, oracle_client, prediction, runs
+from specdec_lib import loadtest, localserver, oracle_client, prediction, runs, suffix_replay
 from specdec_lib.endpoint import EndpointClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,9 @@ def main(argv=None) -> int:
     parser.add_argument("--logprobs", type=int, default=20,
                         help="top-N per position; above 20 the plain servers get --max-logprobs N (tighter bounds)")
     parser.add_argument("--no-ngram", action="store_true")
+    parser.add_argument("--no-suffix", action="store_true")
+    parser.add_argument("--samples", type=int, default=oracle_client.DEFAULT_MODEL_FREE_SAMPLES,
+                        help="texts sampled per prompt at T > 0 for the n-gram/suffix replays")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,14 +87,18 @@ def main(argv=None) -> int:
                 n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
                 ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
-        if not args.no_ngram:
+        free = [name for name, off in (("ngram", args.no_ngram), ("suffix", args.no_suffix)) if not off]
+        if free:
             target = get(pool, f"baseline{suffix}", "target", None, extra)
             started = time.perf_counter()
-            ngram_pred = oracle_client.run_prediction(
+            free_pred = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [], prompts=str(REPETITIVE), n_prompts=args.prompts,
                 temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens, n_logprobs=args.logprobs,
-                runs_dir=out, progress=False)
-            print(f"[oracle] predicted ngram in {time.perf_counter() - started:.1f} s", flush=True)
+                ngram=oracle_client.DEFAULT_NGRAM if "ngram" in free else None,
+                suffix=suffix_replay.SuffixConfig(max_model_len=target.max_model_len) if "suffix" in free else None,
+                model_free_samples=args.samples, runs_dir=out, progress=False)
+            free_pred.to_frame()  # the suffix replay runs here (timed with the prediction)
+            print(f"[oracle] predicted {' and '.join(free)} in {time.perf_counter() - started:.1f} s", flush=True)
         for draft in drafts:
             for method in METHODS:
                 run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
@@ -98,10 +107,11 @@ def main(argv=None) -> int:
                 name = pred.metadata["drafts"][0]["served_model"]
                 tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))
                 print(tables[-1].to_string(), flush=True)
-        if not args.no_ngram:
-            run = truth(pool, "spec_ngram", localserver.NGRAM_SPEC, str(REPETITIVE), args.prompts, args.max_tokens,
-                        out)
-            tables.append(prediction.compare_with_measured(ngram_pred, run, "ngram", None, K).assign(draft="ngram"))
+        for name in free:  # a fresh server each: the suffix replay assumes an empty cache before the sweep
+            spec = localserver.NGRAM_SPEC if name == "ngram" else localserver.SUFFIX_SPEC
+            run = truth(pool, f"spec_{name}", spec, str(REPETITIVE), args.prompts, args.max_tokens, out)
+            tables.append(prediction.compare_with_measured(free_pred, run, name, None, K).assign(draft=name))
+            print(tables[-1].to_string(), flush=True)
     finally:
         pool.stop_all()
     table = pd.concat(tables, ignore_index=True)
@@ -111,12 +121,14 @@ def main(argv=None) -> int:
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"agree: {int(table['agrees'].sum())} of {len(table)} (|error| <= {prediction.AGREEMENT_ALPHA} or inside "
           f"the measured 95 % interval)")
-    print("\n| draft | sampling | T | predicted α [bounds] | measured α [95 % across requests] | error | agrees | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| draft | sampling | T | predicted α [bounds] | measured α [95 % across requests] | error | agrees | s "
+          "| bounds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in table.itertuples():
         print(f"| {r.draft} | {r.draft_sample_method or '-'} | {r.temperature:g} | {r.predicted:.3f} "
               f"[{r.predicted_low:.3f}, {r.predicted_high:.3f}] | {r.measured:.3f} [{r.measured_low:.3f}, "
-              f"{r.measured_high:.3f}] | {r.error:+.3f} | {'yes' if r.agrees else 'NO'} | {r.predict_seconds:.1f} |")
+              f"{r.measured_high:.3f}] | {r.error:+.3f} | {'yes' if r.agrees else 'NO'} | {r.predict_seconds:.1f} "
+              f"| {r.predicted_bounds} |")
     (out / "acceptance_oracle.json").write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str))
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from oracle_models import ensure_other_tokenizer_model
 
-from specdec_lib import loadtest, oracle_client, prediction, runs
+from specdec_lib import loadtest, metrics, oracle_client, prediction, runs, suffix_replay
 from specdec_lib.endpoint import EndpointClient
 
 PROMPTS = ["chat", "code", "summarisation", "json_extraction"]
@@ -106,6 +106,43 @@ def test_ngram_replay_reproduces_the_servers_own_counts_at_temperature_zero(vllm
                                                                  server["num_draft_tokens"]), rec["prompt_id"]
     print(f"n-gram replay exact on {identical} of {len(predicted.records)} requests with identical text")
     assert identical >= 1, "no request produced the same tokens with and without speculation"
+
+
+def test_suffix_replay_reproduces_the_servers_own_steps_at_temperature_zero(vllm_servers, test_output_dir):
+    """vLLM's suffix decoding (arctic-inference's cache, shared across requests) replayed over the plain target's
+    texts, in the order the speculative server then serves the same prompts: every step's drafted and accepted
+    counts are the server's own (``per_step_drafted``/``per_step_accepted``), for every request whose text, and every
+    earlier request's text, is the plain target's (they feed the cache; texts differ only by floating-point ties).
+    Later requests may draft from earlier responses: the replay holds the global tree, not only the prompt's."""
+    server = vllm_servers.get_named("suffix", ("--per-request-spec-decode-metrics", "detailed"))
+    spec = EndpointClient(server.base_url)
+    # The replay starts from an empty cache: this server must not have served anything before this test.
+    assert metrics.parse_metrics(spec.metrics_text()).requests_finished == 0, "the suffix server's cache is warm"
+    target = EndpointClient(vllm_servers.get_named("baseline").base_url)
+    max_tokens, n_prompts = 32, 6
+    predicted = oracle_client.run_prediction(
+        target, [], prompts=str(REPETITIVE), n_prompts=n_prompts, temperatures=(0.0,), ks=(4,), max_tokens=max_tokens,
+        ngram=None, suffix=suffix_replay.SuffixConfig(max_model_len=server.max_model_len), runs_dir=test_output_dir,
+        progress=False)
+    rows = predicted.request_frame().set_index("prompt_id")
+    exact = 0
+    for rec in sorted(predicted.records, key=lambda r: r["index"]):
+        text = rec["oracle"]["continuation"]
+        answer = oracle_client.post_json(spec, "/v1/completions", {
+            "model": "tiny-target", "prompt": _prompt_text(rec["prompt_id"]), "temperature": 0.0,
+            "max_tokens": max_tokens, "return_token_ids": True})
+        if answer["choices"][0]["token_ids"] != text[:max_tokens]:
+            break  # this response (and so the cache of every later request) differs from the replayed text
+        server_metrics = answer.get("metrics", {}).get("speculative_decoding") or answer["choices"][0]["metrics"]
+        server_steps = list(zip(server_metrics["per_step_drafted"], server_metrics["per_step_accepted"]))
+        replayed = suffix_replay.steps(predicted.suffix_drafts[rec["index"]][4][0], text, max_tokens)
+        assert replayed == server_steps, rec["prompt_id"]
+        row = rows.loc[rec["prompt_id"]]
+        assert (row["accepted_tokens"], row["draft_tokens"]) == (server_metrics["num_accepted_draft_tokens"],
+                                                                 server_metrics["num_draft_tokens"])
+        exact += 1
+    print(f"suffix replay exact on the first {exact} of {len(predicted.records)} requests")
+    assert exact >= 2, "fewer than two requests produced the same tokens with and without speculation"
 
 
 REPETITIVE = Path(__file__).parent / "data" / "repetitive_prompts.jsonl"
