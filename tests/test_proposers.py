@@ -8,7 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from specdec_lib import localserver, oracle, prediction, proposers, runs, suffix_replay
+from specdec_lib import localserver, oracle, oracle_client, prediction, proposers, runs, suffix_replay
+from specdec_lib.endpoint import EndpointClient
 
 
 def brute_force(context: list[int], min_n: int, max_n: int, k: int) -> list[int]:
@@ -200,3 +201,15 @@ def test_a_prediction_recorded_before_the_indicator_rule_loads_and_is_recounted(
     # by hand (test_indicator_counts_by_hand): 3 + 3 accepted of 4 + 3 drafted
     assert row["v1_rate"] == pytest.approx(6 / 7) and row["bounds_kind"] == prediction.BOUNDS_REQUESTS
     assert row["alpha_low"] <= row["alpha"] <= row["alpha_high"]
+
+
+def test_suffix_without_arctic_inference_is_refused_before_anything_is_sent(monkeypatch, tmp_path):
+    # Stands in for a workbook Python without the package (the check's own import), and an interpreter path that
+    # does not exist: the refusal says what to install, before any request or run folder.
+    monkeypatch.setattr(suffix_replay, "have_arctic_inference", lambda: False)
+    monkeypatch.setenv("SPECDEC_SUFFIX_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(RuntimeError, match="arctic-inference==0.3.0") as info:
+        oracle_client.run_prediction(EndpointClient("http://127.0.0.1:9"), [], ngram=None,
+                                     suffix=suffix_replay.SuffixConfig(), runs_dir=tmp_path / "runs", progress=False)
+    assert "no-such-python" in str(info.value)
+    assert not (tmp_path / "runs").exists()
