@@ -44,11 +44,12 @@ def get(pool, key, model, spec=None, extra=()):
             print(f"[oracle] {key}: port taken by another process, retrying", flush=True)
 
 
-def truth(pool, key, spec, prompts, n_prompts, max_tokens, out) -> runs.Run:
+def truth(pool, key, spec, prompts, n_prompts, max_tokens, out, top_p=None) -> runs.Run:
     server = get(pool, key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
     result = loadtest.run_temperature_sweep(
         EndpointClient(server.base_url), temperatures=TEMPERATURES, requests_per_temperature=n_prompts,
-        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False)
+        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False,
+        extra_body={"top_p": top_p} if top_p is not None else None)
     return runs.load_run(result.run_path)
 
 
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--logprobs", type=int, default=20,
                         help="top-N per position; above 20 the plain servers get --max-logprobs N (tighter bounds)")
     parser.add_argument("--no-ngram", action="store_true")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="production top_p for the drafts' rows (prediction and truth); needs enough --logprobs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
             predictions[draft] = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
                 n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
-                ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
+                ngram=None, n_logprobs=args.logprobs, top_p=args.top_p, runs_dir=out, progress=False)
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
         if not args.no_ngram:
             target = get(pool, f"baseline{suffix}", "target", None, extra)
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         for draft in drafts:
             for method in METHODS:
                 run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
-                            args.prompts, args.max_tokens, out)
+                            args.prompts, args.max_tokens, out, args.top_p)
                 pred = predictions[draft]
                 name = pred.metadata["drafts"][0]["served_model"]
                 tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))

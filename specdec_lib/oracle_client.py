@@ -116,7 +116,7 @@ def vocab_size(client: EndpointClient, model: str, ids: Sequence[int]) -> int | 
 
 
 def generate(client: EndpointClient, model: str, prompt: Prompt, temperature: float, max_tokens: int,
-             seed: int, top_k: int | None) -> tuple[list[int], list[int], str | None]:
+             seed: int, top_k: int | None, top_p: float | None = None) -> tuple[list[int], list[int], str | None]:
     """The target's own continuation: (prompt token ids, generated token ids, finish reason)."""
     url = public_url(client.url("/v1/completions"))
     if prompt.text is None:
@@ -125,6 +125,8 @@ def generate(client: EndpointClient, model: str, prompt: Prompt, temperature: fl
             "seed": seed, "return_token_ids": True}
     if top_k:
         body["top_k"] = top_k
+    if top_p is not None and top_p < 1.0:
+        body["top_p"] = top_p
     data = post_json(client, "/v1/completions", body)
     try:
         choice = data["choices"][0]
@@ -184,21 +186,22 @@ class Settings:
     top_k: int | None
     seed: int
     ngram: proposers.NgramConfig | None
+    top_p: float | None = None  # production top_p, applied to the target as vLLM does (None: off)
 
     def as_dict(self) -> dict:
         ngram = None if self.ngram is None else {
             "prompt_lookup_min": self.ngram.prompt_lookup_min, "prompt_lookup_max": self.ngram.prompt_lookup_max}
         return {"temperatures": list(self.temperatures), "ks": list(self.ks), "methods": list(self.methods),
                 "max_tokens": self.max_tokens, "n_logprobs": self.n_logprobs, "top_k": self.top_k, "seed": self.seed,
-                "ngram": ngram}
+                "ngram": ngram, **({"top_p": self.top_p} if self.top_p is not None else {})}
 
 
 def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: float, method: str,
-                     vocab: int | None, top_k: int | None) -> list[list[float]]:
+                     vocab: int | None, top_k: int | None, top_p: float | None = None) -> list[list[float]]:
     out = []
     for i in range(start, len(ids)):
         beta = oracle.draft_acceptance(target_heads[i], draft_heads[i], temperature, method, vocab, top_k,
-                                       greedy_token=ids[i])
+                                       greedy_token=ids[i], top_p=top_p)
         out.append([round(v, 6) for v in beta])
     return out
 
@@ -231,7 +234,7 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     started = time.perf_counter()
     n_gen = settings.max_tokens + max(settings.ks)
     prompt_ids, continuation, finish = generate(target, target_model, prompt, temperature, n_gen, seed,
-                                                settings.top_k)
+                                                settings.top_k, settings.top_p)
     ids = prompt_ids + continuation
     start = len(prompt_ids)
     target_heads = score(target, target_model, ids, settings.n_logprobs, vocab)
@@ -240,7 +243,7 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     for client, model in drafts:
         heads = score(client, model, ids, settings.n_logprobs, vocab)
         result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, ids, start, temperature, m, vocab,
-                                                       settings.top_k) for m in settings.methods}
+                                                       settings.top_k, settings.top_p) for m in settings.methods}
     if settings.ngram is not None:
         proposals, betas = _ngram_betas(prompt_ids, continuation, target_heads, settings, temperature, vocab)
         result["ngram"] = {"proposals": proposals, "betas": betas}
@@ -267,7 +270,8 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
                    prompts: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS, n_prompts: int | None = 8,
                    temperatures: Sequence[float] = DEFAULT_TEMPERATURES, ks: Sequence[int] = DEFAULT_KS,
                    methods: Sequence[str] = oracle.DRAFT_SAMPLE_METHODS, max_tokens: int = 64,
-                   n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, seed: int = 0,
+                   n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, top_p: float | None = None,
+                   seed: int = 0,
                    ngram: proposers.NgramConfig | None = DEFAULT_NGRAM, runs_dir: str | Path = "runs",
                    resume: str | Path | None = None, stop_event: threading.Event | None = None,
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None):
@@ -289,12 +293,17 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
         raise ValueError(f"methods={list(methods)}: accepted {oracle.DRAFT_SAMPLE_METHODS}")
     if max_tokens < 2 or not (n_logprobs == -1 or n_logprobs >= 1):
         raise ValueError(f"max_tokens={max_tokens} (>= 2), n_logprobs={n_logprobs} (>= 1, or -1 for all)")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r}: expected 0 < top_p <= 1 (1 or None: off)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k!r}: expected an integer >= 1 (None: off)")
     if not drafts and ngram is None:
         raise ValueError("nothing to predict: give a draft endpoint or an n-gram configuration")
     prompt_list = load_prompts(prompts)[:n_prompts]
     if any(p.text is None for p in prompt_list):
         raise ValueError(f"prompts={prompts!r}: the oracle needs completion prompts ('prompt' lines), not 'messages'")
-    settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram)
+    settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram,
+                        None if top_p is None or top_p >= 1.0 else float(top_p))
     target_model = served_model(target)
     draft_models = [(d, served_model(d)) for d in drafts]
     prompts_param = str(prompts) if isinstance(prompts, (str, Path)) else [str(p) for p in prompts]
