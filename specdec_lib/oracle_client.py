@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse, urlunparse
 
-from specdec_lib import oracle, proposers, runs
+from specdec_lib import oracle, proposers, rules, runs
 from specdec_lib.endpoint import BODY_EXCERPT_CHARS, EndpointClient, EndpointError
 from specdec_lib.loadtest import BUILTIN_PROMPT_SETS, Prompt, load_prompts
 
@@ -285,8 +285,7 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
     from specdec_lib.prediction import load_prediction
 
     temps = tuple(float(t) for t in temperatures)
-    if not temps or any(not 0.0 <= t <= 2.0 for t in temps) or len(set(temps)) != len(temps):
-        raise ValueError(f"temperatures={list(temperatures)}: need distinct values in 0..2")
+    rules.check_temperatures(temps, distinct=True)
     if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks={list(ks)}: integers >= 1")
     if any(m not in oracle.DRAFT_SAMPLE_METHODS for m in methods):
