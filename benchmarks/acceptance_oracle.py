@@ -46,11 +46,12 @@ def get(pool, key, model, spec=None, extra=()):
             print(f"[oracle] {key}: port taken by another process, retrying", flush=True)
 
 
-def truth(pool, key, spec, prompts, n_prompts, max_tokens, out) -> runs.Run:
+def truth(pool, key, spec, prompts, n_prompts, max_tokens, out, top_p=None) -> runs.Run:
     server = get(pool, key, "target", spec, ("--per-request-spec-decode-metrics", "detailed"))
     result = loadtest.run_temperature_sweep(
         EndpointClient(server.base_url), temperatures=TEMPERATURES, requests_per_temperature=n_prompts,
-        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False)
+        prompts=prompts, max_tokens=max_tokens, concurrency=1, api="completions", runs_dir=out, progress=False,
+        extra_body={"top_p": top_p} if top_p is not None else None)
     return runs.load_run(result.run_path)
 
 
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-suffix", action="store_true")
     parser.add_argument("--samples", type=int, default=oracle_client.DEFAULT_MODEL_FREE_SAMPLES,
                         help="texts sampled per prompt at T > 0 for the n-gram/suffix replays")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="production top_p for the drafts' rows (prediction and truth); needs enough --logprobs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
             predictions[draft] = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
                 n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
-                ngram=None, n_logprobs=args.logprobs, runs_dir=out, progress=False)
+                ngram=None, n_logprobs=args.logprobs, top_p=args.top_p, runs_dir=out, progress=False)
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
         free = [name for name, off in (("ngram", args.no_ngram), ("suffix", args.no_suffix)) if not off]
         if free:
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
         for draft in drafts:
             for method in METHODS:
                 run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
-                            args.prompts, args.max_tokens, out)
+                            args.prompts, args.max_tokens, out, args.top_p)
                 pred = predictions[draft]
                 name = pred.metadata["drafts"][0]["served_model"]
                 tables.append(prediction.compare_with_measured(pred, run, name, method, K).assign(draft=draft))

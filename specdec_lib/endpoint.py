@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import requests
 import urllib3
 
-from specdec_lib import metrics, redaction, transport
+from specdec_lib import metrics, redaction, rules, transport
 from specdec_lib.stream_events import (  # noqa: F401  (re-exported: the stream's records live there)
     BUFFERED_NOTE,
     RequestAcceptance,
@@ -431,8 +431,7 @@ class EndpointClient:
             raise ValueError("give exactly one of prompt= or messages=")
         if max_tokens < 1:
             raise ValueError(f"max_tokens={max_tokens}: must be >= 1")
-        if not 0.0 <= temperature <= 2.0:
-            raise ValueError(f"temperature={temperature}: accepted range is 0..2")
+        rules.check_temperatures([temperature], "temperature")
         path = "/v1/chat/completions" if messages is not None else "/v1/completions"
         url = self.url(path)
         body: dict[str, Any] = {

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from specdec_lib import metrics, runs
+from specdec_lib import metrics, rules, runs
 from specdec_lib.comparisons import (  # noqa: F401  (part of this module's public API)
     AB_DROP_THRESHOLD,
     ABRow,
@@ -436,8 +436,7 @@ def run_temperature_sweep(
         raise ValueError(f"requests_per_temperature={requests_per_temperature}, concurrency={concurrency}, "
                          f"max_tokens={max_tokens}: each must be >= 1")
     temps = [float(t) for t in temperatures]
-    if not temps or any(not 0.0 <= t <= 2.0 for t in temps) or len(set(temps)) != len(temps):
-        raise ValueError(f"temperatures={list(temperatures)}: need distinct values in 0..2")
+    rules.check_temperatures(temps, distinct=True)
     if api not in ("chat", "completions"):
         raise ValueError(f"api={api!r}: 'chat' or 'completions'")
     prompt_list = load_prompts(prompts)
@@ -535,9 +534,7 @@ def run_load_test(
                          f"request_rates_qps={list(request_rates_qps)} finite and > 0")
     if not concurrency_levels and not request_rates_qps:
         raise ValueError("give at least one concurrency level or request rate")
-    temps = [float(t) for t in temperatures]
-    if not temps or any(not 0.0 <= t <= 2.0 for t in temps):
-        raise ValueError(f"temperatures={list(temperatures)}: values in 0..2")
+    temps = rules.check_temperatures(temperatures)
     prompt_list = load_prompts(prompts)
     params = {"concurrency_levels": list(concurrency_levels),
               "request_rates_qps": [float(r) for r in request_rates_qps],

@@ -29,7 +29,8 @@ Acceptance per position, replicating vLLM 0.32 (``vllm/v1/sample/rejection_sampl
   is the probability for one position only: multiplied along a text that did not follow the accepted tokens, it
   biased the n-gram prediction (−0.11 at T = 0.5 in docs/acceptance.md's first run).
 
-p_T = softmax(ℓ / T), with top-k applied to the target only (as vLLM's ``apply_sampling_constraints``).
+p_T = softmax(ℓ / T), with top-k and then top-p applied to the target only (as vLLM's
+``apply_sampling_constraints``; the draft's own top-k/top-p are ignored by vLLM).
 
 The vocabulary tail. A top-N answer leaves the tail's raw mass R = 1 − Σ_returned e^ℓ unknown in its shape: each
 unreturned token has raw probability ≤ c = e^(N-th logprob). At temperature T the tail adds S = Σ_tail p_i^(1/T)
@@ -152,7 +153,14 @@ def _tail_sums(raw_mass: float, cap: float, count: int | None, g: float) -> tupl
 
 
 def temperature_dist(head: Head, temperature: float, vocab_size: int | None = None,
-                     top_k: int | None = None) -> TempDist:
+                     top_k: int | None = None, top_p: float | None = None) -> TempDist:
+    """p_T, then vLLM's top-k and top-p on the target (``_temperature_dist``, then ``nucleus``)."""
+    dist = _temperature_dist(head, temperature, vocab_size, top_k)
+    return dist if top_p is None or top_p >= 1.0 else nucleus(dist, top_p)
+
+
+def _temperature_dist(head: Head, temperature: float, vocab_size: int | None = None,
+                      top_k: int | None = None) -> TempDist:
     """p_T = softmax(ℓ / T) over the returned tokens (T > 0), optionally restricted to the top-k (target only).
 
     log p_T(x) = ℓ(x)/T − logsumexp(ℓ/T); the tail's contribution to the normaliser is bounded (module doc).
@@ -192,11 +200,48 @@ def temperature_dist(head: Head, temperature: float, vocab_size: int | None = No
     return TempDist(head, point, low, high, one_point, one_high, s_point / (total + s_point), tail_low, tail_high)
 
 
+def _nucleus_keep(p: np.ndarray, order: np.ndarray, top_p: float) -> np.ndarray:
+    """vLLM's top-p mask over tokens sorted by descending probability: a token stays when the mass of the tokens
+    ranked above it is below ``top_p`` (``apply_top_k_top_p_pytorch``: ascending cumsum ≤ 1 − p is removed; the
+    top token always stays)."""
+    above = np.concatenate(([0.0], np.cumsum(p[order])[:-1]))
+    keep = np.zeros(len(p), dtype=bool)
+    keep[order] = above < top_p
+    keep[order[0]] = True
+    return keep
+
+
+def nucleus(dist: TempDist, top_p: float) -> TempDist:
+    """vLLM's top-p on an already tempered (and top-k'd) target distribution, renormalised over the kept tokens.
+
+    Every unreturned token ranks below every returned one, so the tail is cut off as soon as the returned tokens
+    carry at least ``top_p`` of the mass; where even the lowest normaliser leaves them short of it, the nucleus
+    reaches into tokens the answer did not return and a ValueError asks for more log-probabilities. The kept set
+    is computed with the point, the low and the high normaliser; a token at the edge of the nucleus under one of
+    them only widens the bounds: low/high are the elementwise extremes over the three renormalised sets.
+    """
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r}: expected 0 < top_p <= 1")
+    order = np.argsort(-np.asarray(dist.head.logprobs), kind="stable")
+    if dist.tail_high > 0.0 and float(dist.low.sum()) < top_p:
+        raise ValueError(f"top_p={top_p:g}: the {len(order)} returned log-probabilities carry less than top_p of the "
+                         "mass at this temperature, so the nucleus reaches tokens the answer did not return: raise "
+                         "the server's --max-logprobs and the request's logprobs")
+    variants = []
+    for p in (dist.point, dist.low, dist.high):
+        keep = _nucleus_keep(p, order, top_p)
+        q = np.where(keep, p, 0.0)
+        variants.append(q / q.sum())
+    point = variants[0]
+    low, high = np.minimum.reduce(variants), np.maximum.reduce(variants)
+    return TempDist(dist.head, point, low, high, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
 Beta = tuple[float, float, float]  # (point, low, high)
 
 
 def token_acceptance(target: Head, proposed: int, temperature: float, vocab_size: int | None = None,
-                     top_k: int | None = None, greedy_token: int | None = None) -> Beta:
+                     top_k: int | None = None, greedy_token: int | None = None, top_p: float | None = None) -> Beta:
     """β of a greedy draft model's proposal (sent without draft probabilities): p_T(proposed); T = 0: 1[argmax].
 
     The probability at one position; n-gram and suffix drafts are counted with 1[proposed = emitted] instead
@@ -209,16 +254,17 @@ def token_acceptance(target: Head, proposed: int, temperature: float, vocab_size
     if is_greedy(temperature):
         hit = float(proposed == (target.top1 if greedy_token is None else greedy_token))
         return hit, hit, hit
-    return temperature_dist(target, temperature, vocab_size, top_k).of(proposed)
+    return temperature_dist(target, temperature, vocab_size, top_k, top_p).of(proposed)
 
 
 def probabilistic_acceptance(target: Head, draft: Head, temperature: float, vocab_size: int | None = None,
-                             top_k: int | None = None, greedy_token: int | None = None) -> Beta:
+                             top_k: int | None = None, greedy_token: int | None = None,
+                             top_p: float | None = None) -> Beta:
     """β = Σ_x min(p_T(x), q_T(x)) for a draft that samples from q_T (T = 0: 1[argmaxes agree])."""
     if is_greedy(temperature):
         hit = float(draft.top1 == (target.top1 if greedy_token is None else greedy_token))
         return hit, hit, hit
-    p = temperature_dist(target, temperature, vocab_size, top_k)
+    p = temperature_dist(target, temperature, vocab_size, top_k, top_p)
     q = temperature_dist(draft, temperature, vocab_size)
     pi, qi = p.index(), q.index()
     both = [t for t in pi if t in qi]
@@ -241,13 +287,13 @@ def probabilistic_acceptance(target: Head, draft: Head, temperature: float, voca
 
 
 def draft_acceptance(target: Head, draft: Head, temperature: float, method: str, vocab_size: int | None = None,
-                     top_k: int | None = None, greedy_token: int | None = None) -> Beta:
+                     top_k: int | None = None, greedy_token: int | None = None, top_p: float | None = None) -> Beta:
     """β of a draft model at one position under vLLM's ``draft_sample_method`` (module docstring)."""
     if method not in DRAFT_SAMPLE_METHODS:
         raise ValueError(f"draft_sample_method={method!r}: accepted {', '.join(DRAFT_SAMPLE_METHODS)}")
     if method == "greedy":
-        return token_acceptance(target, draft.top1, temperature, vocab_size, top_k, greedy_token)
-    return probabilistic_acceptance(target, draft, temperature, vocab_size, top_k, greedy_token)
+        return token_acceptance(target, draft.top1, temperature, vocab_size, top_k, greedy_token, top_p)
+    return probabilistic_acceptance(target, draft, temperature, vocab_size, top_k, greedy_token, top_p)
 
 
 # ------------------------------------------------------------------------------------------- along a sequence

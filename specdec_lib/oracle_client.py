@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse, urlunparse
 
-from specdec_lib import oracle, proposers, runs, suffix_replay
+from specdec_lib import oracle, proposers, rules, runs, suffix_replay
 from specdec_lib.endpoint import BODY_EXCERPT_CHARS, EndpointClient, EndpointError
 from specdec_lib.loadtest import BUILTIN_PROMPT_SETS, Prompt, load_prompts
 
@@ -121,7 +121,7 @@ def vocab_size(client: EndpointClient, model: str, ids: Sequence[int]) -> int | 
 
 
 def generate(client: EndpointClient, model: str, prompt: Prompt, temperature: float, max_tokens: int,
-             seed: int, top_k: int | None) -> tuple[list[int], list[int], str | None]:
+             seed: int, top_k: int | None, top_p: float | None = None) -> tuple[list[int], list[int], str | None]:
     """The target's own continuation: (prompt token ids, generated token ids, finish reason)."""
     url = public_url(client.url("/v1/completions"))
     if prompt.text is None:
@@ -130,6 +130,8 @@ def generate(client: EndpointClient, model: str, prompt: Prompt, temperature: fl
             "seed": seed, "return_token_ids": True}
     if top_k:
         body["top_k"] = top_k
+    if top_p is not None and top_p < 1.0:
+        body["top_p"] = top_p
     data = post_json(client, "/v1/completions", body)
     try:
         choice = data["choices"][0]
@@ -189,6 +191,7 @@ class Settings:
     top_k: int | None
     seed: int
     ngram: proposers.NgramConfig | None
+    top_p: float | None = None  # production top_p, applied to the target as vLLM does (None: off)
     suffix: suffix_replay.SuffixConfig | None = None
     model_free_samples: int = 1
 
@@ -197,8 +200,9 @@ class Settings:
             "prompt_lookup_min": self.ngram.prompt_lookup_min, "prompt_lookup_max": self.ngram.prompt_lookup_max}
         return {"temperatures": list(self.temperatures), "ks": list(self.ks), "methods": list(self.methods),
                 "max_tokens": self.max_tokens, "n_logprobs": self.n_logprobs, "top_k": self.top_k, "seed": self.seed,
-                "ngram": ngram, "suffix": None if self.suffix is None else dataclasses.asdict(self.suffix),
-                "model_free_samples": self.model_free_samples}
+                "ngram": ngram, **({"top_p": self.top_p} if self.top_p is not None else {}),
+                **({"suffix": dataclasses.asdict(self.suffix)} if self.suffix is not None else {}),
+                **({"model_free_samples": self.model_free_samples} if self.model_free else {})}
 
     @property
     def model_free(self) -> bool:
@@ -206,11 +210,11 @@ class Settings:
 
 
 def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: float, method: str,
-                     vocab: int | None, top_k: int | None) -> list[list[float]]:
+                     vocab: int | None, top_k: int | None, top_p: float | None = None) -> list[list[float]]:
     out = []
     for i in range(start, len(ids)):
         beta = oracle.draft_acceptance(target_heads[i], draft_heads[i], temperature, method, vocab, top_k,
-                                       greedy_token=ids[i])
+                                       greedy_token=ids[i], top_p=top_p)
         out.append([round(v, 6) for v in beta])
     return out
 
@@ -232,7 +236,7 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     started = time.perf_counter()
     n_gen = settings.max_tokens + max(settings.ks)
     prompt_ids, continuation, finish = generate(target, target_model, prompt, temperature, n_gen, seed,
-                                                settings.top_k)
+                                                settings.top_k, settings.top_p)
     ids = prompt_ids + continuation
     start = len(prompt_ids)
     target_heads = score(target, target_model, ids, settings.n_logprobs, vocab)
@@ -241,14 +245,14 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     for client, model in drafts:
         heads = score(client, model, ids, settings.n_logprobs, vocab)
         result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, ids, start, temperature, m, vocab,
-                                                       settings.top_k) for m in settings.methods}
+                                                       settings.top_k, settings.top_p) for m in settings.methods}
     result["prompt_token_ids"] = prompt_ids
     samples = []
     if settings.model_free and not oracle.is_greedy(temperature):
         # More draws of the target's text for the model-free replays (at T = 0 there is one text).
         for s in range(1, settings.model_free_samples):
             samples.append(generate(target, target_model, prompt, temperature, n_gen, seed + s * SAMPLE_SEED_STRIDE,
-                                    settings.top_k)[1])
+                                    settings.top_k, settings.top_p)[1])
         result["samples"] = samples
         result["tokens_sent"] += len(prompt_ids) * len(samples)
     if settings.ngram is not None:
@@ -277,7 +281,8 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
                    prompts: str | Path | Sequence[str] = BUILTIN_PROMPT_SETS, n_prompts: int | None = 8,
                    temperatures: Sequence[float] = DEFAULT_TEMPERATURES, ks: Sequence[int] = DEFAULT_KS,
                    methods: Sequence[str] = oracle.DRAFT_SAMPLE_METHODS, max_tokens: int = 64,
-                   n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, seed: int = 0,
+                   n_logprobs: int = DEFAULT_LOGPROBS, top_k: int | None = None, top_p: float | None = None,
+                   seed: int = 0,
                    ngram: proposers.NgramConfig | None = DEFAULT_NGRAM,
                    suffix: suffix_replay.SuffixConfig | None = None,
                    model_free_samples: int = DEFAULT_MODEL_FREE_SAMPLES, runs_dir: str | Path = "runs",
@@ -296,14 +301,17 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
     from specdec_lib.prediction import load_prediction
 
     temps = tuple(float(t) for t in temperatures)
-    if not temps or any(not 0.0 <= t <= 2.0 for t in temps) or len(set(temps)) != len(temps):
-        raise ValueError(f"temperatures={list(temperatures)}: need distinct values in 0..2")
+    rules.check_temperatures(temps, distinct=True)
     if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks={list(ks)}: integers >= 1")
     if any(m not in oracle.DRAFT_SAMPLE_METHODS for m in methods):
         raise ValueError(f"methods={list(methods)}: accepted {oracle.DRAFT_SAMPLE_METHODS}")
     if max_tokens < 2 or not (n_logprobs == -1 or n_logprobs >= 1):
         raise ValueError(f"max_tokens={max_tokens} (>= 2), n_logprobs={n_logprobs} (>= 1, or -1 for all)")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r}: expected 0 < top_p <= 1 (1 or None: off)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k!r}: expected an integer >= 1 (None: off)")
     if not drafts and ngram is None and suffix is None:
         raise ValueError("nothing to predict: give a draft endpoint, an n-gram or a suffix configuration")
     if model_free_samples < 1:
@@ -314,7 +322,8 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
     if any(p.text is None for p in prompt_list):
         raise ValueError(f"prompts={prompts!r}: the oracle needs completion prompts ('prompt' lines), not 'messages'")
     settings = Settings(temps, tuple(sorted(set(ks))), tuple(methods), max_tokens, n_logprobs, top_k, seed, ngram,
-                        suffix, model_free_samples)
+                        None if top_p is None or top_p >= 1.0 else float(top_p), suffix=suffix,
+                        model_free_samples=model_free_samples)
     target_model = served_model(target)
     draft_models = [(d, served_model(d)) for d in drafts]
     prompts_param = str(prompts) if isinstance(prompts, (str, Path)) else [str(p) for p in prompts]

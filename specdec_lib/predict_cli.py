@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="tokens generated per request")
     p.add_argument("--logprobs", type=int, default=20, help="top-N per position (<= the servers' --max-logprobs)")
     p.add_argument("--top-k", type=int, default=None, help="production top_k (applied to the target, as vLLM does)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="production top_p (applied to the target after top-k, as vLLM does; 1 = off)")
     p.add_argument("--no-ngram", action="store_true", help="skip the n-gram replay")
     p.add_argument("--ngram-min", type=int, default=2, help="prompt_lookup_min")
     p.add_argument("--ngram-max", type=int, default=4, help="prompt_lookup_max")
@@ -81,8 +83,8 @@ def cmd_predict(args) -> int:
             target, drafts, prompts=prompts, n_prompts=args.n_prompts,
             temperatures=_numbers(args.temperatures, "--temperatures"), ks=ks,
             methods=[m for m in args.methods.split(",") if m], max_tokens=args.max_tokens, n_logprobs=args.logprobs,
-            top_k=args.top_k, ngram=ngram, suffix=suffix, model_free_samples=samples, runs_dir=args.runs_dir,
-            resume=args.resume, progress=not args.no_progress)
+            top_k=args.top_k, top_p=args.top_p, ngram=ngram, suffix=suffix, model_free_samples=samples,
+            runs_dir=args.runs_dir, resume=args.resume, progress=not args.no_progress)
     except oracle_client.OracleRefusal as exc:
         print(f"error: {exc}", file=sys.stderr)
         if exc.run_path:

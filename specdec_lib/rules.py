@@ -28,6 +28,7 @@ MEASURED_TEMPERATURE_TOLERANCE = 0.05  # a measurement at T counts for a class a
 
 # --- bounds ----------------------------------------------------------------------------------------------------------
 MAX_TEMPERATURE = 2.0  # the OpenAI-compatible API's upper bound, which vLLM keeps (sampling_params.py)
+
 ILLUSTRATIVE_ALPHAS = (ALPHA_OFF_BELOW, ALPHA_WIN_ABOVE, 0.8)  # curves drawn when acceptance is not known
 
 
@@ -36,3 +37,14 @@ def band_name(alpha: float) -> str:
     if alpha < ALPHA_OFF_BELOW:
         return "off"
     return "borderline" if alpha <= ALPHA_WIN_ABOVE else "likely win"
+
+
+def check_temperatures(values, name: str = "temperatures", distinct: bool = False) -> list[float]:
+    """The temperatures as floats, each in [0, MAX_TEMPERATURE] (the one bound every entry point checks against);
+    ValueError naming ``name`` and what was expected otherwise."""
+    temps = [float(t) for t in values]
+    if not temps or any(not 0.0 <= t <= MAX_TEMPERATURE for t in temps) or (distinct and len(set(temps)) != len(temps)):
+        kind = "distinct values" if distinct else "values"
+        shown = values[0] if name == "temperature" and len(temps) == 1 else list(values)
+        raise ValueError(f"{name}={shown}: need {kind} in 0..{MAX_TEMPERATURE:g}")
+    return temps

@@ -137,3 +137,28 @@ def test_a_huge_k_is_refused_where_the_scenario_is_read(tmp_path):
     path.write_text(path.read_text().replace("num_speculative_tokens = 5", "num_speculative_tokens = 1000000"))
     with pytest.raises(ValueError, match="num_speculative_tokens"):
         scenario.load_scenario(path)
+
+
+def test_every_entry_point_refuses_a_temperature_above_the_one_bound(tmp_path):
+    """One bound (rules.MAX_TEMPERATURE) for the scenario, a request, a sweep, a load test and a prediction; each
+    refuses before anything is sent (the client points at a closed port) and names the field."""
+    from specdec_lib import loadtest, oracle_client, rules
+    from specdec_lib.endpoint import EndpointClient
+
+    too_hot = rules.MAX_TEMPERATURE + 0.5
+    client = EndpointClient("http://127.0.0.1:9")  # the discard port: nothing may be sent
+    calls = [
+        ("temperature", lambda: client.stream(model="m", prompt="x", max_tokens=1, temperature=too_hot)),
+        ("temperatures", lambda: loadtest.run_temperature_sweep(client, temperatures=(0.0, too_hot),
+                                                                runs_dir=tmp_path, progress=False)),
+        ("temperatures", lambda: loadtest.run_load_test(client, temperatures=(too_hot,), runs_dir=tmp_path,
+                                                        progress=False)),
+        ("temperatures", lambda: oracle_client.run_prediction(client, [], temperatures=(too_hot,),
+                                                              runs_dir=tmp_path, progress=False)),
+    ]
+    for field, call in calls:
+        with pytest.raises(ValueError, match=rf"{field}=.*{too_hot:g}.*0\.\.2"):
+            call()
+    assert list(tmp_path.iterdir()) == []  # refused before a run folder was created
+    with pytest.raises(ValueError, match=r"temperature.*\[0, 2"):
+        scenario.RequestClass("chat", 1.0, too_hot, 100, 100)

@@ -57,6 +57,80 @@ def test_top_k_restricts_the_target_only():
     assert oracle.probabilistic_acceptance(target, draft, 1.0, 3, top_k=2)[0] == pytest.approx(0.4)
 
 
+def test_top_p_keeps_the_nucleus_by_hand():
+    p, q = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.2, 0.6])
+    target, draft = head_from_probs(p, 3), head_from_probs(q, 3)
+    # top_p = 0.7 at T = 1: above token 0 lies 0, above token 1 lies 0.5 (< 0.7, kept), above token 2 lies 0.8
+    # (dropped): p' = (0.625, 0.375, 0). The greedy draft proposes token 2: never accepted.
+    assert oracle.draft_acceptance(target, draft, 1.0, "greedy", 3, top_p=0.7)[0] == pytest.approx(0.0)
+    assert oracle.probabilistic_acceptance(target, draft, 1.0, 3, top_p=0.7)[0] == pytest.approx(0.2 + 0.2)
+    # top_p = 0.45: only token 0 (0.5 of mass already above token 1): accepted iff the proposal is token 0.
+    assert oracle.token_acceptance(target, 0, 1.0, 3, top_p=0.45) == pytest.approx((1.0, 1.0, 1.0))
+    # top-k first, then top-p on the renormalised top-k: top_k = 2 gives (0.625, 0.375); top_p = 0.6 drops token 1.
+    assert oracle.token_acceptance(target, 1, 1.0, 3, top_k=2, top_p=0.6)[0] == pytest.approx(0.0)
+    assert oracle.token_acceptance(target, 1, 1.0, 3, top_k=2, top_p=0.7)[0] == pytest.approx(0.375)
+    # top_p = 1 is off.
+    assert oracle.token_acceptance(target, 2, 1.0, 3, top_p=1.0)[0] == pytest.approx(0.2)
+
+
+def vllm_top_p_reference(probs: np.ndarray, temperature: float, top_p: float, top_k: int | None = None) -> np.ndarray:
+    """vLLM's own formulation, transcribed independently: sort ascending, cumulative sum, drop where it is
+    <= 1 - top_p, keep the largest token (``apply_top_k_top_p_pytorch``), on softmax(log p / T) after top-k."""
+    logits = np.log(probs) / temperature
+    if top_k is not None:
+        logits = np.where(logits >= np.sort(logits)[-top_k], logits, -np.inf)
+    order = np.argsort(logits, kind="stable")
+    sorted_p = np.exp(logits[order] - logits.max())
+    sorted_p /= sorted_p.sum()
+    mask = np.cumsum(sorted_p) <= 1.0 - top_p
+    mask[-1] = False
+    kept = np.where(mask, -np.inf, logits[order])
+    out = np.zeros_like(probs)
+    out[order] = np.exp(kept - kept.max())
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 1.4])
+def test_top_p_equals_vllms_ascending_cumsum_mask(temperature):
+    rng = np.random.default_rng(11)
+    vocab = 40
+    for _ in range(30):
+        p = rng.dirichlet(np.ones(vocab) * rng.uniform(0.05, 1.0))
+        p = np.maximum(p, 1e-12)
+        p /= p.sum()
+        top_p, top_k = float(rng.uniform(0.3, 0.95)), (None, 10)[int(rng.integers(2))]
+        ref = vllm_top_p_reference(p, temperature, top_p, top_k)
+        target = head_from_probs(p, vocab)
+        dist = oracle.temperature_dist(target, temperature, vocab, top_k, top_p)
+        got = np.zeros(vocab)
+        got[list(target.token_ids)] = dist.point
+        assert got == pytest.approx(ref, abs=1e-9)
+        assert (dist.low <= dist.point + 1e-12).all() and (dist.point <= dist.high + 1e-12).all()
+
+
+def test_top_p_with_a_top_n_answer_brackets_the_full_value_or_asks_for_more_logprobs():
+    rng = np.random.default_rng(5)
+    vocab, n, checked, refused = 50, 8, 0, 0
+    for _ in range(60):
+        p = rng.dirichlet(np.ones(vocab) * rng.uniform(0.05, 0.5))
+        p = np.maximum(p, 1e-12)
+        p /= p.sum()
+        target = head_from_probs(p, n)
+        proposed = int(np.argsort(-p)[int(rng.integers(3))])
+        try:
+            point, low, high = oracle.token_acceptance(target, proposed, 0.8, vocab, top_p=0.6)
+        except ValueError as exc:
+            assert "--max-logprobs" in str(exc)
+            # Refused only where the returned tokens may carry less than 0.6 of the mass at this temperature.
+            assert full_pt(p, 0.8)[list(target.token_ids)].sum() < 0.6 + 0.2
+            refused += 1
+            continue
+        exact = vllm_top_p_reference(p, 0.8, 0.6)[proposed]
+        assert low - 1e-9 <= exact <= high + 1e-9 and low <= point <= high
+        checked += 1
+    assert checked >= 20 and refused >= 1, (checked, refused)
+
+
 @pytest.mark.parametrize("temperature", [0.3, 0.7, 1.0, 1.6])
 def test_bounds_contain_the_full_vocabulary_value(temperature):
     rng = np.random.default_rng(7)

@@ -73,6 +73,9 @@ def predict_page() -> PredictPage:
         "max_tokens": widgets.BoundedIntText(value=64, min=2, max=4096, description="max_tokens", style=_STYLE),
         "logprobs": widgets.BoundedIntText(value=oracle_client.DEFAULT_LOGPROBS, min=1, max=100000,
                                            description="top-N logprobs", style=_STYLE),
+        "top_k": widgets.BoundedIntText(value=0, min=0, max=100000, description="top_k (0: off)", style=_STYLE),
+        "top_p": widgets.BoundedFloatText(value=1.0, min=0.01, max=1.0, step=0.05, description="top_p (1: off)",
+                                          style=_STYLE),
         "ngram": widgets.Checkbox(value=True, description="also replay n-gram (2..4)", style=_STYLE),
         "suffix": widgets.Checkbox(value=False, description="also replay suffix decoding (needs arctic-inference)",
                                    style=_STYLE),
@@ -97,6 +100,7 @@ def predict_page() -> PredictPage:
                     temperatures=_floats(controls["temperatures"].value, "temperatures"), ks=ks,
                     methods=list(controls["methods"].value), max_tokens=int(controls["max_tokens"].value),
                     n_logprobs=int(controls["logprobs"].value),
+                    top_k=int(controls["top_k"].value) or None, top_p=float(controls["top_p"].value),
                     ngram=oracle_client.DEFAULT_NGRAM if controls["ngram"].value else None,
                     suffix=suffix_replay.SuffixConfig() if controls["suffix"].value else None)
 
