@@ -340,8 +340,10 @@ How: the target writes its own continuation of each prompt at each temperature (
 both models are teacher-forced over it by token ids and return their log-probabilities (`prompt_logprobs`);
 vLLM's own acceptance rule is applied per position — **greedy** draft sampling (vLLM's default) accepts with
 p_T(draft's argmax), **probabilistic** with Σ min(p_T, q_T) — and the positions are chained into the steps vLLM
-would take. n-gram is replayed with vLLM's matching rule. Every α has a **lower and upper bound** for the part of
-the vocabulary a top-N answer leaves out; raise the servers' `--max-logprobs` (default 20) to tighten it.
+would take. n-gram (and, ticked, suffix decoding) is replayed with vLLM's own proposer over the target's sampled
+texts, a drafted token counted as accepted where it equals the token the target emitted: exact at every
+temperature, its bounds the 95 % interval across requests. A draft's α has a **lower and upper bound** for the part
+of the vocabulary a top-N answer leaves out; raise the servers' `--max-logprobs` (default 20) to tighten it.
 Validated against the same pairs served with speculation on: `benchmarks/acceptance_oracle.py`, `docs/acceptance.md`.
 
 **No server?** `python -m specdec_lib.localserver demo --spec none` serves the tiny target on port 8000; a draft
