@@ -39,6 +39,7 @@ SUFFIX = "suffix"
 MODEL_FREE = (NGRAM, SUFFIX)
 BOUNDS_TAIL = "vocabulary tail"
 BOUNDS_REQUESTS = "95 % across requests"
+BOUNDS_NONE = "none (fewer than two requests with drafts)"
 
 
 def _alpha(rate: float | None, k: int) -> float | None:
@@ -187,8 +188,8 @@ class Prediction:
             rates = g["v1_rate"].dropna()
             kind = BOUNDS_TAIL
             if cand in MODEL_FREE:
-                kind = BOUNDS_REQUESTS
                 interval = oracle.ratio_interval(list(g["accepted_tokens"]), list(g["draft_tokens"]))
+                kind = BOUNDS_REQUESTS if interval else BOUNDS_NONE
                 rate["low"], rate["high"] = interval if interval else (rate["point"], rate["point"])
             rows.append({
                 "temperature": temp, "candidate": cand, "draft_sample_method": method, "k": int(k),
