@@ -6,6 +6,9 @@ prompt + continuation by token ids (``prompt`` as a list of ids, ``max_tokens`` 
 ``prompt_logprobs`` N) and ``oracle.py`` turns their log-probabilities into per-position acceptance. Every
 (prompt, temperature) is one record in a run folder (``runs.RunWriter``), appended as it completes, so a run can be
 stopped (``stop_event``, Ctrl-C) and resumed; ``prediction.load_prediction`` reads it back.
+For n-gram and suffix decoding the target's texts are what matters (a drafted token is accepted where it equals the
+emitted one): at T > 0 it samples ``model_free_samples`` − 1 more texts (no log-probabilities), n-gram drafts are
+recorded along each, and the record keeps the prompt's token ids for the suffix replay (run when the folder is read).
 
 Refused, with the URL named, before a wrong number is written:
 - the two models do not share a tokenizer: both servers' ``/tokenize`` must give the same ids for the same texts;
