@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--out", default=str(ROOT / "test-output" / "acceptance_oracle"))
     parser.add_argument("--drafts", default=",".join(DRAFTS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="draft sampling methods for the drafts' rows")
     parser.add_argument("--logprobs", type=int, default=20,
                         help="top-N per position; above 20 the plain servers get --max-logprobs N (tighter bounds)")
     parser.add_argument("--no-ngram", action="store_true")
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
             predictions[draft] = oracle_client.run_prediction(
                 EndpointClient(target.base_url), [EndpointClient(plain.base_url)], prompts=prompt_sets,
                 n_prompts=args.prompts, temperatures=TEMPERATURES, ks=(K,), max_tokens=args.max_tokens,
-                ngram=None, n_logprobs=args.logprobs, top_p=args.top_p, runs_dir=out, progress=False)
+                ngram=None, n_logprobs=args.logprobs, top_p=args.top_p, runs_dir=out, progress=False,
+                methods=[m for m in args.methods.split(",") if m])
             print(f"[oracle] predicted {draft} in {time.perf_counter() - started:.1f} s", flush=True)
         free = [name for name, off in (("ngram", args.no_ngram), ("suffix", args.no_suffix)) if not off]
         if free:
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
             free_pred.to_frame()  # the suffix replay runs here (timed with the prediction)
             print(f"[oracle] predicted {' and '.join(free)} in {time.perf_counter() - started:.1f} s", flush=True)
         for draft in drafts:
-            for method in METHODS:
+            for method in [m for m in args.methods.split(",") if m]:
                 run = truth(pool, f"spec_{draft}_{method}", localserver.draft_spec(draft, method, K), prompt_sets,
                             args.prompts, args.max_tokens, out, args.top_p)
                 pred = predictions[draft]

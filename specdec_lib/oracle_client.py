@@ -245,19 +245,32 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     target_heads = score(target, target_model, ids, settings.n_logprobs, vocab)
     result: dict[str, Any] = {"prompt_ids": len(prompt_ids), "continuation": continuation, "finish_reason": finish,
                               "drafts": {}, "tokens_sent": len(prompt_ids) + len(ids) * (1 + len(drafts))}
+    draft_heads = []
     for client, model in drafts:
         heads = score(client, model, ids, settings.n_logprobs, vocab)
+        draft_heads.append(heads)
         result["drafts"][model] = {m: _betas_for_draft(target_heads, heads, ids, start, temperature, m, vocab,
                                                        settings.top_k, settings.top_p) for m in settings.methods}
     result["prompt_token_ids"] = prompt_ids
     samples = []
-    if settings.model_free and not oracle.is_greedy(temperature):
-        # More draws of the target's text for the model-free replays (at T = 0 there is one text).
+    greedy_drafts = bool(drafts) and "greedy" in settings.methods
+    if (settings.model_free or greedy_drafts) and not oracle.is_greedy(temperature):
+        # More draws of the target's text for the counted candidates (at T = 0 there is one text).
         for s in range(1, settings.model_free_samples):
             samples.append(generate(target, target_model, prompt, temperature, n_gen, seed + s * SAMPLE_SEED_STRIDE,
                                     settings.top_k, settings.top_p)[1])
         result["samples"] = samples
         result["tokens_sent"] += len(prompt_ids) * len(samples)
+    if greedy_drafts and not oracle.is_greedy(temperature):
+        # A greedy draft's proposal is its argmax given the accepted text: counted like n-gram (``prediction``).
+        result["draft_argmax"] = {}
+        for (client, model), heads in zip(drafts, draft_heads):
+            argmax = [[heads[i].top1 for i in range(start, len(ids))]]
+            for sample in samples:
+                sample_heads = score(client, model, prompt_ids + list(sample), 1, vocab)
+                argmax.append([sample_heads[i].top1 for i in range(start, start + len(sample))])
+                result["tokens_sent"] += len(prompt_ids) + len(sample)
+            result["draft_argmax"][model] = argmax
     if settings.ngram is not None:
         result["ngram"] = {"proposals": _ngram_proposals(prompt_ids, continuation, settings),
                            "sample_proposals": [_ngram_proposals(prompt_ids, c, settings) for c in samples]}

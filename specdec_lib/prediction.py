@@ -74,6 +74,31 @@ def indicator_counts(drafts_per_text: Sequence[Sequence[Sequence[int]]], texts_:
                              tuple(x / n for x in total.per_position), total.steps / n)
 
 
+def counted_draft(oracle_part: dict, candidate: str, method: str | None, temperature: float) -> list | None:
+    """A greedy draft's argmax along each of the request's texts at T > 0 (None where the record has none: T = 0,
+    probabilistic sampling, or a run recorded before drafts were counted, which keeps its β chain)."""
+    if method != "greedy" or oracle.is_greedy(temperature):
+        return None
+    return (oracle_part.get("draft_argmax") or {}).get(candidate)
+
+
+def chain_indicator_counts(argmax_per_text: Sequence[Sequence[int]], texts_: Sequence[Sequence[int]], k: int,
+                           max_tokens: int) -> oracle.StepCounts:
+    """Counters of a greedy draft, averaged over the texts: β_t = 1[the draft's argmax at t = the emitted token].
+
+    vLLM's greedy draft proposes its argmax given the accepted text and sends no draft probabilities, so, as for
+    n-gram, a drafted token is accepted exactly where the target emitted it; along the text, the draft's
+    teacher-forced argmax at t is what it proposes there whenever the tokens before t were accepted.
+    """
+    total = oracle.ZERO_COUNTS
+    for argmax, text in zip(argmax_per_text, texts_, strict=True):
+        hits = [float(a == t) for a, t in zip(argmax, text)]
+        total = total + oracle.step_counts(oracle.chain_proposals(hits, k), max_tokens, k)
+    n = len(texts_)
+    return oracle.StepCounts(total.drafts / n, total.draft_tokens / n, total.accepted_tokens / n,
+                             tuple(x / n for x in total.per_position), total.steps / n)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One prediction run: metadata and the successful records (errors stay in the folder, see ``errors``)."""
@@ -143,7 +168,11 @@ class Prediction:
                 for k in params["ks"]:
                     row = {"temperature": rec["temperature"], "prompt_id": rec["prompt_id"], "candidate": cand,
                            "draft_sample_method": method, "k": k}
-                    free = self.model_free_counts(rec, cand, k) if cand in MODEL_FREE else None
+                    argmax = None if cand in MODEL_FREE else counted_draft(part, cand, method, rec["temperature"])
+                    free = self.model_free_counts(rec, cand, k) if cand in MODEL_FREE else (
+                        None if argmax is None else chain_indicator_counts(argmax, texts(part), k,
+                                                                           params["max_tokens"]))
+                    row["counted"] = free is not None
                     for bound in BOUNDS:
                         c = free if free is not None else _request_counts(part, cand, method, k,
                                                                           params["max_tokens"], bound)
@@ -187,7 +216,7 @@ class Prediction:
                     for b, s in (("point", ""), ("low", "_low"), ("high", "_high"))}
             rates = g["v1_rate"].dropna()
             kind = BOUNDS_TAIL
-            if cand in MODEL_FREE:
+            if g["counted"].all():
                 interval = oracle.ratio_interval(list(g["accepted_tokens"]), list(g["draft_tokens"]))
                 kind = BOUNDS_REQUESTS if interval else BOUNDS_NONE
                 rate["low"], rate["high"] = interval if interval else (rate["point"], rate["point"])

@@ -213,3 +213,67 @@ def test_suffix_without_arctic_inference_is_refused_before_anything_is_sent(monk
                                      suffix=suffix_replay.SuffixConfig(), runs_dir=tmp_path / "runs", progress=False)
     assert "no-such-python" in str(info.value)
     assert not (tmp_path / "runs").exists()
+
+
+# A toy greedy draft: its argmax given the last token (deterministic, as vLLM's greedy draft is given the text).
+TOY_DRAFT_ARGMAX = [0, 2, 0, 1]
+
+
+def _speculative_greedy_draft_run(rng, k: int, max_tokens: int) -> tuple[int, int]:
+    """vLLM with a greedy draft at T > 0: the draft chains its argmax k times and sends no draft probabilities, so
+    the same NO_DRAFT_PROBS rule applies (accept d when p(d) >= u, else recover from p with d zeroed; bonus)."""
+    text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
+    drafted = accepted = 0
+    while len(text) < max_tokens:
+        draft, last = [], text[-1]
+        for _ in range(k):
+            last = TOY_DRAFT_ARGMAX[last]
+            draft.append(last)
+        drafted += len(draft)
+        for token in draft:
+            probs = TOY[text[-1]]
+            if probs[token] >= rng.random():
+                text.append(token)
+                accepted += 1
+                continue
+            rest = probs.copy()
+            rest[token] = 0.0
+            text.append(_sample(rng, rest / rest.sum()))
+            break
+        else:
+            text.append(_sample(rng, TOY[text[-1]]))
+    return accepted, drafted
+
+
+def test_counting_a_greedy_drafts_argmax_against_plainly_sampled_text_matches_the_rejection_sampler():
+    """Greedy drafts at T > 0 are counted like n-gram: the draft's teacher-forced argmax along text the target
+    sampled without speculation, 1[argmax = emitted], chained per step, has the speculative server's distribution."""
+    k, max_tokens, n = 3, 12, 3000
+    rng = np.random.default_rng(23)
+    spec = np.array([_speculative_greedy_draft_run(rng, k, max_tokens) for _ in range(n)], dtype=float)
+    plain = []
+    for _ in range(n):
+        text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
+        while len(text) < max_tokens + k:
+            text.append(_sample(rng, TOY[text[-1]]))
+        argmax = [TOY_DRAFT_ARGMAX[prev] for prev in [TOY_PROMPT[-1]] + text[:-1]]  # the draft at each position
+        c = prediction.chain_indicator_counts([argmax], [text], k, max_tokens)
+        plain.append((c.accepted_tokens, c.draft_tokens))
+    plain = np.array(plain)
+    for column, name in ((0, "accepted"), (1, "drafted")):
+        diff = spec[:, column].mean() - plain[:, column].mean()
+        se = np.sqrt(spec[:, column].var() / n + plain[:, column].var() / n)
+        assert abs(diff) < 4 * se, (name, spec[:, column].mean(), plain[:, column].mean(), se)
+    assert 1.0 < spec[:, 0].mean() < spec[:, 1].mean()  # acceptances and rejections both occur
+
+
+def test_a_greedy_draft_is_counted_only_at_positive_temperature_and_where_recorded():
+    part = {"continuation": [1, 2, 3], "draft_argmax": {"d": [[1, 2, 0]]}}
+    assert prediction.counted_draft(part, "d", "greedy", 0.7) == [[1, 2, 0]]
+    assert prediction.counted_draft(part, "d", "greedy", 0.0) is None  # T = 0: the β chain is already exact
+    assert prediction.counted_draft(part, "d", "probabilistic", 0.7) is None  # the draft samples: no indicator
+    assert prediction.counted_draft({"continuation": [1]}, "d", "greedy", 0.7) is None  # recorded before counting
+    # By hand, k = 2, max_tokens 3: hits (1, 1, 0). Step at t = 1 drafts positions 1, 2: accepts 1 (hit), rejects 2;
+    # emits 2 tokens, so t reaches 3 = max_tokens: one draft, 2 drafted tokens, 1 accepted.
+    c = prediction.chain_indicator_counts([[1, 2, 0]], [[1, 2, 3]], 2, 3)
+    assert (c.drafts, c.draft_tokens, c.accepted_tokens) == (1.0, 2.0, 1.0)
