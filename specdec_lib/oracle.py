@@ -12,7 +12,10 @@ Acceptance per position, replicating vLLM 0.32 (``vllm/v1/sample/rejection_sampl
   the target emitted there, ``greedy_token``); the draft proposes its own argmax whatever
   ``draft_sample_method`` says (``all_greedy`` path);
 * ``draft_sample_method="greedy"`` (vLLM's default), T > 0: the draft proposes x* = argmax of its raw logits and
-  sends no draft probabilities, so the kernel uses draft_prob = 1 and accepts when p_T(x*) ≥ u: β = p_T(x*);
+  sends no draft probabilities, so the kernel uses draft_prob = 1 and accepts when p_T(x*) ≥ u: β = p_T(x*) for
+  one position. Along a sequence the draft's argmax is a function of the accepted text, so the rule of the next
+  item applies to it too: ``prediction`` counts 1[the draft's argmax = emitted] along several sampled texts
+  (exact in distribution) and keeps this β for the position-wise diagnostics and for runs recorded before;
 * ``"probabilistic"``, T > 0: the draft samples x ~ q_T = softmax(ℓ_q / T) (temperature only: vLLM ignores
   top-k/top-p for the draft) and the kernel accepts when p_T(x) / q_T(x) ≥ u:
   β = Σ_x min(p_T(x), q_T(x)) (Leviathan et al. 2023, Theorem 3.5);
