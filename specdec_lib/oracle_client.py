@@ -6,9 +6,10 @@ prompt + continuation by token ids (``prompt`` as a list of ids, ``max_tokens`` 
 ``prompt_logprobs`` N) and ``oracle.py`` turns their log-probabilities into per-position acceptance. Every
 (prompt, temperature) is one record in a run folder (``runs.RunWriter``), appended as it completes, so a run can be
 stopped (``stop_event``, Ctrl-C) and resumed; ``prediction.load_prediction`` reads it back.
-For n-gram and suffix decoding the target's texts are what matters (a drafted token is accepted where it equals the
-emitted one): at T > 0 it samples ``model_free_samples`` − 1 more texts (no log-probabilities), n-gram drafts are
-recorded along each, and the record keeps the prompt's token ids for the suffix replay (run when the folder is read).
+For n-gram, suffix decoding and greedy drafts the target's texts are what matters (a drafted token is accepted
+where it equals the emitted one): at T > 0 it samples ``model_free_samples`` − 1 more texts (no log-probabilities),
+n-gram drafts are recorded along each, a greedy draft's argmax along each (``draft_argmax``, top-1 only), and the
+record keeps the prompt's token ids for the suffix replay (run when the folder is read).
 
 Refused, with the URL named, before a wrong number is written:
 - the two models do not share a tokenizer: both servers' ``/tokenize`` must give the same ids for the same texts;
@@ -205,11 +206,16 @@ class Settings:
                 "max_tokens": self.max_tokens, "n_logprobs": self.n_logprobs, "top_k": self.top_k, "seed": self.seed,
                 "ngram": ngram, **({"top_p": self.top_p} if self.top_p is not None else {}),
                 **({"suffix": dataclasses.asdict(self.suffix)} if self.suffix is not None else {}),
-                **({"model_free_samples": self.model_free_samples} if self.model_free else {})}
+                **({"model_free_samples": self.model_free_samples} if self.counted else {})}
 
     @property
     def model_free(self) -> bool:
         return self.ngram is not None or self.suffix is not None
+
+    @property
+    def counted(self) -> bool:
+        """Candidates counted along sampled texts at T > 0: n-gram, suffix, greedy drafts (``prediction``)."""
+        return self.model_free or "greedy" in self.methods
 
 
 def _betas_for_draft(target_heads, draft_heads, ids, start: int, temperature: float, method: str,
@@ -254,7 +260,7 @@ def predict_one(target: EndpointClient, target_model: str, drafts: Sequence[tupl
     result["prompt_token_ids"] = prompt_ids
     samples = []
     greedy_drafts = bool(drafts) and "greedy" in settings.methods
-    if (settings.model_free or greedy_drafts) and not oracle.is_greedy(temperature):
+    if settings.counted and not oracle.is_greedy(temperature):
         # More draws of the target's text for the counted candidates (at T = 0 there is one text).
         for s in range(1, settings.model_free_samples):
             samples.append(generate(target, target_model, prompt, temperature, n_gen, seed + s * SAMPLE_SEED_STRIDE,
@@ -306,8 +312,9 @@ def run_prediction(target: EndpointClient, drafts: Sequence[EndpointClient] = ()
                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None):
     """Predict acceptance of every draft (and n-gram, suffix decoding) for ``target`` on ``prompts`` × ``temperatures``.
 
-    ``model_free_samples``: texts the target samples per prompt at T > 0 for the n-gram and suffix replays (their
-    counters are averaged per request). ``suffix`` needs ``arctic-inference`` (``suffix_replay``), checked first.
+    ``model_free_samples``: texts the target samples per prompt at T > 0 for the counted candidates (n-gram, suffix,
+    greedy drafts; their counters are averaged per request). ``suffix`` needs ``arctic-inference``
+    (``suffix_replay``), checked first.
 
     Returns ``prediction.Prediction`` (run folder recorded as it goes). Raises OracleRefusal for a tokenizer
     mismatch or a server without prompt log-probabilities (the run folder, if already created, is marked "failed"

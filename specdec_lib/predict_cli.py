@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--suffix", action="store_true",
                    help="also replay suffix decoding (vLLM's defaults; needs arctic-inference, see suffix_replay)")
     p.add_argument("--samples", type=int, default=None, metavar="N",
-                   help="texts sampled per prompt at T > 0 for the n-gram/suffix replays (default 4)")
+                   help="texts sampled per prompt at T > 0 for the counted candidates: n-gram, suffix, greedy "
+                   "drafts (default 4)")
     p.add_argument("--cost-ratio", type=float, default=None,
                    help="draft step / target step time: adds the best k per candidate")
     p.add_argument("--runs-dir", default="data/runs", help="where run folders go (default: data/runs)")

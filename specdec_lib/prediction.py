@@ -12,6 +12,8 @@ drafts and the target's own texts (``indicator_counts``), averaged over the text
 bounds are a 95 % bootstrap interval across requests (``bounds_kind`` says which kind a row has). n-gram drafts
 are in the records (older records' stored β are ignored: recounted from drafts and text); suffix drafts are
 replayed here, over all records in order, with the real arctic-inference cache (``suffix_replay``).
+Greedy drafts at T > 0 are counted the same way (``chain_indicator_counts``: the draft's argmax along each text,
+recorded as ``draft_argmax``); runs recorded before that keep the β chain.
 
     from specdec_lib.prediction import load_prediction
     p = load_prediction("runs/20260101T000000000Z-predict")
