@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -205,12 +206,29 @@ def quiet_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: Sequence[str], what: str) -> None:
+def _run(cmd: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> None:
     print(f"[vllm-venv] {what}", flush=True)
-    done = subprocess.run(list(cmd), text=True, capture_output=True)
+    done = subprocess.run(list(cmd), text=True, capture_output=True, env=env)
     if done.returncode != 0:
         raise HarnessError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
                            f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+def _install_arctic(py: str, venv: Path) -> None:
+    """Build arctic-inference from PyPI's source package against this venv's own (CPU) torch.
+
+    pip's isolated build would fetch its declared build requirements, among them "torch>=2.10" (PyPI's CUDA build,
+    gigabytes); instead the small ones (cmake, nanobind, grpcio-tools for its protobuf step) go to a folder of their
+    own on PYTHONPATH, so the venv's packages (protobuf, setuptools) stay as vLLM pinned them, and the build runs
+    without isolation. About a minute on two cores with g++.
+    """
+    deps = venv / "arctic-build-deps"
+    _run([py, "-m", "pip", "install", "-q", "--target", str(deps), "--upgrade", "cmake", "nanobind==2.9.2",
+          "grpcio-tools", "wheel", "setuptools"], f"build tools for {ARCTIC_DIST} (cmake, nanobind, grpcio-tools)")
+    env = {**os.environ, "PYTHONPATH": str(deps), "PATH": f"{deps / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    _run([py, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", f"{ARCTIC_DIST}=={ARCTIC_VERSION}"],
+         f"installing {ARCTIC_DIST}=={ARCTIC_VERSION} for suffix decoding (built from source: ~1 minute)", env)
+    shutil.rmtree(deps, ignore_errors=True)  # build-time only (~130 MB)
 
 
 def install(venv: Path | None = None, *, force: bool = False) -> Path:
@@ -245,8 +263,7 @@ def _install_locked(venv: Path) -> Path:
          f"installing {VLLM_DIST}=={VLLM_VERSION} (1-2 minutes, ~3.4 GB)")
     _run([py, "-m", "pip", "uninstall", "-y", "-q", *UNWANTED_PACKAGES], f"removing {', '.join(UNWANTED_PACKAGES)}")
     if not _has_arctic(venv):
-        _run([py, "-m", "pip", "install", "-q", "--no-deps", f"{ARCTIC_DIST}=={ARCTIC_VERSION}"],
-             f"installing {ARCTIC_DIST}=={ARCTIC_VERSION} for suffix decoding (built from source: ~3 minutes)")
+        _install_arctic(py, venv)
     print(f"[vllm-venv] CPU sampling fix (vllm issue #55005): {apply_cpu_sampling_patch(venv)}", flush=True)
     verify_cpu_sampling_patch(venv)
     _stamp_path(venv).write_text(_stamp_text())
