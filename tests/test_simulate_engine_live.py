@@ -34,7 +34,7 @@ K = 4
 MAX_TOKENS = 32
 REQUESTS_PER_RATE = 30
 LOAD_FRACTIONS = (0.2, 0.45)
-PROBE = dict(concurrency=(1, 2, 4), output_tokens=(16, 40))
+PROBE = dict(concurrency=(1, 2, 4, 8), output_tokens=(16, 96))
 
 
 def _measure(models, spec, out_dir, rates):
