@@ -70,10 +70,15 @@ def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeRe
     own token's compute, and on top of it whatever the server spends per sequence per step (sampling, the
     sequence's bookkeeping, streaming its token); the staged fit cannot separate the two (in a decode step
     tokens = sequences) and leaves per_seq_s at zero, where the search could never move it. On the engine-bound
-    validation server (docs/simulation.md) the refit finds 0.8-2.5 ms a sequence beside 2.8-3.9 ms a token, and
-    without it the simulation ran 10-13 % fast at the higher rate. The draft's per-sequence term is left where the
-    staged fit puts it: the speculative probe's levels, where the other streams' prefills share the steps, do
-    not separate it (freed the same way, it made the speculative predictions 25-140 % slow)."""
+    validation server (docs/simulation.md) the refit finds 0.8-5 ms a sequence beside 2.8-3.9 ms a token, and
+    without it the simulation ran 10-13 % fast at the higher rate.
+
+    draft_per_token_s (the draft's compute per token of its first pass, which covers every prefill chunk and
+    verified position of the step) starts at a tenth of the target's per-token cost, a typical draft-to-target
+    size ratio; the staged fit cannot see it (the probe levels' mean composition is too rough) and at zero the
+    search could not move it. The draft's per-sequence term is left where the staged fit puts it: the speculative
+    probe does not separate it from the per-token term (freed the same way, it made the speculative predictions
+    25-140 % slow on the validation runs)."""
     step, overhead, before, after = replay.refine(
         sim.step_time, sim.request_overhead_s, base.records, names=replay.TARGET_PARAMS, server=server,
         start_at_least={"per_seq_s": 0.5 * sim.step_time.per_token_s})
@@ -84,7 +89,8 @@ def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeRe
         alpha = simulate.alpha_from_records(spec.records, k)
         step, spec_overhead, before, after = replay.refine(
             step, spec_overhead or 0.0, spec.records, names=replay.DRAFT_PARAMS, server=server,
-            speculation=simulate.SpeculationConfig(k), alpha=alpha)
+            speculation=simulate.SpeculationConfig(k), alpha=alpha,
+            start_at_least={"draft_per_token_s": 0.1 * step.per_token_s})
         quality.update(speculative_replay_loss_staged=before, speculative_replay_loss=after, probe_alpha=alpha)
     levels = sim.levels
     refined = fit.SimulatorFit(step, overhead, spec_overhead, tuple(fit.predict_level(step, o) for o in levels),
