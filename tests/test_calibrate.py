@@ -219,3 +219,17 @@ def test_refit_from_a_file_adds_the_load_models_factors(tmp_path, capsys):
     assert cal.step_factors is not None and "cal.json" in cal.step_factors.source
     assert cal.step_time == before.step_time  # the simulator's fit is unchanged by the refit
     assert "load model" in capsys.readouterr().out
+
+
+def test_the_drafts_per_token_cost_is_the_speculative_idle_slope_beyond_the_baselines():
+    """The speculative server's first token also waits for the draft's pass over the prompt: its idle TTFT grows
+    by per_token_s + draft_per_token_s a prompt token. By hand: 0.4 ms + 0.1 ms a token over prompts of 20, 60 and
+    200 tokens, intercept 0.06 s -> draft_per_token_s = 0.1 ms."""
+    base = fit.level_observations(_records(), "baseline")
+    spec = fit.level_observations(_records(k=4, tokens_per_step=2.0), "speculative", 4)
+    spec_idle = [{"prompt_tokens": p, "ttft_s": 0.06 + (TRUE.per_token_s + 0.0001) * p, "concurrency": 1}
+                 for p in PROMPTS]
+    res = fit.fit_simulator_step(base, spec, [r for r in _records() if r["concurrency"] == 1], spec_idle)
+    assert res.step_time.draft_per_token_s == pytest.approx(0.0001, rel=1e-6)
+    no_slope = fit.fit_simulator_step(base, spec, [r for r in _records() if r["concurrency"] == 1], [])
+    assert no_slope.step_time.draft_per_token_s == 0.0

@@ -74,11 +74,11 @@ def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeRe
     without it the simulation ran 10-13 % fast at the higher rate.
 
     draft_per_token_s (the draft's compute per token of its first pass, which covers every prefill chunk and
-    verified position of the step) starts at a tenth of the target's per-token cost, a typical draft-to-target
-    size ratio; the staged fit cannot see it (the probe levels' mean composition is too rough) and at zero the
-    search could not move it. The draft's per-sequence term is left where the staged fit puts it: the speculative
-    probe does not separate it from the per-token term (freed the same way, it made the speculative predictions
-    25-140 % slow on the validation runs)."""
+    verified position of the step) keeps the staged fit's value, measured on the idle first tokens (the draft's
+    prefill); refitted by the replay it traded off against draft_fixed_s and made the validation's predictions
+    worse (docs/simulation.md). The draft's per-sequence term is left where the staged fit puts it: the
+    speculative probe does not separate it (freed like per_seq_s, it made the speculative predictions 25-140 %
+    slow on the validation runs)."""
     step, overhead, before, after = replay.refine(
         sim.step_time, sim.request_overhead_s, base.records, names=replay.TARGET_PARAMS, server=server,
         start_at_least={"per_seq_s": 0.5 * sim.step_time.per_token_s})
@@ -89,8 +89,7 @@ def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeRe
         alpha = simulate.alpha_from_records(spec.records, k)
         step, spec_overhead, before, after = replay.refine(
             step, spec_overhead or 0.0, spec.records, names=replay.DRAFT_PARAMS, server=server,
-            speculation=simulate.SpeculationConfig(k), alpha=alpha,
-            start_at_least={"draft_per_token_s": 0.1 * step.per_token_s})
+            speculation=simulate.SpeculationConfig(k), alpha=alpha)
         quality.update(speculative_replay_loss_staged=before, speculative_replay_loss=after, probe_alpha=alpha)
     levels = sim.levels
     refined = fit.SimulatorFit(step, overhead, spec_overhead, tuple(fit.predict_level(step, o) for o in levels),

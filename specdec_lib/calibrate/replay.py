@@ -22,7 +22,7 @@ import numpy as np
 from specdec_lib import simulate as sim
 
 TARGET_PARAMS = ("fixed_s", "per_token_s", "per_seq_s")
-DRAFT_PARAMS = ("draft_fixed_s", "draft_per_seq_s", "draft_per_token_s")
+DRAFT_PARAMS = ("draft_fixed_s", "draft_per_seq_s")
 FLOOR_S = 1e-6  # a parameter the fit drives to zero stays at a microsecond (the search is over logarithms)
 
 
