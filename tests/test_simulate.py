@@ -598,3 +598,15 @@ def test_sweep_rows_flatten_the_comparisons():
     assert [r["qps"] for r in rows] == [1.0, 2.0]
     assert rows[0]["speculative_e2e_p99_s"] == sweep.points[0].speculative.overall.e2e.p99
     assert rows[1]["baseline_tpot_p50_s"] == sweep.points[1].baseline.overall.tpot.p50
+
+
+def test_the_drafts_per_token_cost_covers_its_first_pass_over_the_steps_tokens_and_k_minus_1_more():
+    """vLLM's draft model runs one pass over every token the target scheduled, then k - 1 one-token passes per
+    sequence of the batch (vllm/v1/spec_decode/llm_base_proposer.py, propose). By hand: 3 decoding sequences
+    verifying k + 1 = 5 positions each plus one sequence's 40-token prefill chunk = 55 tokens in a batch of 4; the
+    draft computes 55 + (4 - 1) x 4 = 67 tokens."""
+    step = AffineStepTime(fixed_s=0.010, per_token_s=0.001, draft_fixed_s=0.002, draft_per_token_s=0.0001)
+    assert step(4, 55, 4, 0) == pytest.approx(0.010 + 0.001 * 55 + 4 * 0.002 + 0.0001 * 67, rel=1e-12)
+    assert step(4, 55, 0, 0) == pytest.approx(0.010 + 0.001 * 55, rel=1e-12)  # no speculation: no draft
+    kv = np.array([0.0, 100.0])
+    assert np.allclose(step(3, 15, 4, kv), 0.010 + 0.001 * 15 + 4 * 0.002 + 0.0001 * (15 + 9))

@@ -64,9 +64,24 @@ REPLAY_SERVER = simulate.ServerConfig(kv_capacity_tokens=10**7, max_num_seqs=102
 def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
              server: simulate.ServerConfig) -> tuple[fit.SimulatorFit, dict[str, Any]]:
     """The staged fit refined by replaying the probe (`replay.refine`): target terms and overhead on the baseline
-    probe, then draft terms and the speculative overhead on the speculative probe (alpha measured on it)."""
-    step, overhead, before, after = replay.refine(sim.step_time, sim.request_overhead_s, base.records,
-                                                  names=replay.TARGET_PARAMS, server=server)
+    probe, then draft terms and the speculative overhead on the speculative probe (alpha measured on it).
+
+    per_seq_s starts the search at no less than half the per-token cost: a decoding sequence costs at least its
+    own token's compute, and on top of it whatever the server spends per sequence per step (sampling, the
+    sequence's bookkeeping, streaming its token); the staged fit cannot separate the two (in a decode step
+    tokens = sequences) and leaves per_seq_s at zero, where the search could never move it. On the engine-bound
+    validation server (docs/simulation.md) the refit finds 0.8-5 ms a sequence beside 2.8-3.9 ms a token, and
+    without it the simulation ran 10-13 % fast at the higher rate.
+
+    draft_per_token_s (the draft's compute per token of its first pass, which covers every prefill chunk and
+    verified position of the step) keeps the staged fit's value, measured on the idle first tokens (the draft's
+    prefill); refitted by the replay it traded off against draft_fixed_s and made the validation's predictions
+    worse (docs/simulation.md). The draft's per-sequence term is left where the staged fit puts it: the
+    speculative probe does not separate it (freed like per_seq_s, it made the speculative predictions 25-140 %
+    slow on the validation runs)."""
+    step, overhead, before, after = replay.refine(
+        sim.step_time, sim.request_overhead_s, base.records, names=replay.TARGET_PARAMS, server=server,
+        start_at_least={"per_seq_s": 0.5 * sim.step_time.per_token_s})
     quality = {"baseline_replay_loss_staged": before, "baseline_replay_loss": after}
     spec_overhead = sim.speculative_request_overhead_s
     if spec is not None:

@@ -77,7 +77,8 @@ def _number(d: Mapping[str, Any], key: str, path: Path, where: str) -> float:
 def _step_time(d: Any, path: Path) -> AffineStepTime:
     if not isinstance(d, Mapping):
         raise _fail(path, "simulator.step_time", "an object of AffineStepTime fields (seconds)")
-    fields = ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s")
+    fields = ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
+              "draft_per_token_s")
     unknown = set(d) - set(fields)
     if unknown:
         raise _fail(path, "simulator.step_time", f"only {fields}, got unknown {sorted(unknown)}")

@@ -27,7 +27,7 @@ reported as the fit's quality on speculative steps.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -166,6 +166,16 @@ def _prefill_line(idle_records: Iterable[Mapping[str, Any]]) -> tuple[float, flo
     return coef["intercept"], coef["slope"]
 
 
+def _draft_per_token(per_token_s: float, speculative_idle_records: Iterable[Mapping[str, Any]]) -> float:
+    """The draft's cost per token it computes: the speculative server's idle first-token slope against prompt
+    length minus the target's (`per_token_s`); 0 where the speculative idle records give no slope."""
+    try:
+        _, spec_slope = _prefill_line(speculative_idle_records)
+    except ValueError:
+        return 0.0
+    return max(0.0, spec_slope - per_token_s)
+
+
 def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation],
                        idle_records: Iterable[Mapping[str, Any]],
                        speculative_idle_records: Iterable[Mapping[str, Any]] = ()) -> SimulatorFit:
@@ -174,7 +184,10 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
     2. fixed_s and per_seq_s: the baseline levels' mean steps after subtracting per_token_s x tokens in the step
        (non-negative least squares on relative error);
-    3. draft_fixed_s and draft_per_seq_s: the speculative levels' steps minus the target's part.
+    3. draft_per_token_s: the slope of the speculative server's idle first-token latency against prompt length
+       beyond the baseline's (the draft prefills every prompt too: its first pass covers every token the target
+       scheduled); draft_fixed_s and draft_per_seq_s: the speculative levels' steps minus the target's part and
+       the draft's tokens.
 
     The request overhead is the idle line's intercept minus one step's fixed and per-sequence cost. The speculative
     server's overhead (from `speculative_idle_records`) is the median of its idle TTFT minus the predicted prefill
@@ -189,7 +202,9 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([float(o.concurrency) for o in baseline])}
     coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)")
     step = AffineStepTime(per_token_s=per_token, **coef)
+    draft_per_token = _draft_per_token(per_token, speculative_idle_records) if speculative else 0.0
     if speculative:
+        step = replace(step, draft_per_token_s=draft_per_token)
         residual = np.array([o.step_s - predict_level(step, o) for o in speculative])
         k = np.array([float(o.num_speculative_tokens) for o in speculative])
         c = np.array([float(o.concurrency) for o in speculative])
@@ -198,7 +213,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
             keep = residual > 0
             draft = _nnls_relative({"draft_fixed_s": k[keep], "draft_per_seq_s": k[keep] * c[keep]},
                                    residual[keep], "fit_simulator_step (speculative levels)")
-        step = AffineStepTime(per_token_s=per_token, **coef, **draft)
+        step = AffineStepTime(per_token_s=per_token, draft_per_token_s=draft_per_token, **coef, **draft)
     overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
     spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), 0, 0)) for r in speculative_idle_records
                  if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]

@@ -97,9 +97,15 @@ def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float
 
 def refine(step: sim.AffineStepTime, overhead_s: float, records: Sequence[Mapping[str, Any]], *,
            names: Sequence[str], server: sim.ServerConfig, speculation: sim.SpeculationConfig | None = None,
-           alpha: float = 0.0) -> tuple[sim.AffineStepTime, float, float, float]:
+           alpha: float = 0.0, start_at_least: Mapping[str, float] | None = None
+           ) -> tuple[sim.AffineStepTime, float, float, float]:
     """Adjust the parameters `names` of `step` and the request overhead so the replayed probe matches its
-    measurements. Returns (step, overhead_s, loss before, loss after)."""
+    measurements. Returns (step, overhead_s, loss before, loss after).
+
+    The search is over logarithms, so a parameter that starts at the floor (1 us, where the staged fit left it at
+    zero) cannot leave it: at that size it does not change the replay, the loss is flat in its direction and
+    Nelder-Mead never moves it. `start_at_least` gives such parameters a starting value of a size that matters
+    (the search still takes it wherever the replay says; "loss before" is the staged fit's, unmodified)."""
     levels = group_levels(records)
     if not levels:
         raise ValueError("probe records: no successful closed-loop level to replay")
@@ -113,8 +119,10 @@ def refine(step: sim.AffineStepTime, overhead_s: float, records: Sequence[Mappin
         s, ov = unpack(x)
         return _loss(replay_medians(s, ov, levels, server, speculation, alpha), measured)
 
-    x0 = np.log([max(FLOOR_S, getattr(step, n)) for n in names] + [max(FLOOR_S, overhead_s)])
-    before = loss(x0)
+    staged = np.log([max(FLOOR_S, getattr(step, n)) for n in names] + [max(FLOOR_S, overhead_s)])
+    before = loss(staged)
+    least = dict(start_at_least or {})
+    x0 = np.log([max(FLOOR_S, getattr(step, n), least.get(n, 0.0)) for n in names] + [max(FLOOR_S, overhead_s)])
     x, after = nelder_mead(loss, x0, iterations=150)
     x, after = nelder_mead(loss, x, step=0.1, iterations=100)  # a restart: Nelder-Mead can stall on a ridge
     if after >= before:

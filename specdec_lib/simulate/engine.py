@@ -26,7 +26,8 @@ What is modelled (read vLLM 0.32's `vllm/v1/core/sched/scheduler.py` beside this
   low-acceptance request pays the same verification and drafting time as a high-acceptance one but gains fewer
   tokens from it. That shared step is the mechanism behind the source's "P50 improves while P99 regresses".
 
-Not modelled: prefix caching, the draft's own prefill time (fold it into the step-time function if it matters),
+Not modelled: prefix caching, the draft's work in a step with no decoding sequence (the step-time function's draft
+terms apply when k >= 1; calibration folds an idle prefill's draft into the request overhead),
 priorities, pipeline parallelism, async scheduling overlap, detokenisation and network time, and requests longer
 than the KV capacity (rejected with a ValueError, as vLLM rejects a prompt longer than the model length).
 

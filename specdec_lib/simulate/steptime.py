@@ -30,9 +30,13 @@ class AffineStepTime:
     A first-order model of a forward pass: `fixed_s` is reading the weights (memory-bound floor), `per_token_s`
     the compute per scheduled token (prefill chunks, and the k + 1 positions each speculative sequence verifies),
     `per_kv_token_s` reading the KV cache in attention; the draft runs k sequential forward passes per step, each
-    `draft_fixed_s` + `draft_per_seq_s` per sequence. Summing memory and compute time (rather than taking the
-    maximum, as a roofline would) overstates the step near the memory/compute crossover: calibrate from your own
-    measurements with `fit_affine_step_time`.
+    `draft_fixed_s` + `draft_per_seq_s` per sequence. `draft_per_token_s` is the draft's compute per token it
+    processes: vLLM's draft-model proposer (`vllm/v1/spec_decode/llm_base_proposer.py`, `propose`) runs its first
+    pass over every token the target scheduled in the step (prefill chunks and the k + 1 verified positions: the
+    draft's KV cache follows the target's), then k - 1 passes of one token per sequence, so a step with k >= 1
+    adds draft_per_token * (tokens_in_step + (k - 1) * batch_size). Summing memory and compute time (rather than
+    taking the maximum, as a roofline would) overstates the step near the memory/compute crossover: calibrate from
+    your own measurements with `fit_affine_step_time`.
     """
 
     fixed_s: float
@@ -41,9 +45,11 @@ class AffineStepTime:
     per_kv_token_s: float = 0.0
     draft_fixed_s: float = 0.0
     draft_per_seq_s: float = 0.0
+    draft_per_token_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s"):
+        for name in ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
+                     "draft_per_token_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"AffineStepTime.{name} = {value!r}; expected a finite number >= 0 seconds")
@@ -57,6 +63,8 @@ class AffineStepTime:
             + self.per_seq_s * batch_size
             + self.per_kv_token_s * kv_tokens
             + num_speculative_tokens * (self.draft_fixed_s + self.draft_per_seq_s * batch_size)
+            + (self.draft_per_token_s * (tokens_in_step + (num_speculative_tokens - 1) * batch_size)
+               if num_speculative_tokens else 0.0)
         )
 
 
