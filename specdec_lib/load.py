@@ -121,12 +121,16 @@ class StepTime:
 
 
 def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
+    if type(v) is int and v >= minimum:  # the common case, without the abstract-class checks below (hot path)
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
         raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
     return int(v)
 
 
 def positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
+    if type(v) is float and math.isfinite(v) and (v > minimum if strict else v >= minimum):
+        return v  # the common case, without the abstract-class checks below (hot path)
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
             or (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name}={v!r}: expected a finite number {'>' if strict else '>='} {minimum}")
@@ -147,18 +151,16 @@ def _matmul_rate(gpu: Any, precision: Any) -> tuple[float, str]:
     return gpu.bf16_flops_per_s, "bf16"
 
 
-def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
-                        context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
-                        include_communication: bool = True) -> StepTime:
-    """Time of one step of ``model`` for ``batch_size`` sequences each processing ``tokens_per_seq`` new tokens
-    after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
-    mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
-    f = factors or DEFAULT_FACTORS
+def _step_numbers(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
+                  context_len: int, f: StepFactors, kvb: int, include_communication: bool) -> tuple:
+    """The arithmetic of ``step_time_breakdown`` without its assumption texts: the load model's bisections call
+    it millions of times and use only the total. Returns (total, memory, compute, communication, overhead,
+    weight bytes, KV bytes, FLOP, KV heads per GPU, KV bytes per token, matmul rate, its kind)."""
     tp = _positive_int("tp", tp)
     b = positive_number("batch_size", batch_size, strict=False)
     q = _positive_int("tokens_per_seq", tokens_per_seq)
     ctx = _positive_int("context_len", context_len, minimum=0)
-    kvb = _positive_int("kv_dtype_bytes", kv_dtype_bytes)
+    kvb = _positive_int("kv_dtype_bytes", kvb)
     if model.num_attention_heads % tp:
         raise ValueError(f"tp={tp}: {model.name} has {model.num_attention_heads} attention heads, which tp must "
                          "divide (vLLM refuses otherwise)")
@@ -184,6 +186,21 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
         comm_s = 2 * layers * (per_allreduce + f.allreduce_latency_s) + gather + f.allreduce_latency_s
     overhead = f.overhead_s + layers * f.overhead_s_per_layer
     total = max(memory_s, compute_s) + comm_s + overhead
+    return (total, memory_s, compute_s, comm_s, overhead, weight_bytes, kv_bytes, linear_flops + attn_flops,
+            kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind)
+
+
+def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
+                        context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
+                        include_communication: bool = True) -> StepTime:
+    """Time of one step of ``model`` for ``batch_size`` sequences each processing ``tokens_per_seq`` new tokens
+    after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
+    mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
+    f = factors or DEFAULT_FACTORS
+    (total, memory_s, compute_s, comm_s, overhead, weight_bytes, kv_bytes, flops, kv_heads_per_gpu,
+     kv_bytes_per_token, rate, rate_kind) = _step_numbers(model, precision, gpu, tp, batch_size, tokens_per_seq,
+                                                          context_len, f, kv_dtype_bytes, include_communication)
+    tp, b, q, ctx, kvb = int(tp), float(batch_size), int(tokens_per_seq), int(context_len), int(kv_dtype_bytes)
     assumptions = (
         f"{model.name} at {precision.name} on {gpu.name}, TP {tp}: per GPU {weight_bytes / 1e9:.2f} GB weights "
         f"(lm_head 16-bit), KV {kv_bytes_per_token} B/token ({kv_heads_per_gpu} KV heads per GPU, {kvb}-byte KV)",
@@ -197,7 +214,7 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
         f"{f.source or 'given by the caller'}",
     )
     return StepTime(total_s=total, memory_s=memory_s, compute_s=compute_s, communication_s=comm_s,
-                    overhead_s=overhead, weight_bytes=weight_bytes, kv_bytes=kv_bytes, flops=linear_flops + attn_flops,
+                    overhead_s=overhead, weight_bytes=weight_bytes, kv_bytes=kv_bytes, flops=flops,
                     bound="memory" if memory_s >= compute_s else "compute", assumptions=assumptions)
 
 
@@ -205,8 +222,8 @@ def step_time_s(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float
                 context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
                 include_communication: bool = True) -> float:
     """Seconds for one step (see ``step_time_breakdown``)."""
-    return step_time_breakdown(model, precision, gpu, tp, batch_size, tokens_per_seq, context_len, factors,
-                               kv_dtype_bytes=kv_dtype_bytes, include_communication=include_communication).total_s
+    return _step_numbers(model, precision, gpu, tp, batch_size, tokens_per_seq, context_len,
+                         factors or DEFAULT_FACTORS, kv_dtype_bytes, include_communication)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,6 +277,12 @@ def target_step_time(dep: Deployment, batch_size: float, tokens_per_seq: int, co
                                context_len, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
 
 
+def _target_step_s(dep: Deployment, batch_size: float, tokens_per_seq: int, context_len: int) -> float:
+    """``target_step_time(...).total_s`` without building the step's assumption texts (the load model's hot path)."""
+    return step_time_s(dep.target, dep.target_precision, dep.gpu, dep.tp, batch_size, tokens_per_seq, context_len,
+                       dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+
+
 def draft_step_time_s(dep: Deployment, batch_size: float, context_len: int) -> float:
     """One single-token draft step for the whole batch (0 for "none"; ``ngram_step_s`` for n-gram)."""
     if dep.method == "none":
@@ -276,7 +299,7 @@ def draft_step_time_s(dep: Deployment, batch_size: float, context_len: int) -> f
 
 def cost_ratio(dep: Deployment, batch_size: float, context_len: int) -> float:
     """c(B) = one draft step / one ordinary target step, at batch B (Leviathan's c, but load-dependent)."""
-    return draft_step_time_s(dep, batch_size, context_len) / target_step_time(dep, batch_size, 1, context_len).total_s
+    return draft_step_time_s(dep, batch_size, context_len) / _target_step_s(dep, batch_size, 1, context_len)
 
 
 @dataclass(frozen=True)
@@ -291,7 +314,7 @@ class SpeculativeStep:
 def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
     k = _positive_int("k", k)
     draft = k * draft_step_time_s(dep, batch_size, context_len) if dep.method != "ngram" else dep.ngram_step_s
-    verify = target_step_time(dep, batch_size, k + 1, context_len).total_s
+    verify = _target_step_s(dep, batch_size, k + 1, context_len)
     return SpeculativeStep(draft_s=draft, verify_s=verify, total_s=draft + verify)
 
 
@@ -369,7 +392,7 @@ class Workload:
 
 def prefill_time_s(dep: Deployment, prompt_tokens: int) -> float:
     """One request's prefill on the target (and the draft, which must also prefill): q = prompt, context 0."""
-    t = target_step_time(dep, 1, prompt_tokens, 0).total_s
+    t = _target_step_s(dep, 1, prompt_tokens, 0)
     if dep.method == "draft_model":
         t += step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, 1, prompt_tokens, 0, dep.factors,
                          kv_dtype_bytes=dep.kv_dtype_bytes)
@@ -399,7 +422,7 @@ def _tpot(dep: Deployment, b: float, wl: Workload, speculative: bool, alpha: flo
     if speculative:
         e = speculation.expected_tokens_per_step(alpha, k)
         return spec_step_time(dep, b, k, ctx).total_s / e
-    return target_step_time(dep, b, 1, ctx).total_s
+    return _target_step_s(dep, b, 1, ctx)
 
 
 def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculative: bool, alpha: float = 0.0,
