@@ -151,13 +151,14 @@ def _matmul_rate(gpu: Any, precision: Any) -> tuple[float, str]:
     return gpu.bf16_flops_per_s, "bf16"
 
 
-def _step_numbers(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
-                  context_len: int, f: StepFactors, kvb: int, include_communication: bool) -> tuple:
-    """The arithmetic of ``step_time_breakdown`` without its assumption texts: the load model's bisections call
-    it millions of times and use only the total. Returns (total, memory, compute, communication, overhead,
-    weight bytes, KV bytes, FLOP, KV heads per GPU, KV bytes per token, matmul rate, its kind)."""
+def _step_at(model: Any, precision: Any, gpu: Any, tp: int, tokens_per_seq: int, context_len: int,
+             f: StepFactors, kvb: int, include_communication: bool) -> tuple:
+    """``step_time_breakdown``'s arithmetic split in two: what does not depend on the batch size, validated and
+    computed once here, and ``at(b)`` for the rest, so that the load model's bisections (millions of steps per
+    page) redo only the batch-dependent part. Returns ``(at, parts)``: ``at(b)`` -> (total, memory, compute,
+    communication, KV bytes, FLOP) in seconds/bytes/FLOP; ``parts`` -> (overhead, weight bytes, KV heads per GPU,
+    KV bytes per token, matmul rate, its kind)."""
     tp = _positive_int("tp", tp)
-    b = positive_number("batch_size", batch_size, strict=False)
     q = _positive_int("tokens_per_seq", tokens_per_seq)
     ctx = _positive_int("context_len", context_len, minimum=0)
     kvb = _positive_int("kv_dtype_bytes", kvb)
@@ -170,24 +171,35 @@ def _step_numbers(model: Any, precision: Any, gpu: Any, tp: int, batch_size: flo
     weight_bytes = precision.weight_bytes(linear) // tp + 2 * lm_head // tp + 2 * (2 * layers + 1) * h
     kv_heads_per_gpu = max(1, model.num_kv_heads // tp)
     kv_bytes_per_token = layers * 2 * kv_heads_per_gpu * d * kvb
-    kv_bytes = int(b * (ctx + q) * kv_bytes_per_token)
-    tokens = b * q
     rate, rate_kind = _matmul_rate(gpu, precision)
-    linear_flops = 2.0 * tokens * (linear + lm_head) / tp
-    attn_flops = 4.0 * d * (model.num_attention_heads / tp) * layers * tokens * (ctx + q)
-    compute_s = (linear_flops / rate + attn_flops / gpu.bf16_flops_per_s) / f.compute_efficiency
-    memory_s = (weight_bytes + kv_bytes) / (gpu.bandwidth_bytes_per_s * f.memory_efficiency)
-    comm_s = 0.0
-    if include_communication and tp > 1:
-        message = tokens * h * 2  # bf16 hidden states
-        per_allreduce = 2 * (tp - 1) / tp * message / (gpu.interconnect_bytes_per_s * f.interconnect_efficiency)
-        gather = (tp - 1) / tp * tokens * model.vocab_size * 2 / (gpu.interconnect_bytes_per_s *
-                                                                 f.interconnect_efficiency)
-        comm_s = 2 * layers * (per_allreduce + f.allreduce_latency_s) + gather + f.allreduce_latency_s
+    # Constant factors, grouped exactly as the left-to-right products they replace (same floats).
+    ctx_q, params, vocab = ctx + q, linear + lm_head, model.vocab_size
+    attn_per_token = 4.0 * d * (model.num_attention_heads / tp) * layers
+    attn_rate, efficiency = gpu.bf16_flops_per_s, f.compute_efficiency
+    bandwidth = gpu.bandwidth_bytes_per_s * f.memory_efficiency
+    communicates = include_communication and tp > 1
+    link = gpu.interconnect_bytes_per_s * f.interconnect_efficiency
+    ring, share, latency = 2 * (tp - 1) / tp, (tp - 1) / tp, f.allreduce_latency_s
     overhead = f.overhead_s + layers * f.overhead_s_per_layer
-    total = max(memory_s, compute_s) + comm_s + overhead
-    return (total, memory_s, compute_s, comm_s, overhead, weight_bytes, kv_bytes, linear_flops + attn_flops,
-            kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind)
+
+    def at(batch_size: float) -> tuple:
+        b = positive_number("batch_size", batch_size, strict=False)
+        kv_bytes = int(b * ctx_q * kv_bytes_per_token)
+        tokens = b * q
+        linear_flops = 2.0 * tokens * params / tp
+        attn_flops = attn_per_token * tokens * ctx_q
+        compute_s = (linear_flops / rate + attn_flops / attn_rate) / efficiency
+        memory_s = (weight_bytes + kv_bytes) / bandwidth
+        comm_s = 0.0
+        if communicates:
+            message = tokens * h * 2  # bf16 hidden states
+            per_allreduce = ring * message / link
+            gather = share * tokens * vocab * 2 / link
+            comm_s = 2 * layers * (per_allreduce + latency) + gather + latency
+        total = max(memory_s, compute_s) + comm_s + overhead
+        return total, memory_s, compute_s, comm_s, kv_bytes, linear_flops + attn_flops
+
+    return at, (overhead, weight_bytes, kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind)
 
 
 def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
@@ -197,10 +209,13 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
     after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
     mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
     f = factors or DEFAULT_FACTORS
-    (total, memory_s, compute_s, comm_s, overhead, weight_bytes, kv_bytes, flops, kv_heads_per_gpu,
-     kv_bytes_per_token, rate, rate_kind) = _step_numbers(model, precision, gpu, tp, batch_size, tokens_per_seq,
-                                                          context_len, f, kv_dtype_bytes, include_communication)
-    tp, b, q, ctx, kvb = int(tp), float(batch_size), int(tokens_per_seq), int(context_len), int(kv_dtype_bytes)
+    _positive_int("tp", tp)
+    b = positive_number("batch_size", batch_size, strict=False)
+    at, parts = _step_at(model, precision, gpu, tp, tokens_per_seq, context_len, f, kv_dtype_bytes,
+                         include_communication)
+    total, memory_s, compute_s, comm_s, kv_bytes, flops = at(b)
+    overhead, weight_bytes, kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind = parts
+    tp, q, ctx, kvb = int(tp), int(tokens_per_seq), int(context_len), int(kv_dtype_bytes)
     assumptions = (
         f"{model.name} at {precision.name} on {gpu.name}, TP {tp}: per GPU {weight_bytes / 1e9:.2f} GB weights "
         f"(lm_head 16-bit), KV {kv_bytes_per_token} B/token ({kv_heads_per_gpu} KV heads per GPU, {kvb}-byte KV)",
@@ -222,8 +237,11 @@ def step_time_s(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float
                 context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
                 include_communication: bool = True) -> float:
     """Seconds for one step (see ``step_time_breakdown``)."""
-    return _step_numbers(model, precision, gpu, tp, batch_size, tokens_per_seq, context_len,
-                         factors or DEFAULT_FACTORS, kv_dtype_bytes, include_communication)[0]
+    _positive_int("tp", tp)
+    b = positive_number("batch_size", batch_size, strict=False)
+    at, _ = _step_at(model, precision, gpu, tp, tokens_per_seq, context_len, factors or DEFAULT_FACTORS,
+                     kv_dtype_bytes, include_communication)
+    return at(b)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -277,24 +295,37 @@ def target_step_time(dep: Deployment, batch_size: float, tokens_per_seq: int, co
                                context_len, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
 
 
+def _target_step_at(dep: Deployment, tokens_per_seq: int, context_len: int):
+    """b -> seconds of the target's step (``target_step_time(...).total_s``, same floats) for the hot paths."""
+    at, _ = _step_at(dep.target, dep.target_precision, dep.gpu, dep.tp, tokens_per_seq, context_len, dep.factors,
+                     dep.kv_dtype_bytes, True)
+    return lambda b: at(b)[0]
+
+
 def _target_step_s(dep: Deployment, batch_size: float, tokens_per_seq: int, context_len: int) -> float:
-    """``target_step_time(...).total_s`` without building the step's assumption texts (the load model's hot path)."""
+    """``target_step_time(...).total_s`` without building the step's assumption texts."""
     return step_time_s(dep.target, dep.target_precision, dep.gpu, dep.tp, batch_size, tokens_per_seq, context_len,
                        dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
 
 
+def _draft_step_at(dep: Deployment, context_len: int):
+    """b -> seconds of one single-token draft step for the whole batch (see ``draft_step_time_s``)."""
+    if dep.method == "none":
+        return lambda b: 0.0
+    if dep.method == "ngram":
+        return lambda b: dep.ngram_step_s
+    if dep.method == "eagle":
+        model, precision, tp = replace(dep.target, num_layers=1), dep.target_precision, dep.tp
+    else:
+        model, precision, tp = dep.draft, dep.draft_precision, dep.draft_tp
+    _positive_int("tp", tp)
+    at, _ = _step_at(model, precision, dep.gpu, tp, 1, context_len, dep.factors, dep.kv_dtype_bytes, True)
+    return lambda b: at(b)[0]
+
+
 def draft_step_time_s(dep: Deployment, batch_size: float, context_len: int) -> float:
     """One single-token draft step for the whole batch (0 for "none"; ``ngram_step_s`` for n-gram)."""
-    if dep.method == "none":
-        return 0.0
-    if dep.method == "ngram":
-        return dep.ngram_step_s
-    if dep.method == "eagle":
-        head = replace(dep.target, num_layers=1)
-        return step_time_s(head, dep.target_precision, dep.gpu, dep.tp, batch_size, 1, context_len, dep.factors,
-                           kv_dtype_bytes=dep.kv_dtype_bytes)
-    return step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, batch_size, 1, context_len,
-                       dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+    return _draft_step_at(dep, context_len)(batch_size)
 
 
 def cost_ratio(dep: Deployment, batch_size: float, context_len: int) -> float:
@@ -311,10 +342,18 @@ class SpeculativeStep:
     total_s: float
 
 
-def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
+def _spec_step_at(dep: Deployment, k: int, context_len: int):
+    """b -> (all k draft steps, the verification step) in seconds (see ``spec_step_time``)."""
     k = _positive_int("k", k)
-    draft = k * draft_step_time_s(dep, batch_size, context_len) if dep.method != "ngram" else dep.ngram_step_s
-    verify = _target_step_s(dep, batch_size, k + 1, context_len)
+    verify_at = _target_step_at(dep, k + 1, context_len)
+    if dep.method == "ngram":
+        return lambda b: (dep.ngram_step_s, verify_at(b))
+    draft_at = _draft_step_at(dep, context_len)
+    return lambda b: (k * draft_at(b), verify_at(b))
+
+
+def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
+    draft, verify = _spec_step_at(dep, k, context_len)(batch_size)
     return SpeculativeStep(draft_s=draft, verify_s=verify, total_s=draft + verify)
 
 
@@ -417,12 +456,18 @@ class BatchAtLoad:
     assumptions: tuple[str, ...]
 
 
-def _tpot(dep: Deployment, b: float, wl: Workload, speculative: bool, alpha: float, k: int) -> float:
+def _tpot_at(dep: Deployment, wl: Workload, speculative: bool, alpha: float, k: int):
+    """b -> time per output token at a running batch of b (built once per bisection: the hot path)."""
     ctx = wl.mean_context_len
     if speculative:
         e = speculation.expected_tokens_per_step(alpha, k)
-        return spec_step_time(dep, b, k, ctx).total_s / e
-    return _target_step_s(dep, b, 1, ctx)
+        step = _spec_step_at(dep, k, ctx)
+
+        def tpot(b: float) -> float:
+            draft, verify = step(b)
+            return (draft + verify) / e
+        return tpot
+    return _target_step_at(dep, 1, ctx)
 
 
 def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculative: bool, alpha: float = 0.0,
@@ -450,11 +495,13 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
     if rho >= 1:
         return BatchAtLoad(qps, speculative, float(max_batch), math.inf, math.inf, rho, True, cap, assumptions)
 
+    tpot_at = _tpot_at(dep, workload, speculative, alpha, k)
+
     def g(b: float) -> float:
-        return qps * (pre + workload.output_tokens * _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)) - b
+        return qps * (pre + workload.output_tokens * tpot_at(b) / (1 - rho)) - b
 
     if g(max_batch) > 0:
-        tpot = _tpot(dep, max_batch, workload, speculative, alpha, k) / (1 - rho)
+        tpot = tpot_at(max_batch) / (1 - rho)
         return BatchAtLoad(qps, speculative, float(max_batch), tpot, math.inf, rho, True, cap, assumptions)
     lo, hi = 0.0, float(max_batch)  # g(0) > 0 >= g(max_batch)
     for _ in range(100):
@@ -466,7 +513,7 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
         if hi - lo < 1e-9 * max(1.0, hi):
             break
     b = hi
-    tpot = _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)
+    tpot = tpot_at(b) / (1 - rho)
     return BatchAtLoad(qps, speculative, b, tpot, pre + workload.output_tokens * tpot, rho, False, cap, assumptions)
 
 
@@ -476,7 +523,7 @@ def capacity_qps(dep: Deployment, workload: Workload, *, speculative: bool, alph
     prefill)) = max_batch (the same Little's-law model as ``batch_from_qps``, at the batch cap); bisection."""
     _positive_int("max_batch", max_batch)
     pre = prefill_time_s(dep, workload.prompt_tokens)
-    decode = workload.output_tokens * _tpot(dep, max_batch, workload, speculative, alpha, k)
+    decode = workload.output_tokens * _tpot_at(dep, workload, speculative, alpha, k)(max_batch)
 
     def h(lam: float) -> float:
         return lam * (pre + decode / (1 - lam * pre)) - max_batch
