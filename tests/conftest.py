@@ -42,8 +42,9 @@ TEST_OUTPUT_ROOT = localserver.project_root() / "test-output"
 #   endpoint_live B DCP[d] | prometheus_live DCP draft_noise20 | loadtest_live B DCP[d] noise05 noise20 ngram B |
 #   oracle_live noise05 oracle_plain_noise05 B oracle_other_tokenizer ngram[d] B
 # With POOL_MAX_LIVE = 4 this is 11 starts for the 10 distinct servers (alphabetical order and 2 live: 17).
-# A module not listed here that uses the pool runs after these; every other module runs before them, while no
-# pool server is up (the tests that start their own server then share the machine with none).
+# A new module using the pool: list it where the servers it asks for are already live. One not listed runs after
+# these; every other module runs before them, while no pool server is up (the tests that start their own server
+# then share the machine with none).
 POOL_MODULE_ORDER = ("test_faults", "test_notebooks_live", "test_simulate_live", "test_vllm_kv_capacity",
                      "test_endpoint_live", "test_prometheus_live", "test_loadtest_live", "test_oracle_live")
 # Each tiny server holds ~2.4 GB (PSS of its three processes, 1 GiB of it KV cache) and idles at ~1 % of a core:
