@@ -482,8 +482,17 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
     qps = positive_number("qps", qps)
     _positive_int("max_batch", max_batch)
     pre = prefill_time_s(dep, workload.prompt_tokens)
-    rho = qps * pre
     cap = capacity_qps(dep, workload, speculative=speculative, alpha=alpha, k=k, max_batch=max_batch)
+    return _batch_at(qps, workload, speculative, alpha, k, max_batch, pre, cap,
+                     _tpot_at(dep, workload, speculative, alpha, k))
+
+
+def _batch_at(qps: float, workload: Workload, speculative: bool, alpha: float, k: int, max_batch: int, pre: float,
+              cap: float, tpot_at) -> BatchAtLoad:
+    """``batch_from_qps`` given what does not depend on the rate (prefill, capacity, TPOT as a function of the
+    batch): a rate scan computes those once."""
+    qps = positive_number("qps", qps)
+    rho = qps * pre
 
     assumptions = (
         f"Little's law B = QPS × E2E(B); prompt {workload.prompt_tokens}, output {workload.output_tokens} tokens; "
@@ -494,8 +503,6 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
     )
     if rho >= 1:
         return BatchAtLoad(qps, speculative, float(max_batch), math.inf, math.inf, rho, True, cap, assumptions)
-
-    tpot_at = _tpot_at(dep, workload, speculative, alpha, k)
 
     def g(b: float) -> float:
         return qps * (pre + workload.output_tokens * tpot_at(b) / (1 - rho)) - b
@@ -558,6 +565,10 @@ def speedup_at_qps(dep: Deployment, qps: float, workload: Workload, alpha: float
     of their capacities (the rates at which they drain a queue)."""
     base = batch_from_qps(dep, qps, workload, speculative=False, max_batch=max_batch)
     spec = batch_from_qps(dep, qps, workload, speculative=True, alpha=alpha, k=k, max_batch=max_batch)
+    return _speedup_of(qps, base, spec)
+
+
+def _speedup_of(qps: float, base: BatchAtLoad, spec: BatchAtLoad) -> QpsResult:
     if base.saturated and spec.saturated:
         s, how = (spec.capacity_qps / base.capacity_qps if base.capacity_qps > 0 else math.nan), "capacity ratio"
     elif spec.saturated:
@@ -578,8 +589,16 @@ def crossover_qps(dep: Deployment, workload: Workload, alpha: float, k: int, *, 
         qps_max = probe.capacity_qps
     qps_max = positive_number("qps_max", qps_max)
 
+    # speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup, with what does not depend on q computed once
+    _positive_int("max_batch", max_batch)
+    pre = prefill_time_s(dep, workload.prompt_tokens)
+    fixed = [(speculative, a, kk, capacity_qps(dep, workload, speculative=speculative, alpha=a, k=kk,
+                                               max_batch=max_batch), _tpot_at(dep, workload, speculative, a, kk))
+             for speculative, a, kk in ((False, 0.0, 1), (True, alpha, k))]
+
     def s(q: float) -> float:
-        return speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup
+        base, spec = (_batch_at(q, workload, sp, a, kk, max_batch, pre, cap, tpot) for sp, a, kk, cap, tpot in fixed)
+        return _speedup_of(q, base, spec).speedup
 
     grid = [qps_max * i / 64 for i in range(1, 65)]
     if s(grid[0]) <= 1:

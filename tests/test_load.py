@@ -404,3 +404,30 @@ def test_the_load_models_fast_step_is_the_straight_formula_to_the_last_bit(dep):
         if hi - lo < 1e-9 * max(1.0, hi):
             break
     assert not res.saturated and res.batch_size == hi
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.7, 0.9])
+def test_crossover_qps_scan_is_speedup_at_qps_scanned_point_by_point(alpha):
+    # crossover_qps computes the prefill, the capacities and the TPOT functions once for its whole scan; scanning
+    # with the public speedup_at_qps (everything recomputed per rate) must land on the very same float.
+    dep, wl, k = draft_deployment(), load.Workload(1024, 256), 4
+    qps_max = load.batch_from_qps(dep, 1e-6, wl, speculative=False).capacity_qps
+
+    def s(q):
+        return load.speedup_at_qps(dep, q, wl, alpha, k).speedup
+
+    grid = [qps_max * i / 64 for i in range(1, 65)]
+    bracket = next(((lo, hi) for lo, hi in zip(grid, grid[1:]) if s(hi) <= 1), None)
+    if s(grid[0]) <= 1:
+        bracket = (1e-9 * qps_max, grid[0])
+        if s(1e-9 * qps_max) <= 1:  # it never pays
+            assert load.crossover_qps(dep, wl, alpha, k) == 0.0
+            return
+    if bracket is None:
+        assert load.crossover_qps(dep, wl, alpha, k) is None
+        return
+    lo, hi = bracket
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if s(mid) <= 1 else (mid, hi)
+    assert load.crossover_qps(dep, wl, alpha, k) == hi
