@@ -121,12 +121,16 @@ class StepTime:
 
 
 def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
+    if type(v) is int and v >= minimum:  # the common case, without the abstract-class checks below (hot path)
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
         raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
     return int(v)
 
 
 def positive_number(name: str, v: Any, minimum: float = 0.0, strict: bool = True) -> float:
+    if type(v) is float and math.isfinite(v) and (v > minimum if strict else v >= minimum):
+        return v  # the common case, without the abstract-class checks below (hot path)
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
             or (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name}={v!r}: expected a finite number {'>' if strict else '>='} {minimum}")
@@ -147,18 +151,17 @@ def _matmul_rate(gpu: Any, precision: Any) -> tuple[float, str]:
     return gpu.bf16_flops_per_s, "bf16"
 
 
-def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
-                        context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
-                        include_communication: bool = True) -> StepTime:
-    """Time of one step of ``model`` for ``batch_size`` sequences each processing ``tokens_per_seq`` new tokens
-    after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
-    mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
-    f = factors or DEFAULT_FACTORS
+def _step_at(model: Any, precision: Any, gpu: Any, tp: int, tokens_per_seq: int, context_len: int,
+             f: StepFactors, kvb: int, include_communication: bool) -> tuple:
+    """``step_time_breakdown``'s arithmetic split in two: what does not depend on the batch size, validated and
+    computed once here, and ``at(b)`` for the rest, so that the load model's bisections (millions of steps per
+    page) redo only the batch-dependent part. Returns ``(at, parts)``: ``at(b)`` -> (total, memory, compute,
+    communication, KV bytes, FLOP) in seconds/bytes/FLOP; ``parts`` -> (overhead, weight bytes, KV heads per GPU,
+    KV bytes per token, matmul rate, its kind)."""
     tp = _positive_int("tp", tp)
-    b = positive_number("batch_size", batch_size, strict=False)
     q = _positive_int("tokens_per_seq", tokens_per_seq)
     ctx = _positive_int("context_len", context_len, minimum=0)
-    kvb = _positive_int("kv_dtype_bytes", kv_dtype_bytes)
+    kvb = _positive_int("kv_dtype_bytes", kvb)
     if model.num_attention_heads % tp:
         raise ValueError(f"tp={tp}: {model.name} has {model.num_attention_heads} attention heads, which tp must "
                          "divide (vLLM refuses otherwise)")
@@ -168,22 +171,51 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
     weight_bytes = precision.weight_bytes(linear) // tp + 2 * lm_head // tp + 2 * (2 * layers + 1) * h
     kv_heads_per_gpu = max(1, model.num_kv_heads // tp)
     kv_bytes_per_token = layers * 2 * kv_heads_per_gpu * d * kvb
-    kv_bytes = int(b * (ctx + q) * kv_bytes_per_token)
-    tokens = b * q
     rate, rate_kind = _matmul_rate(gpu, precision)
-    linear_flops = 2.0 * tokens * (linear + lm_head) / tp
-    attn_flops = 4.0 * d * (model.num_attention_heads / tp) * layers * tokens * (ctx + q)
-    compute_s = (linear_flops / rate + attn_flops / gpu.bf16_flops_per_s) / f.compute_efficiency
-    memory_s = (weight_bytes + kv_bytes) / (gpu.bandwidth_bytes_per_s * f.memory_efficiency)
-    comm_s = 0.0
-    if include_communication and tp > 1:
-        message = tokens * h * 2  # bf16 hidden states
-        per_allreduce = 2 * (tp - 1) / tp * message / (gpu.interconnect_bytes_per_s * f.interconnect_efficiency)
-        gather = (tp - 1) / tp * tokens * model.vocab_size * 2 / (gpu.interconnect_bytes_per_s *
-                                                                 f.interconnect_efficiency)
-        comm_s = 2 * layers * (per_allreduce + f.allreduce_latency_s) + gather + f.allreduce_latency_s
+    # Constant factors, grouped exactly as the left-to-right products they replace (same floats).
+    ctx_q, params, vocab = ctx + q, linear + lm_head, model.vocab_size
+    attn_per_token = 4.0 * d * (model.num_attention_heads / tp) * layers
+    attn_rate, efficiency = gpu.bf16_flops_per_s, f.compute_efficiency
+    bandwidth = gpu.bandwidth_bytes_per_s * f.memory_efficiency
+    communicates = include_communication and tp > 1
+    link = gpu.interconnect_bytes_per_s * f.interconnect_efficiency
+    ring, share, latency = 2 * (tp - 1) / tp, (tp - 1) / tp, f.allreduce_latency_s
     overhead = f.overhead_s + layers * f.overhead_s_per_layer
-    total = max(memory_s, compute_s) + comm_s + overhead
+
+    def at(batch_size: float) -> tuple:
+        b = positive_number("batch_size", batch_size, strict=False)
+        kv_bytes = int(b * ctx_q * kv_bytes_per_token)
+        tokens = b * q
+        linear_flops = 2.0 * tokens * params / tp
+        attn_flops = attn_per_token * tokens * ctx_q
+        compute_s = (linear_flops / rate + attn_flops / attn_rate) / efficiency
+        memory_s = (weight_bytes + kv_bytes) / bandwidth
+        comm_s = 0.0
+        if communicates:
+            message = tokens * h * 2  # bf16 hidden states
+            per_allreduce = ring * message / link
+            gather = share * tokens * vocab * 2 / link
+            comm_s = 2 * layers * (per_allreduce + latency) + gather + latency
+        total = max(memory_s, compute_s) + comm_s + overhead
+        return total, memory_s, compute_s, comm_s, kv_bytes, linear_flops + attn_flops
+
+    return at, (overhead, weight_bytes, kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind)
+
+
+def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float, tokens_per_seq: int,
+                        context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
+                        include_communication: bool = True) -> StepTime:
+    """Time of one step of ``model`` for ``batch_size`` sequences each processing ``tokens_per_seq`` new tokens
+    after ``context_len`` cached ones, per GPU of a TP group of ``tp``. ``batch_size`` may be fractional (the
+    mean running batch of Little's law); 0 gives the empty-batch cost (weights only)."""
+    f = factors or DEFAULT_FACTORS
+    _positive_int("tp", tp)
+    b = positive_number("batch_size", batch_size, strict=False)
+    at, parts = _step_at(model, precision, gpu, tp, tokens_per_seq, context_len, f, kv_dtype_bytes,
+                         include_communication)
+    total, memory_s, compute_s, comm_s, kv_bytes, flops = at(b)
+    overhead, weight_bytes, kv_heads_per_gpu, kv_bytes_per_token, rate, rate_kind = parts
+    tp, q, ctx, kvb = int(tp), int(tokens_per_seq), int(context_len), int(kv_dtype_bytes)
     assumptions = (
         f"{model.name} at {precision.name} on {gpu.name}, TP {tp}: per GPU {weight_bytes / 1e9:.2f} GB weights "
         f"(lm_head 16-bit), KV {kv_bytes_per_token} B/token ({kv_heads_per_gpu} KV heads per GPU, {kvb}-byte KV)",
@@ -197,7 +229,7 @@ def step_time_breakdown(model: Any, precision: Any, gpu: Any, tp: int, batch_siz
         f"{f.source or 'given by the caller'}",
     )
     return StepTime(total_s=total, memory_s=memory_s, compute_s=compute_s, communication_s=comm_s,
-                    overhead_s=overhead, weight_bytes=weight_bytes, kv_bytes=kv_bytes, flops=linear_flops + attn_flops,
+                    overhead_s=overhead, weight_bytes=weight_bytes, kv_bytes=kv_bytes, flops=flops,
                     bound="memory" if memory_s >= compute_s else "compute", assumptions=assumptions)
 
 
@@ -205,8 +237,11 @@ def step_time_s(model: Any, precision: Any, gpu: Any, tp: int, batch_size: float
                 context_len: int, factors: StepFactors | None = None, *, kv_dtype_bytes: int = 2,
                 include_communication: bool = True) -> float:
     """Seconds for one step (see ``step_time_breakdown``)."""
-    return step_time_breakdown(model, precision, gpu, tp, batch_size, tokens_per_seq, context_len, factors,
-                               kv_dtype_bytes=kv_dtype_bytes, include_communication=include_communication).total_s
+    _positive_int("tp", tp)
+    b = positive_number("batch_size", batch_size, strict=False)
+    at, _ = _step_at(model, precision, gpu, tp, tokens_per_seq, context_len, factors or DEFAULT_FACTORS,
+                     kv_dtype_bytes, include_communication)
+    return at(b)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,23 +295,42 @@ def target_step_time(dep: Deployment, batch_size: float, tokens_per_seq: int, co
                                context_len, dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
 
 
+def _target_step_at(dep: Deployment, tokens_per_seq: int, context_len: int):
+    """b -> seconds of the target's step (``target_step_time(...).total_s``, same floats) for the hot paths."""
+    at, _ = _step_at(dep.target, dep.target_precision, dep.gpu, dep.tp, tokens_per_seq, context_len, dep.factors,
+                     dep.kv_dtype_bytes, True)
+    return lambda b: at(b)[0]
+
+
+def _target_step_s(dep: Deployment, batch_size: float, tokens_per_seq: int, context_len: int) -> float:
+    """``target_step_time(...).total_s`` without building the step's assumption texts."""
+    return step_time_s(dep.target, dep.target_precision, dep.gpu, dep.tp, batch_size, tokens_per_seq, context_len,
+                       dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+
+
+def _draft_step_at(dep: Deployment, context_len: int):
+    """b -> seconds of one single-token draft step for the whole batch (see ``draft_step_time_s``)."""
+    if dep.method == "none":
+        return lambda b: 0.0
+    if dep.method == "ngram":
+        return lambda b: dep.ngram_step_s
+    if dep.method == "eagle":
+        model, precision, tp = replace(dep.target, num_layers=1), dep.target_precision, dep.tp
+    else:
+        model, precision, tp = dep.draft, dep.draft_precision, dep.draft_tp
+    _positive_int("tp", tp)
+    at, _ = _step_at(model, precision, dep.gpu, tp, 1, context_len, dep.factors, dep.kv_dtype_bytes, True)
+    return lambda b: at(b)[0]
+
+
 def draft_step_time_s(dep: Deployment, batch_size: float, context_len: int) -> float:
     """One single-token draft step for the whole batch (0 for "none"; ``ngram_step_s`` for n-gram)."""
-    if dep.method == "none":
-        return 0.0
-    if dep.method == "ngram":
-        return dep.ngram_step_s
-    if dep.method == "eagle":
-        head = replace(dep.target, num_layers=1)
-        return step_time_s(head, dep.target_precision, dep.gpu, dep.tp, batch_size, 1, context_len, dep.factors,
-                           kv_dtype_bytes=dep.kv_dtype_bytes)
-    return step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, batch_size, 1, context_len,
-                       dep.factors, kv_dtype_bytes=dep.kv_dtype_bytes)
+    return _draft_step_at(dep, context_len)(batch_size)
 
 
 def cost_ratio(dep: Deployment, batch_size: float, context_len: int) -> float:
     """c(B) = one draft step / one ordinary target step, at batch B (Leviathan's c, but load-dependent)."""
-    return draft_step_time_s(dep, batch_size, context_len) / target_step_time(dep, batch_size, 1, context_len).total_s
+    return draft_step_time_s(dep, batch_size, context_len) / _target_step_s(dep, batch_size, 1, context_len)
 
 
 @dataclass(frozen=True)
@@ -288,10 +342,18 @@ class SpeculativeStep:
     total_s: float
 
 
-def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
+def _spec_step_at(dep: Deployment, k: int, context_len: int):
+    """b -> (all k draft steps, the verification step) in seconds (see ``spec_step_time``)."""
     k = _positive_int("k", k)
-    draft = k * draft_step_time_s(dep, batch_size, context_len) if dep.method != "ngram" else dep.ngram_step_s
-    verify = target_step_time(dep, batch_size, k + 1, context_len).total_s
+    verify_at = _target_step_at(dep, k + 1, context_len)
+    if dep.method == "ngram":
+        return lambda b: (dep.ngram_step_s, verify_at(b))
+    draft_at = _draft_step_at(dep, context_len)
+    return lambda b: (k * draft_at(b), verify_at(b))
+
+
+def spec_step_time(dep: Deployment, batch_size: float, k: int, context_len: int) -> SpeculativeStep:
+    draft, verify = _spec_step_at(dep, k, context_len)(batch_size)
     return SpeculativeStep(draft_s=draft, verify_s=verify, total_s=draft + verify)
 
 
@@ -369,7 +431,7 @@ class Workload:
 
 def prefill_time_s(dep: Deployment, prompt_tokens: int) -> float:
     """One request's prefill on the target (and the draft, which must also prefill): q = prompt, context 0."""
-    t = target_step_time(dep, 1, prompt_tokens, 0).total_s
+    t = _target_step_s(dep, 1, prompt_tokens, 0)
     if dep.method == "draft_model":
         t += step_time_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, 1, prompt_tokens, 0, dep.factors,
                          kv_dtype_bytes=dep.kv_dtype_bytes)
@@ -394,12 +456,18 @@ class BatchAtLoad:
     assumptions: tuple[str, ...]
 
 
-def _tpot(dep: Deployment, b: float, wl: Workload, speculative: bool, alpha: float, k: int) -> float:
+def _tpot_at(dep: Deployment, wl: Workload, speculative: bool, alpha: float, k: int):
+    """b -> time per output token at a running batch of b (built once per bisection: the hot path)."""
     ctx = wl.mean_context_len
     if speculative:
         e = speculation.expected_tokens_per_step(alpha, k)
-        return spec_step_time(dep, b, k, ctx).total_s / e
-    return target_step_time(dep, b, 1, ctx).total_s
+        step = _spec_step_at(dep, k, ctx)
+
+        def tpot(b: float) -> float:
+            draft, verify = step(b)
+            return (draft + verify) / e
+        return tpot
+    return _target_step_at(dep, 1, ctx)
 
 
 def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculative: bool, alpha: float = 0.0,
@@ -414,8 +482,17 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
     qps = positive_number("qps", qps)
     _positive_int("max_batch", max_batch)
     pre = prefill_time_s(dep, workload.prompt_tokens)
-    rho = qps * pre
     cap = capacity_qps(dep, workload, speculative=speculative, alpha=alpha, k=k, max_batch=max_batch)
+    return _batch_at(qps, workload, speculative, alpha, k, max_batch, pre, cap,
+                     _tpot_at(dep, workload, speculative, alpha, k))
+
+
+def _batch_at(qps: float, workload: Workload, speculative: bool, alpha: float, k: int, max_batch: int, pre: float,
+              cap: float, tpot_at) -> BatchAtLoad:
+    """``batch_from_qps`` given what does not depend on the rate (prefill, capacity, TPOT as a function of the
+    batch): a rate scan computes those once."""
+    qps = positive_number("qps", qps)
+    rho = qps * pre
 
     assumptions = (
         f"Little's law B = QPS × E2E(B); prompt {workload.prompt_tokens}, output {workload.output_tokens} tokens; "
@@ -428,10 +505,10 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
         return BatchAtLoad(qps, speculative, float(max_batch), math.inf, math.inf, rho, True, cap, assumptions)
 
     def g(b: float) -> float:
-        return qps * (pre + workload.output_tokens * _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)) - b
+        return qps * (pre + workload.output_tokens * tpot_at(b) / (1 - rho)) - b
 
     if g(max_batch) > 0:
-        tpot = _tpot(dep, max_batch, workload, speculative, alpha, k) / (1 - rho)
+        tpot = tpot_at(max_batch) / (1 - rho)
         return BatchAtLoad(qps, speculative, float(max_batch), tpot, math.inf, rho, True, cap, assumptions)
     lo, hi = 0.0, float(max_batch)  # g(0) > 0 >= g(max_batch)
     for _ in range(100):
@@ -443,7 +520,7 @@ def batch_from_qps(dep: Deployment, qps: float, workload: Workload, *, speculati
         if hi - lo < 1e-9 * max(1.0, hi):
             break
     b = hi
-    tpot = _tpot(dep, b, workload, speculative, alpha, k) / (1 - rho)
+    tpot = tpot_at(b) / (1 - rho)
     return BatchAtLoad(qps, speculative, b, tpot, pre + workload.output_tokens * tpot, rho, False, cap, assumptions)
 
 
@@ -453,7 +530,7 @@ def capacity_qps(dep: Deployment, workload: Workload, *, speculative: bool, alph
     prefill)) = max_batch (the same Little's-law model as ``batch_from_qps``, at the batch cap); bisection."""
     _positive_int("max_batch", max_batch)
     pre = prefill_time_s(dep, workload.prompt_tokens)
-    decode = workload.output_tokens * _tpot(dep, max_batch, workload, speculative, alpha, k)
+    decode = workload.output_tokens * _tpot_at(dep, workload, speculative, alpha, k)(max_batch)
 
     def h(lam: float) -> float:
         return lam * (pre + decode / (1 - lam * pre)) - max_batch
@@ -488,6 +565,10 @@ def speedup_at_qps(dep: Deployment, qps: float, workload: Workload, alpha: float
     of their capacities (the rates at which they drain a queue)."""
     base = batch_from_qps(dep, qps, workload, speculative=False, max_batch=max_batch)
     spec = batch_from_qps(dep, qps, workload, speculative=True, alpha=alpha, k=k, max_batch=max_batch)
+    return _speedup_of(qps, base, spec)
+
+
+def _speedup_of(qps: float, base: BatchAtLoad, spec: BatchAtLoad) -> QpsResult:
     if base.saturated and spec.saturated:
         s, how = (spec.capacity_qps / base.capacity_qps if base.capacity_qps > 0 else math.nan), "capacity ratio"
     elif spec.saturated:
@@ -508,8 +589,16 @@ def crossover_qps(dep: Deployment, workload: Workload, alpha: float, k: int, *, 
         qps_max = probe.capacity_qps
     qps_max = positive_number("qps_max", qps_max)
 
+    # speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup, with what does not depend on q computed once
+    _positive_int("max_batch", max_batch)
+    pre = prefill_time_s(dep, workload.prompt_tokens)
+    fixed = [(speculative, a, kk, capacity_qps(dep, workload, speculative=speculative, alpha=a, k=kk,
+                                               max_batch=max_batch), _tpot_at(dep, workload, speculative, a, kk))
+             for speculative, a, kk in ((False, 0.0, 1), (True, alpha, k))]
+
     def s(q: float) -> float:
-        return speedup_at_qps(dep, q, workload, alpha, k, max_batch).speedup
+        base, spec = (_batch_at(q, workload, sp, a, kk, max_batch, pre, cap, tpot) for sp, a, kk, cap, tpot in fixed)
+        return _speedup_of(q, base, spec).speedup
 
     grid = [qps_max * i / 64 for i in range(1, 65)]
     if s(grid[0]) <= 1:

@@ -55,6 +55,8 @@ _BISECTION_TOL = 1e-12
 
 
 def _check_alpha(alpha: float, name: str = "alpha") -> float:
+    if type(alpha) is float and 0.0 <= alpha <= 1.0:  # the common case, without the checks below (hot path)
+        return alpha
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
         raise ValueError(f"{name}={alpha!r}: expected a finite number in [0, 1]")
     if not 0.0 <= alpha <= 1.0:
@@ -63,6 +65,8 @@ def _check_alpha(alpha: float, name: str = "alpha") -> float:
 
 
 def _check_k(k: int, minimum: int = 1) -> int:
+    if type(k) is int and k >= minimum:  # the common case, without the checks below (hot path)
+        return k
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k={k!r}: expected an integer number of speculative tokens >= {minimum}")
     if k < minimum:

@@ -10,8 +10,9 @@ Fixtures (session-scoped unless said):
       ``get(key, model="target", spec=None, extra_args=())`` starts a server on first use and caches it by key;
       ``get_named(name, extra_args=())`` for "baseline", "ngram", "draft_copy_prob", "draft_copy_greedy",
       "draft_noise05_prob", "draft_noise20_prob" (see ``localserver.NAMED_SERVERS``; k = 4 everywhere).
-  At most 2 servers run at once (the least recently used is stopped first, and restarts on its next get);
-  all are stopped at session end. Servers run with ``--enforce-eager`` (same numbers, about half the start-up
+  At most ``POOL_MAX_LIVE`` (4) servers run at once (the least recently used is stopped first, and restarts on
+  its next get); all are stopped at session end. The modules using the pool run last, in ``POOL_MODULE_ORDER``
+  (fewest restarts). Servers run with ``--enforce-eager`` (same numbers, about half the start-up
   time). No server gets ``--per-request-spec-decode-metrics detailed`` unless asked:
       ``vllm_servers.get_named("draft_copy_prob", ("--per-request-spec-decode-metrics", "detailed"))``
   (the extra arguments become part of the key, so that is a separate server). Logs go to
@@ -34,10 +35,37 @@ from specdec_lib import localserver
 TEST_OUTPUT_ROOT = localserver.project_root() / "test-output"
 
 
+# Modules that share the session's server pool, in the order that restarts fewest servers (each start costs
+# 30-80 s on 2 cores). Worked out from the servers each module asks for, in its own order (B = baseline, DCP =
+# draft_copy_prob, [d] = with --per-request-spec-decode-metrics detailed):
+#   faults B | notebooks_live DCP B | simulate_live B | vllm_kv_capacity B DCP draft_small_greedy |
+#   endpoint_live B DCP[d] | prometheus_live DCP draft_noise20 | loadtest_live B DCP[d] noise05 noise20 ngram B |
+#   oracle_live noise05 oracle_plain_noise05 B oracle_other_tokenizer ngram[d] B
+# With POOL_MAX_LIVE = 4 this is 11 starts for the 10 distinct servers (alphabetical order and 2 live: 17).
+# A new module using the pool: list it where the servers it asks for are already live. One not listed runs after
+# these; every other module runs before them, while no pool server is up (the tests that start their own server
+# then share the machine with none).
+POOL_MODULE_ORDER = ("test_faults", "test_notebooks_live", "test_simulate_live", "test_vllm_kv_capacity",
+                     "test_endpoint_live", "test_prometheus_live", "test_loadtest_live", "test_oracle_live")
+# Each tiny server holds ~2.4 GB (PSS of its three processes, 1 GiB of it KV cache) and idles at ~1 % of a core:
+# 4 of them plus one a test starts itself stay near 12 GB of a 24 GiB CI machine.
+POOL_MAX_LIVE = 4
+
+
 def pytest_collection_modifyitems(config, items):
+    pool_modules = set()
     for item in items:
         if "vllm_servers" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.vllm)
+            pool_modules.add(item.module.__name__.rsplit(".", 1)[-1])
+
+    def rank(item) -> int:
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        if name in POOL_MODULE_ORDER:
+            return 1 + POOL_MODULE_ORDER.index(name)
+        return 1 + len(POOL_MODULE_ORDER) if name in pool_modules else 0
+
+    items[:] = sorted(items, key=rank)  # stable: each module keeps its own order and stays contiguous
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +83,8 @@ def tiny_models(vllm_venv) -> localserver.TinyModels:
 
 @pytest.fixture(scope="session")
 def vllm_servers(tiny_models, vllm_venv):
-    pool = localserver.ServerPool(tiny_models, TEST_OUTPUT_ROOT / "vllm-servers", venv=vllm_venv, max_live=2)
+    pool = localserver.ServerPool(tiny_models, TEST_OUTPUT_ROOT / "vllm-servers", venv=vllm_venv,
+                                  max_live=POOL_MAX_LIVE)
     try:
         yield pool
     finally:

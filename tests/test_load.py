@@ -322,3 +322,112 @@ def test_step_model_tracks_the_measured_h100_steps():
     assert len(errs["fit"]) == 138 and len(errs["holdout_short"]) == 32
     assert med["fit"] < 0.10, med
     assert med["holdout_short"] < 0.15, med
+
+
+# --- the hot path is the same arithmetic ------------------------------------------------------------------------
+# The load model evaluates its step through `load._step_at`, which computes what does not depend on the batch once
+# per bisection. The step below is the model's formula written out straight (as step_time_breakdown was before
+# that split); the fast path must give the very same floats, not merely close ones.
+
+def _straight_step_s(model, precision, gpu, tp, b, q, ctx, f, kvb=2):
+    layers, h, d = model.num_layers, model.hidden_size, model.head_dim
+    linear = layers * (h * model.num_attention_heads * d + 2 * h * model.num_kv_heads * d
+                       + model.num_attention_heads * d * h + 3 * h * model.intermediate_size)
+    lm_head = model.vocab_size * h
+    weight_bytes = precision.weight_bytes(linear) // tp + 2 * lm_head // tp + 2 * (2 * layers + 1) * h
+    kv_bytes = int(b * (ctx + q) * (layers * 2 * max(1, model.num_kv_heads // tp) * d * kvb))
+    tokens = b * q
+    rate = {"fp8": gpu.fp8_flops_per_s, "int8": gpu.int8_ops_per_s}.get(precision.compute) or gpu.bf16_flops_per_s
+    linear_flops = 2.0 * tokens * (linear + lm_head) / tp
+    attn_flops = 4.0 * d * (model.num_attention_heads / tp) * layers * tokens * (ctx + q)
+    compute_s = (linear_flops / rate + attn_flops / gpu.bf16_flops_per_s) / f.compute_efficiency
+    memory_s = (weight_bytes + kv_bytes) / (gpu.bandwidth_bytes_per_s * f.memory_efficiency)
+    comm_s = 0.0
+    if tp > 1:
+        message = tokens * h * 2
+        per_allreduce = 2 * (tp - 1) / tp * message / (gpu.interconnect_bytes_per_s * f.interconnect_efficiency)
+        gather = (tp - 1) / tp * tokens * model.vocab_size * 2 / (gpu.interconnect_bytes_per_s *
+                                                                 f.interconnect_efficiency)
+        comm_s = 2 * layers * (per_allreduce + f.allreduce_latency_s) + gather + f.allreduce_latency_s
+    return max(memory_s, compute_s) + comm_s + (f.overhead_s + layers * f.overhead_s_per_layer)
+
+
+def _straight_tpot(dep, b, ctx, speculative, alpha, k):
+    def step(model, precision, tp, q):
+        return _straight_step_s(model, precision, dep.gpu, tp, float(b), q, ctx, dep.factors, dep.kv_dtype_bytes)
+
+    target = step(dep.target, dep.target_precision, dep.tp, k + 1 if speculative else 1)
+    if not speculative:
+        return target
+    if dep.method == "ngram":
+        draft = dep.ngram_step_s
+    elif dep.method == "eagle":
+        draft = k * step(replace(dep.target, num_layers=1), dep.target_precision, dep.tp, 1)
+    else:
+        draft = k * step(dep.draft, dep.draft_precision, dep.draft_tp, 1)
+    return (draft + target) / speculation.expected_tokens_per_step(alpha, k)
+
+
+@pytest.mark.parametrize("dep", [
+    draft_deployment(), draft_deployment(tp=1, target=L8, draft_precision=catalog.get_precision("fp8")),
+    draft_deployment(method="eagle", draft=None, draft_precision=None, tp=8),
+    draft_deployment(method="ngram", draft=None, draft_precision=None, ngram_step_s=2e-4, tp=2)],
+    ids=["draft-tp4", "draft-tp1-fp8", "eagle-tp8", "ngram-tp2"])
+def test_the_load_models_fast_step_is_the_straight_formula_to_the_last_bit(dep):
+    wl = load.Workload(1500, 300)
+    for b in (0.0, 0.37, 1, 7.5, 64.0, 255.9999):
+        for speculative, alpha, k in ((False, 0.0, 1), (True, 0.7, 4), (True, 0.35, 2)):
+            want = _straight_tpot(dep, b, wl.mean_context_len, speculative, alpha, k)
+            assert load._tpot_at(dep, wl, speculative, alpha, k)(b) == want, (b, speculative, k)
+        for q in (1, 5):
+            want = _straight_step_s(dep.target, dep.target_precision, dep.gpu, dep.tp, float(b), q, 900, dep.factors)
+            assert load.step_time_s(dep.target, dep.target_precision, dep.gpu, dep.tp, b, q, 900, dep.factors) == want
+            assert load.target_step_time(dep, b, q, 900).total_s == want
+    # and the bisection on top of it: the same running batch as Little's law solved with the straight step
+    res = load.batch_from_qps(dep, 0.5, wl, speculative=True, alpha=0.7, k=4)
+    pre = _straight_step_s(dep.target, dep.target_precision, dep.gpu, dep.tp, 1.0, wl.prompt_tokens, 0, dep.factors)
+    if dep.method == "draft_model":
+        pre += _straight_step_s(dep.draft, dep.draft_precision, dep.gpu, dep.draft_tp, 1.0, wl.prompt_tokens, 0,
+                                dep.factors)
+    elif dep.method == "eagle":
+        pre += _straight_step_s(replace(dep.target, num_layers=1), dep.target_precision, dep.gpu, dep.tp, 1.0,
+                                wl.prompt_tokens, 0, dep.factors)
+    rho = 0.5 * pre
+    lo, hi = 0.0, 256.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * (pre + wl.output_tokens * _straight_tpot(dep, mid, wl.mean_context_len, True, 0.7, 4) / (1 - rho)) \
+                - mid > 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * max(1.0, hi):
+            break
+    assert not res.saturated and res.batch_size == hi
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.7, 0.9])
+def test_crossover_qps_scan_is_speedup_at_qps_scanned_point_by_point(alpha):
+    # crossover_qps computes the prefill, the capacities and the TPOT functions once for its whole scan; scanning
+    # with the public speedup_at_qps (everything recomputed per rate) must land on the very same float.
+    dep, wl, k = draft_deployment(), load.Workload(1024, 256), 4
+    qps_max = load.batch_from_qps(dep, 1e-6, wl, speculative=False).capacity_qps
+
+    def s(q):
+        return load.speedup_at_qps(dep, q, wl, alpha, k).speedup
+
+    grid = [qps_max * i / 64 for i in range(1, 65)]
+    bracket = next(((lo, hi) for lo, hi in zip(grid, grid[1:]) if s(hi) <= 1), None)
+    if s(grid[0]) <= 1:
+        bracket = (1e-9 * qps_max, grid[0])
+        if s(1e-9 * qps_max) <= 1:  # it never pays
+            assert load.crossover_qps(dep, wl, alpha, k) == 0.0
+            return
+    if bracket is None:
+        assert load.crossover_qps(dep, wl, alpha, k) is None
+        return
+    lo, hi = bracket
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if s(mid) <= 1 else (mid, hi)
+    assert load.crossover_qps(dep, wl, alpha, k) == hi
