@@ -108,13 +108,15 @@ def _sample(rng, probs) -> int:
     return int(rng.choice(len(probs), p=probs))
 
 
-def _speculative_run(rng, k: int, max_tokens: int) -> tuple[int, int]:
+def _speculative_run(rng, k: int, max_tokens: int, propose=None) -> tuple[int, int]:
     """vLLM's NO_DRAFT_PROBS rejection rule (rejection_random_sample_kernel, sample_recovered_tokens_kernel): draft
-    token d accepted when p(d) >= u; else the recovered token is drawn from p with d zeroed; all accepted: bonus."""
+    token d accepted when p(d) >= u; else the recovered token is drawn from p with d zeroed; all accepted: bonus.
+    ``propose(context, k)`` drafts (default: the n-gram proposer with lookup 1..2)."""
+    propose = propose or (lambda context, kk: proposers.ngram_propose(context, 1, 2, kk))
     text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
     drafted = accepted = 0
     while len(text) < max_tokens:
-        draft = proposers.ngram_propose(TOY_PROMPT + text, 1, 2, k)
+        draft = propose(TOY_PROMPT + text, k)
         drafted += len(draft)
         for token in draft:
             probs = TOY[text[-1]]
@@ -219,30 +221,14 @@ def test_suffix_without_arctic_inference_is_refused_before_anything_is_sent(monk
 TOY_DRAFT_ARGMAX = [0, 2, 0, 1]
 
 
-def _speculative_greedy_draft_run(rng, k: int, max_tokens: int) -> tuple[int, int]:
+def _greedy_draft(context: list[int], k: int) -> list[int]:
     """vLLM with a greedy draft at T > 0: the draft chains its argmax k times and sends no draft probabilities, so
-    the same NO_DRAFT_PROBS rule applies (accept d when p(d) >= u, else recover from p with d zeroed; bonus)."""
-    text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
-    drafted = accepted = 0
-    while len(text) < max_tokens:
-        draft, last = [], text[-1]
-        for _ in range(k):
-            last = TOY_DRAFT_ARGMAX[last]
-            draft.append(last)
-        drafted += len(draft)
-        for token in draft:
-            probs = TOY[text[-1]]
-            if probs[token] >= rng.random():
-                text.append(token)
-                accepted += 1
-                continue
-            rest = probs.copy()
-            rest[token] = 0.0
-            text.append(_sample(rng, rest / rest.sum()))
-            break
-        else:
-            text.append(_sample(rng, TOY[text[-1]]))
-    return accepted, drafted
+    the same NO_DRAFT_PROBS rule applies (``_speculative_run``)."""
+    draft, last = [], context[-1]
+    for _ in range(k):
+        last = TOY_DRAFT_ARGMAX[last]
+        draft.append(last)
+    return draft
 
 
 def test_counting_a_greedy_drafts_argmax_against_plainly_sampled_text_matches_the_rejection_sampler():
@@ -250,7 +236,7 @@ def test_counting_a_greedy_drafts_argmax_against_plainly_sampled_text_matches_th
     sampled without speculation, 1[argmax = emitted], chained per step, has the speculative server's distribution."""
     k, max_tokens, n = 3, 12, 3000
     rng = np.random.default_rng(23)
-    spec = np.array([_speculative_greedy_draft_run(rng, k, max_tokens) for _ in range(n)], dtype=float)
+    spec = np.array([_speculative_run(rng, k, max_tokens, _greedy_draft) for _ in range(n)], dtype=float)
     plain = []
     for _ in range(n):
         text = [_sample(rng, TOY[TOY_PROMPT[-1]])]
