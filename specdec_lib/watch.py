@@ -159,7 +159,13 @@ class PrometheusSource:
     """Reads the same numbers from a Prometheus server's HTTP API (``/api/v1/query``, latest samples).
 
     Engines are told apart by ``instance`` and ``engine``: the key becomes ``"<instance>/<engine>"``.
+    Counters are read as each series' last sample within ``BRIDGE`` (``last_over_time``): a scrape that failed
+    (a stalled or busy server) marks its series stale, and a plain instant query would drop that engine for a read,
+    which the window would take for a restart and start again; a real restart still shows as a counter that went
+    down.
     """
+
+    BRIDGE = "5m"  # Prometheus's default lookback: a series missing longer than this is gone
 
     def __init__(self, url: str, model_name: str | None = None, timeout_s: float = 10.0):
         if not url.startswith(("http://", "https://")):
@@ -186,7 +192,7 @@ class PrometheusSource:
     def _by_engine(self, name: str, extra: tuple[str, ...] = ()) -> dict[tuple, float]:
         by = ", ".join(("instance", "engine", "model_name", *extra))
         out = {}
-        for r in self.query(f"sum by ({by}) ({name}{self.sel})"):
+        for r in self.query(f"sum by ({by}) (last_over_time({name}{self.sel}[{self.BRIDGE}]))"):
             m = r["metric"]
             key = (f"{m.get('instance', '')}/{m.get('engine', '')}", m.get("model_name", ""),
                    *(m.get(x, "") for x in extra))
@@ -207,7 +213,7 @@ class PrometheusSource:
                                 v0_efficiency=None, request_success={}, generation_tokens=None, prompt_tokens=None)
         hist = {}
         for key, name in HISTOGRAMS.items():
-            rows = self.query(f"sum by (le) ({name}_bucket{self.sel})")
+            rows = self.query(f"sum by (le) (last_over_time({name}_bucket{self.sel}[{self.BRIDGE}]))")
             if rows:
                 hist[key] = Histogram(tuple(sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in rows)))
 
@@ -215,7 +221,8 @@ class PrometheusSource:
             rows = self.query(expr)
             return float(rows[0]["value"][1]) if rows else None
 
-        return Reading(time.monotonic(), snap, hist, scalar(f"sum({monitoring.PREEMPTIONS}{self.sel})"),
+        preemptions = f"sum(last_over_time({monitoring.PREEMPTIONS}{self.sel}[{self.BRIDGE}]))"
+        return Reading(time.monotonic(), snap, hist, scalar(preemptions),
                        scalar(f"max({monitoring.KV_USAGE}{self.sel})"), scalar(f"sum({monitoring.WAITING}{self.sel})"))
 
 

@@ -16,6 +16,7 @@ Two server starts; Prometheus, watchers and the CLI subprocess are stopped by th
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from specdec_lib import dashboard, decision, loadtest, localserver, monitoring, runs, speculation, watch
+from specdec_lib import dashboard, decision, loadtest, localserver, metrics, monitoring, runs, speculation, watch
 from specdec_lib.endpoint import EndpointClient
 from specdec_lib.pages import production_watch as watch_page
 
@@ -284,6 +285,30 @@ def test_watch_follows_endpoint_and_prometheus_with_the_workbooks_numbers(stack)
     mine = watch.histogram_quantile(0.9, watch.Histogram(buckets))
     theirs = stack.prom.query(f'histogram_quantile(0.9, sum by (le) ({monitoring.TPOT_HIST}_bucket{{job="poor"}}))')
     assert mine == pytest.approx(float(theirs[0]["value"][1]), rel=1e-12)
+
+
+def test_a_stalled_scrape_is_not_taken_for_a_restart(stack):
+    """Deliberate fault: the good server's API process is stopped (SIGSTOP) until Prometheus marks its scrape down
+    (1 s timeout). A plain instant query then loses that server's series (this made the Prometheus watcher take a
+    busy server's missed scrape for a restart and start its window again); the source's reading keeps both engines
+    with their last counters, so the delta across the stall is a delta, not a reset."""
+    source = watch.PrometheusSource(stack.prom.url)
+    before = source.read()
+    server = stack.servers["good"]
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        wait_for("Prometheus to mark the stalled server down", lambda: [
+            r for r in stack.prom.query('up{job="good"}') if float(r["value"][1]) == 0], 30)
+        plain = stack.prom.query(f"sum by (job) ({monitoring.DRAFT_TOKENS})")
+        during = source.read()
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert {r["metric"]["job"] for r in plain} == {"poor"}  # the fault happened: the series went stale
+    assert {e.engine for e in during.snapshot.spec_engines} == {e.engine for e in before.snapshot.spec_engines}
+    d = metrics.delta(before.snapshot, during.snapshot)  # a CounterResetError before the fix
+    assert d.draft_tokens == 0 and d.accepted_tokens == 0  # no traffic during the stall
+    wait_for("the server to be scraped again", lambda: [
+        r for r in stack.prom.query('up{job="good"}') if float(r["value"][1]) == 1], 30)
 
 
 def test_specdec_watch_interrupted_with_ctrl_c_loads_back_complete(stack, test_output_dir):
