@@ -92,13 +92,11 @@ def chain_indicator_counts(argmax_per_text: Sequence[Sequence[int]], texts_: Seq
     n-gram, a drafted token is accepted exactly where the target emitted it; along the text, the draft's
     teacher-forced argmax at t is what it proposes there whenever the tokens before t were accepted.
     """
-    total = oracle.ZERO_COUNTS
-    for argmax, text in zip(argmax_per_text, texts_, strict=True):
-        hits = [float(a == t) for a, t in zip(argmax, text)]
-        total = total + oracle.step_counts(oracle.chain_proposals(hits, k), max_tokens, k)
-    n = len(texts_)
-    return oracle.StepCounts(total.drafts / n, total.draft_tokens / n, total.accepted_tokens / n,
-                             tuple(x / n for x in total.per_position), total.steps / n)
+    # The step at t drafts the argmaxes at t .. t + k − 1; past the text's end (a stop token) the draft still
+    # proposes k tokens, none of which can match: -1 stands for them.
+    drafts = [[list(argmax[t:t + k]) + [-1] * max(0, t + k - len(argmax)) for t in range(len(argmax))]
+              for argmax in argmax_per_text]
+    return indicator_counts(drafts, texts_, k, max_tokens)
 
 
 @dataclass(frozen=True)
