@@ -15,7 +15,9 @@ that does not finish in time is an error, not a truncated result).
 Prints one table: per level the median TTFT and TPOT of each tool, their ratios (workbook / vllm bench), whether
 both are within 5 %, the client-side overhead per request of each tool (the client's mean E2E minus the server's
 own mean E2E, from the ``vllm:e2e_request_latency_seconds`` sum/count delta over that tool's requests) and the
-workbook process's CPU seconds per request. Writes the figures as JSON (``--out``).
+workbook process's CPU seconds per request; then the server's own mean TTFT, TPOT and queue time over each tool's
+requests (its histograms' sum/count deltas), which say whether the two tools put the server in the same state or
+measure the same state differently. Writes the figures as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -65,23 +67,39 @@ def prompts_per_level(levels: list[int], num_prompts: list[int] | None) -> list[
     return num_prompts
 
 
-def server_e2e(base_url: str) -> tuple[float, float]:
-    """(sum of seconds, count) of vLLM's own end-to-end request latency histogram."""
-    total = count = 0.0
+SERVER_HISTOGRAMS = {  # vLLM's own per-request latency histograms (seconds), read as a mean over a tool's requests
+    "e2e": "vllm:e2e_request_latency_seconds",
+    "ttft": "vllm:time_to_first_token_seconds",
+    "tpot": "vllm:request_time_per_output_token_seconds",
+    "queue": "vllm:request_queue_time_seconds",
+}
+
+
+def server_histograms(base_url: str) -> dict[str, tuple[float, float]]:
+    """name -> (sum of seconds, count) of vLLM's own latency histograms (`SERVER_HISTOGRAMS`)."""
+    out = {name: (0.0, 0.0) for name in SERVER_HISTOGRAMS}
+    by_metric = {metric: name for name, metric in SERVER_HISTOGRAMS.items()}
     for fam in text_string_to_metric_families(requests.get(base_url + "/metrics", timeout=10).text):
         for s in fam.samples:
-            if s.name == "vllm:e2e_request_latency_seconds_sum":
-                total += s.value
-            elif s.name == "vllm:e2e_request_latency_seconds_count":
-                count += s.value
-    return total, count
+            for suffix, i in (("_sum", 0), ("_count", 1)):
+                name = by_metric.get(s.name[: -len(suffix)]) if s.name.endswith(suffix) else None
+                if name:
+                    pair = list(out[name])
+                    pair[i] += s.value
+                    out[name] = (pair[0], pair[1])
+    return out
 
 
-def server_mean_e2e_s(before: tuple[float, float], after: tuple[float, float]) -> float:
-    n = after[1] - before[1]
-    if n <= 0:
+def server_means_s(before: dict, after: dict) -> dict[str, float | None]:
+    """name -> the server's mean over the requests counted between two reads (None where a histogram did not move;
+    the e2e one must: it counts every finished request)."""
+    means: dict[str, float | None] = {}
+    for name in SERVER_HISTOGRAMS:
+        n = after[name][1] - before[name][1]
+        means[name] = (after[name][0] - before[name][0]) / n if n > 0 else None
+    if means["e2e"] is None:
         raise RuntimeError("the server's e2e latency histogram did not move: no requests were counted")
-    return (after[0] - before[0]) / n
+    return means
 
 
 def run_vllm_bench(python: Path, target: dict, dataset: Path, concurrency: int, num_prompts: int, args,
@@ -96,9 +114,9 @@ def run_vllm_bench(python: Path, target: dict, dataset: Path, concurrency: int, 
            "--request-rate", "inf", "--temperature", "0", "--seed", "0", "--disable-tqdm",
            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
            "--save-result", "--result-dir", str(work), "--result-filename", result_name]
-    before = server_e2e(target["base_url"])
+    before = server_histograms(target["base_url"])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
-    after = server_e2e(target["base_url"])
+    after = server_histograms(target["base_url"])
     if proc.returncode != 0:
         raise RuntimeError(f"vllm bench serve failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                            f"{proc.stderr[-3000:]}")
@@ -109,14 +127,14 @@ def run_vllm_bench(python: Path, target: dict, dataset: Path, concurrency: int, 
         "median_tpot_s": res["median_tpot_ms"] / 1e3,
         "median_itl_s": res["median_itl_ms"] / 1e3,
         "mean_e2e_s": res["mean_e2el_ms"] / 1e3,
-        "server_mean_e2e_s": server_mean_e2e_s(before, after),
+        "server_mean_s": server_means_s(before, after),
         "output_tokens_per_s": res["output_throughput"],
     }
 
 
 def run_workbook(target: dict, dataset: Path, concurrency: int, num_prompts: int, args, work: Path) -> dict:
     base_url = target["base_url"]
-    before = server_e2e(base_url)
+    before = server_histograms(base_url)
     cpu0 = time.process_time()
     res = loadtest.run_load_test(EndpointClient(base_url), concurrency_levels=(concurrency,),
                                  requests_per_level=num_prompts, temperatures=(0.0,), prompts=dataset,
@@ -124,7 +142,7 @@ def run_workbook(target: dict, dataset: Path, concurrency: int, num_prompts: int
                                  progress=False, request_timeout_s=args.run_timeout,
                                  max_duration_s=args.run_timeout, extra_body={"ignore_eos": True})
     cpu_s = time.process_time() - cpu0
-    after = server_e2e(base_url)
+    after = server_histograms(base_url)
     if res.interrupted:
         raise RuntimeError(f"the workbook's run at {concurrency} streams passed --run-timeout {args.run_timeout} s")
     run = runs.load_run(res.run_path)
@@ -136,7 +154,7 @@ def run_workbook(target: dict, dataset: Path, concurrency: int, num_prompts: int
         "median_tpot_s": runs.percentile([r["tpot_s"] for r in ok], 50),
         "median_itl_s": runs.percentile([x for r in ok for x in r["itl_s"]], 50),
         "mean_e2e_s": statistics.fmean(r["e2e_s"] for r in ok),
-        "server_mean_e2e_s": server_mean_e2e_s(before, after),
+        "server_mean_s": server_means_s(before, after),
         "output_tokens_per_s": level.latency["output_tokens_per_s"],
         "client_cpu_s_per_request": cpu_s / max(1, len(run.records)),
         "run_path": str(res.run_path),
@@ -195,7 +213,10 @@ def summarise(rows: dict) -> dict:
         summary[key] = {"vllm_bench": a, "workbook": b, "ratio": b / a}
     for tool in ("vllm_bench", "workbook"):
         summary[f"{tool}_client_overhead_s_per_request"] = statistics.median(
-            r["mean_e2e_s"] - r["server_mean_e2e_s"] for r in rows[tool])
+            r["mean_e2e_s"] - r["server_mean_s"]["e2e"] for r in rows[tool])
+        for name in ("ttft", "tpot", "queue"):  # the server's own view of the same requests
+            values = [r["server_mean_s"][name] for r in rows[tool] if r["server_mean_s"][name] is not None]
+            summary[f"{tool}_server_mean_{name}_s"] = statistics.median(values) if values else None
     summary["workbook_client_cpu_s_per_request"] = med("workbook", "client_cpu_s_per_request")
     summary["within_goal"] = all(abs(summary[k]["ratio"] - 1) <= GOAL for k in ("median_ttft_s", "median_tpot_s"))
     return summary
@@ -218,6 +239,18 @@ def print_table(results: list[dict], info, args) -> None:
               f"{s['workbook_client_overhead_s_per_request'] * 1e3:10.2f}"
               f"{s['workbook_client_cpu_s_per_request'] * 1e3:14.2f}")
     print("overhead = the client's mean E2E minus the server's own mean E2E over the same requests")
+
+    def ms(value) -> str:
+        return f"{value * 1e3:10.2f}" if value is not None else f"{'-':>10s}"
+
+    print("the server's own means over each tool's requests (vLLM's histograms), ms:")
+    print(f"{'streams':>8s}" + "".join(f"{tool + ' ' + name:>22s}" for tool in ("vllm bench", "workbook")
+                                       for name in ("TTFT", "TPOT", "queue")))
+    for res in results:
+        s = res["summary"]
+        print(f"{res['concurrency']:8d}" + "".join(f"{ms(s[f'{tool}_server_mean_{name}_s']):>22s}"
+                                                   for tool in ("vllm_bench", "workbook")
+                                                   for name in ("ttft", "tpot", "queue")))
 
 
 def main(argv=None) -> int:

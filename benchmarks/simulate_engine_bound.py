@@ -7,8 +7,10 @@ truncated draft), then for the baseline server and the speculative one (k = 4, g
 time: starts it, probes it as `specdec calibrate` does, drives it with Poisson arrivals at each rate for one
 class (temperature 0.1) and for the source's 60/40 mix (0.1 and 1.0), and stops it. Both probes are fitted
 together (`calibrate.command.calibrate_endpoint`) and written as a calibration file; each measured run is replayed
-through the simulation with the calibrated step and compared (P50/P95/P99 of TTFT, TPOT, E2E). Prints the
-table and writes everything (calibration, rows, mix-effect signs) to `test-output/benchmark-engine-bound/`.
+through the simulation with the calibrated step, scaled by the machine's speed during that run against its speed
+during the probe (`engine_validation.speed_reference_s`, measured before and after the probe and after every
+run), and compared (P50/P95/P99 of TTFT, TPOT, E2E). Prints the table and writes everything (calibration, rows,
+speed references, mix-effect signs) to `test-output/benchmark-engine-bound/`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from specdec_lib import endpoint, localserver  # noqa: E402
 from specdec_lib import engine_validation as ev  # noqa: E402
 from specdec_lib import simulate as sim  # noqa: E402
-from specdec_lib.calibrate import probe  # noqa: E402
 from specdec_lib.calibrate.command import calibrate_endpoint, format_fit  # noqa: E402
 from specdec_lib.calibrate.files import write_calibration  # noqa: E402
 
@@ -35,30 +36,34 @@ K = 4
 
 
 def measure_server(models, spec, out_dir: Path, args) -> dict:
-    """Start one server, probe it, drive both workloads at every rate, stop it. Without `args.rates` (the first,
-    baseline server) the rates are `args.load_fractions` of the capacity its probe calibrates."""
+    """Start one server, probe it, drive both workloads at every rate with speed references around each run
+    (`engine_validation.probe_and_drive`), stop it. Without `args.rates` (the first, baseline server) the rates
+    are `args.load_fractions` of the capacity its probe calibrates."""
     kind = "speculative" if spec else "baseline"
     server = localserver.VLLMServer(models.target, speculative_config=spec, log_path=out_dir / f"{kind}.log",
                                     served_model_name="engine-target", extra_args=ev.SERVER_EXTRA_ARGS)
+
+    def rates_from_probe(pr):
+        fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
+        cap = ev.capacity_qps(sim.AffineStepTime(**fitted), args.prompt_tokens, args.max_tokens)
+        print(f"[{kind}] calibrated capacity {cap:.2f} requests/s", flush=True)
+        return [round(f * cap, 3) for f in args.load_fractions]
+
     t0 = time.monotonic()
     with server:
         print(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}", flush=True)
         client = endpoint.EndpointClient(server.base_url, timeout_s=600)
-        pr = probe.run_probe(client, concurrency=args.probe_concurrency, output_tokens=args.probe_output_tokens,
-                             runs_dir=out_dir / "runs", progress=False)
-        print(f"[{kind}] probe done at {time.monotonic() - t0:.0f} s", flush=True)
-        if not args.rates:
-            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
-            cap = ev.capacity_qps(sim.AffineStepTime(**fitted), args.prompt_tokens, args.max_tokens)
-            args.rates = [round(f * cap, 3) for f in args.load_fractions]
-            print(f"[{kind}] calibrated capacity {cap:.2f} requests/s; rates {args.rates}", flush=True)
-        driven = {}
-        for workload, temps in (("one class", ev.ONE_CLASS_TEMPERATURES), ("60/40 mix", ev.MIX_TEMPERATURES)):
-            driven[workload] = ev.drive(client, rates_qps=args.rates, requests_per_rate=args.requests,
-                                        temperatures=temps, max_tokens=args.max_tokens, runs_dir=out_dir / "runs")
-            print(f"[{kind}] {workload} done at {time.monotonic() - t0:.0f} s", flush=True)
+        m = ev.probe_and_drive(client, workloads={"one class": ev.ONE_CLASS_TEMPERATURES,
+                                                  "60/40 mix": ev.MIX_TEMPERATURES},
+                               rates_qps=args.rates or rates_from_probe, requests_per_rate=args.requests,
+                               max_tokens=args.max_tokens, runs_dir=out_dir / "runs",
+                               probe_options=dict(concurrency=args.probe_concurrency,
+                                                  output_tokens=args.probe_output_tokens))
+        args.rates = list(m.rates_qps)
+        print(f"[{kind}] done at {time.monotonic() - t0:.0f} s; rates {args.rates}; speed references (ms): "
+              + ", ".join(f"{w} {1e3 * s:.1f}" for w, s in m.references_s), flush=True)
         kv = localserver.kv_cache_tokens_from_log(server.log_text())
-    return {"probe": pr, "driven": driven, "kv_tokens": kv}
+    return {"measured": m, "kv_tokens": kv}
 
 
 def main() -> int:
@@ -83,7 +88,7 @@ def main() -> int:
     models = ev.ensure_engine_models()
     base = measure_server(models, None, out_dir, args)
     spec = measure_server(models, ev.draft_spec(models, K), out_dir, args)
-    payload = calibrate_endpoint(base["probe"], spec["probe"], replay_server=ev.CPU_REPLAY_SERVER,
+    payload = calibrate_endpoint(base["measured"].probe, spec["measured"].probe, replay_server=ev.CPU_REPLAY_SERVER,
                                  notes=["engine-bound validation pair (tiny_models.build_engine_bound), this CPU"])
     write_calibration(out_dir / "calibration.json", payload)
     if args.calibration_out:
@@ -92,14 +97,15 @@ def main() -> int:
     step = sim.AffineStepTime(**payload["simulator"]["step_time"])
     overheads = {"baseline": payload["simulator"]["request_overhead_s"],
                  "speculative": payload["simulator"]["speculative_request_overhead_s"]}
-    spec_records = [r for rs in spec["driven"].values() for r in rs]
+    spec_records = [r for rs in spec["measured"].records.values() for r in rs]
     alphas = ev.alpha_by_temperature(spec_records, K)
     print("alpha by temperature (measured on the speculative server):", alphas)
     rows = []
     for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
         cfg = sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
-        for workload, records in m["driven"].items():
-            rows += ev.compare_run(records, server=kind, workload=workload, server_config=cfg, step_time=step,
+        for workload, records in m["measured"].records.items():
+            rows += ev.compare_run(records, speed_factors=m["measured"].speed_factors[workload], server=kind,
+                                   workload=workload, server_config=cfg, step_time=step,
                                    request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print(ev.format_rows(rows))
     signs = ev.mix_effect_signs(rows)
@@ -111,6 +117,8 @@ def main() -> int:
     print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
     (out_dir / "rows.json").write_text(json.dumps({"rows": [{**asdict(r), "error": r.error} for r in rows],
                                                    "mix_effect": signs, "alphas": alphas,
+                                                   "speed_references_s": {k: m["measured"].references_s for k, m in
+                                                                          (("baseline", base), ("speculative", spec))},
                                                    "args": {k: v for k, v in vars(args).items()}}, indent=1))
     return 0
 

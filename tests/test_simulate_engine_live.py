@@ -12,15 +12,19 @@ speculative runs; a speculative replay pooled over 16 seeds of its acceptance dr
 calibrated, and the simulated percentiles are compared with the measured ones. Everything is written to
 test-output/<this test>/.
 
+The machine's speed: a short concurrency-1 level (`engine_validation.speed_reference_s`) runs before and after
+each probe and after each driven run, and each run's replay uses the calibrated step scaled by the reference
+around the run over the reference around the probe. On the shared two-core machine the same server's step
+drifted by 10-20 % within minutes and 40 % between hours, as much as the band being asserted; a run on a machine
+whose speed holds gets factors near 1. The comparison without the factor is written beside the asserted one.
+
 What it covers of issue 14's validation: the 60/40 mix, with and without speculation, at two rates (the
 benchmark, benchmarks/simulate_engine_bound.py, covers four rates and the one-class workload too; this test must
 stay near 6 minutes on two cores).
 
 Asserted: issue 14's goal bands, E2E P50 within +-15 % and E2E P99 within +-25 % of the measured values for
-both servers at both rates, and a measured acceptance higher at temperature 0.1 than at 1.0 (the mix has two
-acceptances). Its runs on the shared development machine (docs/simulation.md, "engine-dominated validation")
-passed and failed with the machine's load; a failure under heavy load is the machine's speed changing between
-probe and drive, which no calibrate-then-predict can follow. The bands are not widened.
+both servers at both rates (with the speed factor), and a measured acceptance higher at temperature 0.1 than at
+1.0 (the mix has two acceptances). The bands are not widened.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import pytest
 from specdec_lib import endpoint, localserver
 from specdec_lib import engine_validation as ev
 from specdec_lib import simulate as sim
-from specdec_lib.calibrate import probe
 from specdec_lib.calibrate.command import calibrate_endpoint, format_fit
 from specdec_lib.calibrate.files import load_calibration, write_calibration
 
@@ -45,48 +48,58 @@ PROBE = dict(concurrency=(1, 2, 4, 8), output_tokens=(16, 96))
 
 
 def _measure(models, spec, out_dir, rates):
+    """Start one server, probe and drive it with speed references (`engine_validation.probe_and_drive`), stop it.
+    Without `rates` (the baseline) they are LOAD_FRACTIONS of the capacity its own probe calibrates."""
     kind = "speculative" if spec else "baseline"
     server = localserver.VLLMServer(models.target, speculative_config=spec, extra_args=ev.SERVER_EXTRA_ARGS,
                                     log_path=out_dir / f"{kind}.log", served_model_name="engine-target")
+
+    def rates_from_probe(pr):
+        fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
+        step = sim.AffineStepTime(**fitted)
+        return [f * ev.capacity_qps(step, 40.0, MAX_TOKENS) for f in LOAD_FRACTIONS]
+
     with server:
         client = endpoint.EndpointClient(server.base_url, timeout_s=300)
-        pr = probe.run_probe(client, runs_dir=out_dir / "runs", progress=False, **PROBE)
-        if rates is None:
-            fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
-            step = sim.AffineStepTime(**fitted)
-            cap = ev.capacity_qps(step, 40.0, MAX_TOKENS)
-            rates = [f * cap for f in LOAD_FRACTIONS]
-        records = ev.drive(client, rates_qps=rates, requests_per_rate=REQUESTS_PER_RATE,
-                           temperatures=ev.MIX_TEMPERATURES, max_tokens=MAX_TOKENS, runs_dir=out_dir / "runs")
+        m = ev.probe_and_drive(client, workloads={"60/40 mix": ev.MIX_TEMPERATURES},
+                               rates_qps=rates if rates is not None else rates_from_probe,
+                               requests_per_rate=REQUESTS_PER_RATE, max_tokens=MAX_TOKENS,
+                               runs_dir=out_dir / "runs", probe_options=PROBE)
         kv = localserver.kv_cache_tokens_from_log(server.log_text())
-    assert not any(r.get("error") for r in records)
-    return pr, records, kv, rates
+    assert not any(r.get("error") for r in m.records["60/40 mix"])
+    return m, kv
 
 
 @pytest.mark.engine_bound  # selects it alone: ./run-tests -m engine_bound
 @pytest.mark.vllm
 def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_output_dir):
     models = ev.ensure_engine_models(venv=vllm_venv)
-    base_probe, base_records, base_kv, rates = _measure(models, None, test_output_dir, None)
-    spec_probe, spec_records, spec_kv, _ = _measure(models, ev.draft_spec(models, K), test_output_dir, rates)
-    payload = calibrate_endpoint(base_probe, spec_probe, replay_server=ev.CPU_REPLAY_SERVER)
+    base, base_kv = _measure(models, None, test_output_dir, None)
+    spec, spec_kv = _measure(models, ev.draft_spec(models, K), test_output_dir, base.rates_qps)
+    payload = calibrate_endpoint(base.probe, spec.probe, replay_server=ev.CPU_REPLAY_SERVER)
     cal = load_calibration(write_calibration(test_output_dir / "calibration.json", payload))
-    alphas = ev.alpha_by_temperature(spec_records, K)
-    rows = []
-    for kind, records, kv, speculation, overhead in (
-        ("baseline", base_records, base_kv, None, cal.request_overhead_s),
-        ("speculative", spec_records, spec_kv, sim.SpeculationConfig(K), cal.speculative_request_overhead_s),
+    alphas = ev.alpha_by_temperature(spec.records["60/40 mix"], K)
+    rows, as_calibrated = [], []
+    for kind, m, kv, speculation, overhead in (
+        ("baseline", base, base_kv, None, cal.request_overhead_s),
+        ("speculative", spec, spec_kv, sim.SpeculationConfig(K), cal.speculative_request_overhead_s),
     ):
-        cfg = sim.ServerConfig(kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
-        rows += ev.compare_run(records, server=kind, workload="60/40 mix", server_config=cfg,
-                               step_time=cal.step_time, request_overhead_s=overhead, speculation=speculation,
-                               alphas=alphas)
+        common = dict(server=kind, workload="60/40 mix", step_time=cal.step_time, request_overhead_s=overhead,
+                      speculation=speculation, alphas=alphas,
+                      server_config=sim.ServerConfig(kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS))
+        rows += ev.compare_run(m.records["60/40 mix"], speed_factors=m.speed_factors["60/40 mix"], **common)
+        as_calibrated += ev.compare_run(m.records["60/40 mix"], **common)
     (test_output_dir / "rows.json").write_text(json.dumps(
-        {"rates_qps": rates, "alphas": alphas, "fit": format_fit(payload),
-         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows)},
-        indent=1))
+        {"rates_qps": base.rates_qps, "alphas": alphas, "fit": format_fit(payload),
+         "speed_references_s": {"baseline": base.references_s, "speculative": spec.references_s},
+         "rows": [{**asdict(r), "error": r.error} for r in rows],
+         "rows_without_speed_factor": [{**asdict(r), "error": r.error} for r in as_calibrated],
+         "mix_effect": ev.mix_effect_signs(rows)}, indent=1))
     print(format_fit(payload))
+    print("speed references (ms):", {k: [(w, round(1e3 * s, 1)) for w, s in m.references_s]
+                                     for k, m in (("baseline", base), ("speculative", spec))})
     print(ev.format_rows(rows))
+    print("without the speed factor:\n" + ev.format_rows(as_calibrated))
     assert alphas[0.1] > alphas[1.0], alphas
     e2e = [r for r in rows if r.metric == "e2e" and r.stat in ("p50", "p99")]
     assert len(e2e) == 2 * 2 * len(LOAD_FRACTIONS)
