@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specdec_lib import catalog, load, speculation
+from specdec_lib import catalog, load, load_qps, speculation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -378,7 +378,7 @@ def test_the_load_models_fast_step_is_the_straight_formula_to_the_last_bit(dep):
     for b in (0.0, 0.37, 1, 7.5, 64.0, 255.9999):
         for speculative, alpha, k in ((False, 0.0, 1), (True, 0.7, 4), (True, 0.35, 2)):
             want = _straight_tpot(dep, b, wl.mean_context_len, speculative, alpha, k)
-            assert load._tpot_at(dep, wl, speculative, alpha, k)(b) == want, (b, speculative, k)
+            assert load_qps._tpot_at(dep, wl, speculative, alpha, k)(b) == want, (b, speculative, k)
         for q in (1, 5):
             want = _straight_step_s(dep.target, dep.target_precision, dep.gpu, dep.tp, float(b), q, 900, dep.factors)
             assert load.step_time_s(dep.target, dep.target_precision, dep.gpu, dep.tp, b, q, 900, dep.factors) == want
