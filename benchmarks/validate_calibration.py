@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +58,7 @@ def errors(obs, factors):
 
 
 def median(xs):
-    return load._median(list(xs))
+    return statistics.median(list(xs))
 
 
 def main() -> None:
