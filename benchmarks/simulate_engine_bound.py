@@ -7,10 +7,10 @@ truncated draft), then for the baseline server and the speculative one (k = 4, g
 time: starts it, probes it as `specdec calibrate` does, drives it with Poisson arrivals at each rate for one
 class (temperature 0.1) and for the source's 60/40 mix (0.1 and 1.0), and stops it. Both probes are fitted
 together (`calibrate.command.calibrate_endpoint`) and written as a calibration file; each measured run is replayed
-through the simulation with the calibrated step, scaled by the machine's speed during that run against its speed
-during the probe (`engine_validation.speed_reference_s`, measured before and after the probe and after every
-run), and compared (P50/P95/P99 of TTFT, TPOT, E2E). Prints the table and writes everything (calibration, rows,
-speed references, mix-effect signs) to `test-output/benchmark-engine-bound/`.
+through the simulation with the calibrated step and compared (P50/P95/P99 of TTFT, TPOT, E2E). The probe's two
+output lengths are interleaved with the runs (`engine_validation.probe_and_drive`: the machine's speed drifts over
+minutes). Prints the table and writes everything (calibration, rows, order of runs, mix-effect signs) to
+`test-output/benchmark-engine-bound/`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ K = 4
 
 
 def measure_server(models, spec, out_dir: Path, args) -> dict:
-    """Start one server, probe it, drive both workloads at every rate with speed references around each run
-    (`engine_validation.probe_and_drive`), stop it. Without `args.rates` (the first, baseline server) the rates
+    """Start one server, probe it and drive both workloads at every rate, the probe's parts interleaved with the
+    runs (`engine_validation.probe_and_drive`), stop it. Without `args.rates` (the first, baseline server) the rates
     are `args.load_fractions` of the capacity its probe calibrates."""
     kind = "speculative" if spec else "baseline"
     server = localserver.VLLMServer(models.target, speculative_config=spec, log_path=out_dir / f"{kind}.log",
@@ -60,8 +60,8 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
                                probe_options=dict(concurrency=args.probe_concurrency,
                                                   output_tokens=args.probe_output_tokens))
         args.rates = list(m.rates_qps)
-        print(f"[{kind}] done at {time.monotonic() - t0:.0f} s; rates {args.rates}; speed references (ms): "
-              + ", ".join(f"{w} {1e3 * s:.1f}" for w, s in m.references_s), flush=True)
+        print(f"[{kind}] done at {time.monotonic() - t0:.0f} s; rates {args.rates}; order: {', '.join(m.order)}",
+              flush=True)
         kv = localserver.kv_cache_tokens_from_log(server.log_text())
     return {"measured": m, "kv_tokens": kv}
 
@@ -104,8 +104,7 @@ def main() -> int:
     for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
         cfg = sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS)
         for workload, records in m["measured"].records.items():
-            rows += ev.compare_run(records, speed_factors=m["measured"].speed_factors[workload], server=kind,
-                                   workload=workload, server_config=cfg, step_time=step,
+            rows += ev.compare_run(records, server=kind, workload=workload, server_config=cfg, step_time=step,
                                    request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print(ev.format_rows(rows))
     signs = ev.mix_effect_signs(rows)
@@ -117,8 +116,8 @@ def main() -> int:
     print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
     (out_dir / "rows.json").write_text(json.dumps({"rows": [{**asdict(r), "error": r.error} for r in rows],
                                                    "mix_effect": signs, "alphas": alphas,
-                                                   "speed_references_s": {k: m["measured"].references_s for k, m in
-                                                                          (("baseline", base), ("speculative", spec))},
+                                                   "order": {k: m["measured"].order for k, m in
+                                                             (("baseline", base), ("speculative", spec))},
                                                    "args": {k: v for k, v in vars(args).items()}}, indent=1))
     return 0
 

@@ -93,66 +93,74 @@ def drive(client, *, rates_qps: Sequence[float], requests_per_rate: int, tempera
     return records
 
 
-REFERENCE_REQUESTS = 4  # the speed reference: 4 requests of 24 tokens one at a time (~3-5 s on two cores)
-REFERENCE_MAX_TOKENS = 24
-
-
-def speed_reference_s(client, runs_dir: Path) -> float:
-    """The machine's speed now, as one number: the median gap between streamed chunks of a short closed-loop
-    level at concurrency 1 (temperature 0, unique prompts, `ignore_eos`). vLLM streams one chunk per engine step,
-    so each gap is one step of one sequence (a decode step, or a verification step with its draft passes).
-
-    Why it exists: on a shared host the same server's step drifts by 10-20 % within minutes and by up to 40 %
-    between hours (docs/simulation.md), and a calibration taken a minute before a drive cannot know it. Measured
-    before and after the probe and after each driven run, it gives each run a speed factor (`probe_and_drive`):
-    the reference around the run over the reference around the calibration. It is measured on requests of its
-    own, never on the run being judged."""
-    res = loadtest.run_load_test(
-        client, concurrency_levels=(1,), requests_per_level=REFERENCE_REQUESTS, max_tokens=REFERENCE_MAX_TOKENS,
-        temperatures=(0.0,), runs_dir=runs_dir, progress=False, extra_body={"ignore_eos": True},
-        prompts=probe.unique_prompt_file(Path(runs_dir) / "reference-prompts", REFERENCE_REQUESTS, DRIVE_PROMPTS))
-    gaps = [g for r in runs.load_run(res.run_path).records if not r.get("error") for g in (r.get("itl_s") or ())]
-    if len(gaps) < 3:
-        raise RuntimeError(f"speed reference: {len(gaps)} chunk gaps from {client.base_url}; expected at least 3 "
-                           f"(run folder {res.run_path})")
-    return float(np.median(gaps))
-
-
 @dataclass(frozen=True)
 class Measured:
     """One server probed and driven (`probe_and_drive`)."""
 
-    probe: probe.ProbeResult
+    probe: probe.ProbeResult  # every part of the probe, merged
     rates_qps: tuple[float, ...]
     records: dict[str, list[dict]]  # workload -> the records of its runs at every rate
-    speed_factors: dict[str, dict[float, float]]  # workload -> rate -> reference around the run / around the probe
-    references_s: tuple[tuple[str, float], ...]  # (when, speed reference in seconds), in the order measured
+    order: tuple[str, ...]  # what ran, in order ("probe, 16 output tokens", "60/40 mix at 0.8 qps", ...)
+
+
+def _merged(parts: Sequence[probe.ProbeResult]) -> probe.ProbeResult:
+    first = parts[0]
+    return probe.ProbeResult(first.kind, first.server, first.num_speculative_tokens,
+                             tuple(p for part in parts for p in part.run_paths),
+                             tuple(r for part in parts for r in part.records))
+
+
+def interleaved(lengths: Sequence[int], runs: int) -> list[tuple[str, int]]:
+    """The order of the probe's parts and the driven runs: ("probe", output length) and ("run", run index). The
+    first part comes first; part i of P goes before run floor(i x runs / P), so the parts are spread evenly over the
+    runs; parts left over (more parts than runs) come last."""
+    if not lengths:
+        raise ValueError("output_tokens: expected at least one probe length")
+    slot = {i: i * runs // len(lengths) for i in range(1, len(lengths))}
+    order = [("probe", int(lengths[0]))]
+    for r in range(runs):
+        order += [("probe", int(lengths[i])) for i in sorted(slot) if slot[i] == r]
+        order.append(("run", r))
+    return order + [("probe", int(lengths[i])) for i in sorted(slot) if slot[i] >= runs]
 
 
 def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
                     rates_qps: Sequence[float] | Callable[[probe.ProbeResult], Sequence[float]],
                     requests_per_rate: int, max_tokens: int, runs_dir: Path,
                     probe_options: Mapping[str, Any] | None = None) -> Measured:
-    """Probe one server as `specdec calibrate` does, then drive it at each rate for each workload (name ->
-    temperatures, `drive`), with a speed reference (`speed_reference_s`) before and after the probe and after
-    every run. `rates_qps` may be a function of the probe (the first server's rates come from its own
-    calibration)."""
-    refs = [("before the probe", speed_reference_s(client, runs_dir))]
-    pr = probe.run_probe(client, runs_dir=runs_dir, progress=False, **dict(probe_options or {}))
-    refs.append(("after the probe", speed_reference_s(client, runs_dir)))
-    calibration_s = (refs[0][1] + refs[1][1]) / 2
-    rates = tuple(float(r) for r in (rates_qps(pr) if callable(rates_qps) else rates_qps))
-    records: dict[str, list[dict]] = {}
-    factors: dict[str, dict[float, float]] = {}
-    for workload, temperatures in workloads.items():
-        records[workload], factors[workload] = [], {}
-        for rate in rates:
-            before_s = refs[-1][1]
-            records[workload] += drive(client, rates_qps=[rate], requests_per_rate=requests_per_rate,
-                                       temperatures=temperatures, max_tokens=max_tokens, runs_dir=runs_dir)
-            refs.append((f"after {workload} at {rate:.3g} qps", speed_reference_s(client, runs_dir)))
-            factors[workload][rate] = (before_s + refs[-1][1]) / 2 / calibration_s
-    return Measured(pr, rates, records, factors, tuple(refs))
+    """Probe one server as `specdec calibrate` does and drive it at each rate for each workload (name ->
+    temperatures, `drive`), the probe's parts interleaved with the driven runs.
+
+    Why interleaved: on the shared two-core machine the same server's step drifts by 10-20 % over a minute or two
+    (a concurrency-1 step measured every 3 s on an idle machine ranged 68-93 ms; docs/simulation.md), so a probe
+    run wholly before the drive calibrates the machine as it was then. The probe is split by output length (one
+    part per length, each all concurrencies) and the parts are spread over the runs: with two lengths and two
+    rates, probe 16 tokens, drive the low rate, probe 96 tokens, drive the high rate. The calibration then sees
+    the machine over the same minutes as the runs it predicts. `rates_qps` may be a function of the probe (the
+    first server's rates come from its own calibration): it gets the first part.
+    """
+    options = dict(probe_options or {})
+    lengths = [int(n) for n in options.pop("output_tokens", probe.DEFAULT_OUTPUT_TOKENS)]
+    parts: list[probe.ProbeResult] = []
+    order: list[str] = []
+
+    def probe_part(n: int) -> None:
+        order.append(f"probe, {n} output tokens")
+        parts.append(probe.run_probe(client, runs_dir=runs_dir, progress=False, output_tokens=(n,), **options))
+
+    probe_part(lengths[0])
+    rates = tuple(float(r) for r in (rates_qps(parts[0]) if callable(rates_qps) else rates_qps))
+    runs_to_do = [(w, r) for w in workloads for r in rates]
+    records: dict[str, list[dict]] = {w: [] for w in workloads}
+    for kind, what in interleaved(lengths, len(runs_to_do))[1:]:
+        if kind == "probe":
+            probe_part(what)
+            continue
+        workload, rate = runs_to_do[what]
+        order.append(f"{workload} at {rate:.3g} qps")
+        records[workload] += drive(client, rates_qps=[rate], requests_per_rate=requests_per_rate,
+                                   temperatures=workloads[workload], max_tokens=max_tokens, runs_dir=runs_dir)
+    return Measured(_merged(parts), rates, records, tuple(order))
 
 
 def alpha_by_temperature(records: Iterable[Mapping[str, Any]], k: int) -> dict[float, float]:
@@ -173,7 +181,6 @@ class Row:
     stat: str
     measured_s: float
     simulated_s: float
-    speed_factor: float = 1.0  # the calibrated step was scaled by this (the machine's speed during the run)
 
     @property
     def error(self) -> float:
@@ -194,21 +201,14 @@ SIMULATION_SEEDS = 16  # replicas of a speculative replay pooled per comparison 
 def compare_level(records: Sequence[Mapping[str, Any]], *, server: str, workload: str, rate_qps: float,
                   server_config: sim.ServerConfig, step_time: Any, request_overhead_s: float,
                   speculation: sim.SpeculationConfig | None, alphas: Mapping[float, float], seed: int = 0,
-                  seeds: int = SIMULATION_SEEDS, speed_factor: float = 1.0) -> list[Row]:
+                  seeds: int = SIMULATION_SEEDS) -> list[Row]:
     """Replay one rate's records through the simulation; measured and simulated P50/P95/P99 per metric.
 
     With speculation the simulation draws each step's accepted tokens at random, and one draw of a 30-request
     replay moves its E2E P50 by about +-10 % from seed to seed (measured on this validation's runs): as much as
     the error being judged. So a speculative replay is run `seeds` times (seeds seed, seed + 1, ...) and the
     simulated percentiles are those of all replicas' requests pooled: the simulator's own distribution, not one
-    sample of it. Without speculation the simulation is deterministic and runs once.
-
-    `speed_factor` scales the calibrated step and the request overhead (`AffineStepTime.scaled`): how much slower
-    the machine ran during this run than during the calibration, from the speed references around both
-    (`probe_and_drive`); 1 compares the calibration as it is."""
-    if speed_factor != 1.0:
-        step_time = step_time.scaled(speed_factor)
-        request_overhead_s *= speed_factor
+    sample of it. Without speculation the simulation is deterministic and runs once."""
     ok = sorted((r for r in records if not r.get("error")), key=lambda r: r["sent_at_s"])
     temps = {float(r["temperature"]): alphas.get(float(r["temperature"]), 0.0) for r in ok}
     reqs = sim.requests_from_records(ok, alpha_by_temperature=temps)
@@ -224,22 +224,16 @@ def compare_level(records: Sequence[Mapping[str, Any]], *, server: str, workload
         measured = np.array([np.nan if r.get(f"{metric}_s") is None else float(r[f"{metric}_s"]) for r in ok])
         for stat, q in STATS:
             rows.append(Row(server, workload, rate_qps, metric, stat, float(np.nanpercentile(measured, q)),
-                            float(np.nanpercentile(simulated[metric], q)), speed_factor))
+                            float(np.nanpercentile(simulated[metric], q))))
     return rows
 
 
-def compare_run(records: Sequence[Mapping[str, Any]], speed_factors: Mapping[float, float] | None = None,
-                **kwargs: Any) -> list[Row]:
-    """compare_level for every rate of a `drive` run; `speed_factors` (rate -> factor, `Measured.speed_factors`)
-    scales each rate's step, and must then name every rate."""
+def compare_run(records: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Row]:
+    """compare_level for every rate of a `drive` run."""
     by_rate: dict[float, list[Mapping[str, Any]]] = {}
     for r in records:
         by_rate.setdefault(float(r["rate_qps"]), []).append(r)
-    missing = sorted(set(by_rate) - set(speed_factors or by_rate))
-    if missing:
-        raise ValueError(f"speed_factors: no factor for the run(s) at {missing} requests/s")
-    return [row for rate, rs in sorted(by_rate.items())
-            for row in compare_level(rs, rate_qps=rate, speed_factor=(speed_factors or {}).get(rate, 1.0), **kwargs)]
+    return [row for rate, rs in sorted(by_rate.items()) for row in compare_level(rs, rate_qps=rate, **kwargs)]
 
 
 def mix_effect_signs(rows: Sequence[Row], metric: str = "e2e", threshold: float = 0.05) -> list[dict[str, Any]]:
@@ -269,7 +263,7 @@ def format_rows(rows: Sequence[Row]) -> str:
     for r in rows:
         k = (r.server, r.workload, r.rate_qps, r.metric)
         if k != key:
-            lines.append(f"{r.server:<12}{r.workload:<11}{r.rate_qps:>6.2f} qps x{r.speed_factor:.2f}  {r.metric:<5}")
+            lines.append(f"{r.server:<12}{r.workload:<11}{r.rate_qps:>6.2f} qps  {r.metric:<5}")
             key = k
         lines[-1] += (f"  {r.stat} {r.measured_s * 1e3:8.1f} -> {r.simulated_s * 1e3:8.1f} ms "
                       f"({100 * r.error:+5.1f} %{'' if r.within_band else ' !'})")

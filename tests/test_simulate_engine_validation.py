@@ -53,26 +53,14 @@ def test_pooling_speculative_replicas_steadies_the_simulated_percentiles():
     assert min(single) * 0.9 <= np.median(pooled) <= max(single) * 1.1
 
 
-def test_a_speed_factor_scales_every_cost_of_the_replay():
-    """A machine 1.25 x slower during the run: the lone request's E2E by hand with every cost (steps and the
-    overhead) times 1.25, and the factor is carried on each row."""
-    rows = ev.compare_level(_records()[:1], server="b", workload="60/40 mix", rate_qps=1.5, server_config=SERVER,
-                            step_time=STEP, request_overhead_s=0.02, speculation=None, alphas=ALPHAS,
-                            speed_factor=1.25)
-    e2e = 1.25 * (0.040 + 0.003 * 50 + 31 * (0.040 + 0.003 * 1) + 0.02)
-    assert _e2e_p50(rows) == pytest.approx(e2e, rel=1e-9)
-    assert {r.speed_factor for r in rows} == {1.25}
-    slow = STEP.scaled(2.0)
-    assert (slow.fixed_s, slow.per_token_s, slow.draft_fixed_s, slow.per_seq_s) == (0.080, 0.006, 0.020, 0.0)
-    with pytest.raises(ValueError, match="scale factor"):
-        STEP.scaled(0.0)
 
-
-def test_speed_factors_must_name_every_rate_of_the_run():
-    records = _records(n=4, rate_qps=1.5) + _records(n=4, rate_qps=3.0)
-    common = dict(server="b", workload="60/40 mix", server_config=SERVER, step_time=STEP, request_overhead_s=0.02,
-                  speculation=None, alphas=ALPHAS)
-    with pytest.raises(ValueError, match=r"no factor for the run\(s\) at \[3.0\]"):
-        ev.compare_run(records, speed_factors={1.5: 1.1}, **common)
-    rows = ev.compare_run(records, speed_factors={1.5: 1.1, 3.0: 0.9}, **common)
-    assert {(r.rate_qps, r.speed_factor) for r in rows} == {(1.5, 1.1), (3.0, 0.9)}
+def test_the_probe_parts_are_spread_over_the_driven_runs():
+    """Part i of P before run floor(i x runs / P); the first part first; parts beyond the runs last."""
+    assert ev.interleaved([16, 96], 2) == [("probe", 16), ("run", 0), ("probe", 96), ("run", 1)]
+    eight = ev.interleaved([16, 48], 8)
+    assert eight[:2] == [("probe", 16), ("run", 0)] and eight[5] == ("probe", 48) and eight[4] == ("run", 3)
+    assert [k for k, _ in eight].count("run") == 8
+    assert ev.interleaved([16, 48, 96], 1) == [("probe", 16), ("probe", 48), ("probe", 96), ("run", 0)]
+    assert ev.interleaved([16, 96], 0) == [("probe", 16), ("probe", 96)]
+    with pytest.raises(ValueError, match="at least one probe length"):
+        ev.interleaved([], 2)

@@ -9,7 +9,7 @@ seconds (`StepTimeFn`). `AffineStepTime` is the first-order model; `fit_affine_s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -55,13 +55,6 @@ class AffineStepTime:
                 raise ValueError(f"AffineStepTime.{name} = {value!r}; expected a finite number >= 0 seconds")
         if self.fixed_s <= 0 and self.per_token_s <= 0 and self.per_seq_s <= 0:
             raise ValueError("AffineStepTime: fixed_s, per_token_s and per_seq_s are all 0; a step must take time")
-
-    def scaled(self, factor: float) -> "AffineStepTime":
-        """Every cost multiplied by `factor`: the same server on a machine `factor` times slower (e.g. a shared
-        host's speed drifting between calibration and measurement, `engine_validation.speed_reference_s`)."""
-        if not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"scale factor = {factor!r}; expected a finite number > 0")
-        return AffineStepTime(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
 
     def __call__(self, batch_size, tokens_in_step, num_speculative_tokens, kv_tokens):
         return (
