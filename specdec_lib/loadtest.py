@@ -1,6 +1,8 @@
 """Driving requests at a vLLM endpoint and recording them: temperature sweeps, load tests, A/B comparisons (I/O).
 
-Concurrency model: a ``ThreadPoolExecutor`` running the synchronous ``requests`` client of ``endpoint.py``.
+Concurrency model: threads running the synchronous ``requests`` client of ``endpoint.py``; a closed-loop level is
+``c`` streams released together, each sending its next request as its last one ends; records are written by the
+calling thread as they come back.
 Why threads rather than asyncio: each request spends almost all its time blocked on a socket (the GIL is
 released there), the levels measured here are tens of streams, not thousands, and threads keep the code usable
 from a notebook (which already runs an event loop) and from a plain script alike. The client-side cost of this
@@ -19,11 +21,13 @@ client sending traffic to the same server at the same time would pollute the del
 from __future__ import annotations
 
 import json
+import queue
 import random
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -99,18 +103,33 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
            concurrency: int, rate_qps: float | None, seed: int, stop_event: threading.Event, deadline: float | None,
            run_t0: float, timeout_s: float, progress: bool, desc: str,
            extra_body: dict | None) -> tuple[list[dict], bool]:
-    """Run jobs closed-loop (``concurrency`` in flight) or open-loop (Poisson arrivals at ``rate_qps``, at most
-    ``concurrency`` in flight). Returns (records, interrupted)."""
+    """Run jobs closed-loop (``concurrency`` streams released together from a barrier, as ``vllm bench serve``
+    sends its first requests at once, each stream sending its next request the moment its last one ends) or
+    open-loop (Poisson arrivals at ``rate_qps``, at most ``concurrency`` in flight); returns (records, interrupted).
+    Records are written by the calling thread as they come back, never by a stream: a slow disk (each record is
+    fsynced) must not hold a stream's next request (docs/simulation.md, "client versus vllm bench")."""
     records: list[dict] = []
     interrupted = False
     rng = random.Random(seed)
     bar = _progress(len(jobs), desc, progress)
-    pending: set[Future] = set()
-    queue = list(jobs)
-    next_arrival = time.perf_counter()
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    todo = deque(jobs)
+    lock = threading.Lock()
+    taken = 0  # jobs handed to a stream or a worker (under lock)
 
-    def done(fut: Future) -> None:
-        rec = fut.result()
+    def take() -> Job | None:
+        nonlocal taken
+        with lock:
+            if stop_event.is_set() or not todo:
+                return None
+            taken += 1
+            return todo.popleft()
+
+    def run(job: Job) -> None:
+        results.put(_execute(client, job, model=model, api=api, k=k, run_t0=run_t0, timeout_s=timeout_s,
+                             stop_event=stop_event, extra_body=extra_body))
+
+    def done(rec: dict) -> None:
         try:
             writer.append_request(rec)
         except OSError as exc:  # disk full or an I/O error: this record is lost, the file and the run go on
@@ -121,41 +140,59 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
         if rec.get("error"):
             bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="specdec-load") as pool:
+    def all_back() -> bool:
+        with lock:
+            return (stop_event.is_set() or not todo) and len(records) == taken
+
+    start = threading.Barrier(min(concurrency, len(jobs)) + 1) if rate_qps is None and jobs else None
+
+    def stream() -> None:
         try:
-            while queue or pending:
-                if deadline is not None and time.perf_counter() > deadline and not stop_event.is_set():
-                    stop_event.set()
-                if stop_event.is_set():
-                    interrupted = interrupted or bool(queue)
-                    queue.clear()
-                can_send = queue and len(pending) < concurrency
-                if can_send and rate_qps is not None:
-                    wait_s = next_arrival - time.perf_counter()
-                    if wait_s > 0:
-                        can_send = False
-                if can_send:
-                    job = queue.pop(0)
-                    pending.add(pool.submit(_execute, client, job, model=model, api=api, k=k, run_t0=run_t0,
-                                            timeout_s=timeout_s, stop_event=stop_event, extra_body=extra_body))
-                    if rate_qps is not None:
-                        next_arrival += rng.expovariate(rate_qps)
-                    continue
-                if not pending:
-                    time.sleep(min(0.05, max(0.0, next_arrival - time.perf_counter())))
-                    continue
-                timeout = 0.05 if (rate_qps is not None and queue) else 0.25
-                finished, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    done(fut)
-        except KeyboardInterrupt:
-            stop_event.set()
-            interrupted = True
-            for fut in pending:
-                done(fut)  # workers see the event between chunks and return cancelled records
-            pending = set()
-        finally:
-            bar.close()
+            start.wait()
+        except threading.BrokenBarrierError:  # the caller was interrupted before the release
+            return
+        while (job := take()) is not None:
+            run(job)
+
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="specdec-load")
+    next_arrival = time.perf_counter()
+    try:
+        if start is not None:
+            for _ in range(start.parties - 1):
+                pool.submit(stream)
+            start.wait()
+        while not all_back():
+            if deadline is not None and time.perf_counter() > deadline and not stop_event.is_set():
+                stop_event.set()
+            if stop_event.is_set():
+                interrupted = interrupted or bool(todo)
+            timeout = 0.25
+            if rate_qps is not None and todo and not stop_event.is_set():
+                wait_s = next_arrival - time.perf_counter()
+                if taken - len(records) < concurrency:  # a slot is free: send at the arrival time
+                    if wait_s <= 0:
+                        job = take()
+                        if job is not None:
+                            pool.submit(run, job)
+                            next_arrival += rng.expovariate(rate_qps)
+                        continue
+                    timeout = min(0.05, wait_s)
+                else:  # every slot busy: the next arrival waits for a request to end
+                    timeout = 0.05
+            try:
+                done(results.get(timeout=timeout))
+            except queue.Empty:
+                continue
+    except KeyboardInterrupt:
+        stop_event.set()
+        interrupted = True
+        if start is not None:
+            start.abort()
+        while len(records) < taken:  # streams see the event between chunks and return cancelled records
+            done(results.get())
+    finally:
+        pool.shutdown(wait=False)
+        bar.close()
     if any(r.get("error_kind") == "cancelled" for r in records):
         interrupted = True
     return records, interrupted

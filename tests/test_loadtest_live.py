@@ -83,6 +83,41 @@ def test_baseline_vs_speculative_side_by_side(vllm_servers, test_output_dir):
         assert r.p50_change == pytest.approx((r.speculative_p50_s - r.baseline_p50_s) / r.baseline_p50_s)
 
 
+def test_closed_loop_streams_do_not_wait_for_the_disk(vllm_servers, test_output_dir, monkeypatch):
+    """The streams of a closed-loop level keep sending while a record is being written: the first write is held
+    here until every request of the level has come back from the server (a design that writes each record before
+    sending the next request finishes only the first wave while the write is held, and the server sees fewer
+    requests in flight than the level says); then every record is on disk."""
+    n = 8
+    came_back: list[int] = []
+    real_execute, real_append = loadtest._execute, runs.RunWriter.append_request
+
+    def counted(*args, **kwargs):
+        rec = real_execute(*args, **kwargs)
+        came_back.append(rec["index"])
+        return rec
+
+    back_at_first_write: list[int] = []
+
+    def held(self, rec):
+        if not back_at_first_write:
+            deadline = time.monotonic() + 120
+            while len(came_back) < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            back_at_first_write.append(len(came_back))
+        return real_append(self, rec)
+
+    monkeypatch.setattr(loadtest, "_execute", counted)
+    monkeypatch.setattr(runs.RunWriter, "append_request", held)
+    res = loadtest.run_load_test(EndpointClient(vllm_servers.get_named("baseline").base_url), concurrency_levels=(2,),
+                                 requests_per_level=n, max_tokens=8, runs_dir=test_output_dir, progress=False,
+                                 request_timeout_s=60, max_duration_s=180)
+    assert back_at_first_write == [n]
+    run = runs.load_run(res.run_path)
+    assert sorted(r["index"] for r in run.records) == list(range(n))
+    assert all(r["error"] is None for r in run.records) and not res.interrupted
+
+
 def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_output_dir):
     server = vllm_servers.get_named("baseline")
     client = EndpointClient(server.base_url)
