@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,15 @@ def test_output_dir(request) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt in the main thread during the test, as in a terminal, even when the
+    test process started with SIGINT ignored: a shell's background job (`./run-tests &`, nohup) inherits SIG_IGN,
+    Python then installs no handler, and a test of Ctrl-C would find the signal ignored, not the code wrong."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -237,7 +237,7 @@ def test_a_slow_metrics_endpoint_cannot_outlast_the_timeout(test_output_dir, cap
     assert_no_secret(str(err.value), *capsys.readouterr())
 
 
-def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir, capsys):
+def test_ctrl_c_ends_a_dripping_run_at_once_and_keeps_the_record(test_output_dir, capsys, ctrl_c_raises):
     def ctrl_c_once_the_request_is_in_flight():
         deadline = time.monotonic() + 20
         while srv.posts < 1 and time.monotonic() < deadline:

@@ -285,7 +285,7 @@ def test_p50_improves_while_p99_regresses_is_flagged():
     assert not any(r.p50_improves_p99_regresses for r in loadtest.compare_load_tests(base, better))
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_records(vllm_servers, test_output_dir):
+def test_ctrl_c_stops_cleanly_and_keeps_the_records(vllm_servers, test_output_dir, ctrl_c_raises):
     """KeyboardInterrupt in the thread running the load test (as Ctrl-C in a terminal or notebook)."""
     import _thread
 
