@@ -1,13 +1,9 @@
 """Driving requests at a vLLM endpoint and recording them: temperature sweeps, load tests, A/B comparisons (I/O).
 
-Concurrency model: threads running the synchronous ``requests`` client of ``endpoint.py``; a closed-loop level is
-``c`` streams released together, each sending its next request as its last one ends; records are written by the
-calling thread as they come back.
-Why threads rather than asyncio: each request spends almost all its time blocked on a socket (the GIL is
-released there), the levels measured here are tens of streams, not thousands, and threads keep the code usable
-from a notebook (which already runs an event loop) and from a plain script alike. The client-side cost of this
-choice is measured, not assumed: ``benchmarks/client_vs_vllm_bench.py`` compares our TTFT/TPOT with
-``vllm bench serve`` (asyncio + aiohttp) on the same server.
+Concurrency model: threads running the synchronous ``requests`` client of ``endpoint.py`` (``_drive``). Why not
+asyncio: requests spend their time blocked on sockets (GIL released), levels are tens of streams, and threads
+work alike from a notebook (which runs an event loop) and a script; ``benchmarks/client_vs_vllm_bench.py``
+measures the cost of that choice against ``vllm bench serve`` (asyncio + aiohttp) on the same server.
 
 Every run is bounded: a fixed number of requests, a per-request timeout and an optional total duration. A
 ``threading.Event`` (or Ctrl-C / KeyboardInterrupt in the calling thread) stops it cleanly: requests in flight are
@@ -106,8 +102,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
     """Run jobs closed-loop (``concurrency`` streams released together from a barrier, as ``vllm bench serve``
     sends its first requests at once, each stream sending its next request the moment its last one ends) or
     open-loop (Poisson arrivals at ``rate_qps``, at most ``concurrency`` in flight); returns (records, interrupted).
-    Records are written by the calling thread as they come back, never by a stream: a slow disk (each record is
-    fsynced) must not hold a stream's next request (docs/simulation.md, "client versus vllm bench")."""
+    The calling thread writes the records as they come back (a slow disk must not hold a stream's next request)."""
     records: list[dict] = []
     interrupted = False
     rng = random.Random(seed)
@@ -116,6 +111,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
     todo = deque(jobs)
     lock = threading.Lock()
     taken = 0  # jobs handed to a stream or a worker (under lock)
+    received, handling = 0, None  # results taken off the queue; the record being written (Ctrl-C can land there)
 
     def take() -> Job | None:
         nonlocal taken
@@ -141,8 +137,8 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
             bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
 
     def all_back() -> bool:
-        with lock:
-            return (stop_event.is_set() or not todo) and len(records) == taken
+        with lock:  # not while a stream is inside take()
+            return (stop_event.is_set() or not todo) and received == taken
 
     start = threading.Barrier(min(concurrency, len(jobs)) + 1) if rate_qps is None and jobs else None
 
@@ -169,7 +165,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
             timeout = 0.25
             if rate_qps is not None and todo and not stop_event.is_set():
                 wait_s = next_arrival - time.perf_counter()
-                if taken - len(records) < concurrency:  # a slot is free: send at the arrival time
+                if taken - received < concurrency:  # a slot is free: send at the arrival time
                     if wait_s <= 0:
                         job = take()
                         if job is not None:
@@ -180,15 +176,21 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
                 else:  # every slot busy: the next arrival waits for a request to end
                     timeout = 0.05
             try:
-                done(results.get(timeout=timeout))
+                rec = results.get(timeout=timeout)
             except queue.Empty:
                 continue
+            received, handling = received + 1, rec
+            done(rec)
+            handling = None
     except KeyboardInterrupt:
         stop_event.set()
         interrupted = True
         if start is not None:
             start.abort()
-        while len(records) < taken:  # streams see the event between chunks and return cancelled records
+        if handling is not None and not (records and records[-1] is handling):
+            done(handling)  # interrupted while being written: written again (load_run keeps one line an index)
+        while received < taken:  # streams see the event between chunks and return cancelled records
+            received += 1
             done(results.get())
     finally:
         pool.shutdown(wait=False)
