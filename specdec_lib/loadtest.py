@@ -17,7 +17,6 @@ client sending traffic to the same server at the same time would pollute the del
 from __future__ import annotations
 
 import json
-import queue
 import random
 import sys
 import threading
@@ -101,17 +100,17 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
            extra_body: dict | None) -> tuple[list[dict], bool]:
     """Run jobs closed-loop (``concurrency`` streams released together from a barrier, as ``vllm bench serve``
     sends its first requests at once, each stream sending its next request the moment its last one ends) or
-    open-loop (Poisson arrivals at ``rate_qps``, at most ``concurrency`` in flight); returns (records, interrupted).
-    The calling thread writes the records as they come back (a slow disk must not hold a stream's next request)."""
-    records: list[dict] = []
+    open-loop (Poisson arrivals, at most ``concurrency`` in flight); the calling thread writes the records as they
+    come back (a slow disk must not hold a stream's next request). Returns (records, interrupted)."""
+    records: list[dict] = []  # written, in the order they arrived (a failed write is noted, the run goes on)
+    arrived: list[dict] = []  # as the streams finish them; never popped, so a Ctrl-C cannot lose one
     interrupted = False
     rng = random.Random(seed)
     bar = _progress(len(jobs), desc, progress)
-    results: queue.SimpleQueue = queue.SimpleQueue()
     todo = deque(jobs)
-    lock = threading.Lock()
+    lock = threading.RLock()
+    wake = threading.Condition(lock)
     taken = 0  # jobs handed to a stream or a worker (under lock)
-    received, handling = 0, None  # results taken off the queue; the record being written (Ctrl-C can land there)
 
     def take() -> Job | None:
         nonlocal taken
@@ -122,23 +121,32 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
             return todo.popleft()
 
     def run(job: Job) -> None:
-        results.put(_execute(client, job, model=model, api=api, k=k, run_t0=run_t0, timeout_s=timeout_s,
-                             stop_event=stop_event, extra_body=extra_body))
+        rec = _execute(client, job, model=model, api=api, k=k, run_t0=run_t0, timeout_s=timeout_s,
+                       stop_event=stop_event, extra_body=extra_body)
+        with lock:
+            arrived.append(rec)
+            wake.notify()
 
-    def done(rec: dict) -> None:
-        try:
-            writer.append_request(rec)
-        except OSError as exc:  # disk full or an I/O error: this record is lost, the file and the run go on
-            writer.lost_records.append(rec["index"])
-            print(f"[specdec] record {rec['index']} not written: {exc}", file=sys.stderr)
-        records.append(rec)
-        bar.update(1)
-        if rec.get("error"):
-            bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
+    def write_arrived() -> None:
+        while len(records) < len(arrived):  # interrupted mid-write, a record is written again: one line an index
+            rec = arrived[len(records)]
+            try:
+                writer.append_request(rec)
+            except OSError as exc:  # disk full or an I/O error: this record is lost, the file and the run go on
+                writer.lost_records.append(rec["index"])
+                print(f"[specdec] record {rec['index']} not written: {exc}", file=sys.stderr)
+            records.append(rec)
+            bar.update(1)
+            if rec.get("error"):
+                bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
 
-    def all_back() -> bool:
-        with lock:  # not while a stream is inside take()
-            return (stop_event.is_set() or not todo) and received == taken
+    def wait_arrival(timeout: float) -> bool:  # True when every job taken is back and written, and no more will be
+        with lock:
+            if len(arrived) == len(records):
+                if (stop_event.is_set() or not todo) and len(arrived) == taken:
+                    return True
+                wake.wait(timeout)
+            return False
 
     start = threading.Barrier(min(concurrency, len(jobs)) + 1) if rate_qps is None and jobs else None
 
@@ -157,7 +165,8 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
             for _ in range(start.parties - 1):
                 pool.submit(stream)
             start.wait()
-        while not all_back():
+        while True:
+            write_arrived()
             if deadline is not None and time.perf_counter() > deadline and not stop_event.is_set():
                 stop_event.set()
             if stop_event.is_set():
@@ -165,7 +174,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
             timeout = 0.25
             if rate_qps is not None and todo and not stop_event.is_set():
                 wait_s = next_arrival - time.perf_counter()
-                if taken - received < concurrency:  # a slot is free: send at the arrival time
+                if taken - len(arrived) < concurrency:  # a slot is free: send at the arrival time
                     if wait_s <= 0:
                         job = take()
                         if job is not None:
@@ -175,29 +184,19 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
                     timeout = min(0.05, wait_s)
                 else:  # every slot busy: the next arrival waits for a request to end
                     timeout = 0.05
-            try:
-                rec = results.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            received, handling = received + 1, rec
-            done(rec)
-            handling = None
+            if wait_arrival(timeout):
+                break
     except KeyboardInterrupt:
         stop_event.set()
         interrupted = True
         if start is not None:
             start.abort()
-        if handling is not None and not (records and records[-1] is handling):
-            done(handling)  # interrupted while being written: written again (load_run keeps one line an index)
-        while received < taken:  # streams see the event between chunks and return cancelled records
-            received += 1
-            done(results.get())
+        while not wait_arrival(0.25):  # streams see the event between chunks and return cancelled records
+            write_arrived()
     finally:
         pool.shutdown(wait=False)
         bar.close()
-    if any(r.get("error_kind") == "cancelled" for r in records):
-        interrupted = True
-    return records, interrupted
+    return records, interrupted or any(r.get("error_kind") == "cancelled" for r in records)
 
 
 # ---------------------------------------------------------------------------------------------------------------
