@@ -8,7 +8,8 @@ steps cannot be judged against them (docs/simulation.md). Here the target is `ti
    `calibrate.fit.fit_simulator_step` on both servers' levels);
 2. drive each server with Poisson arrivals (the workbook's `loadtest.run_load_test`) at several rates, for one
    class (temperature 0.1) and for the source's 60/40 mix (temperatures 0.1 and 1.0, cycled 3:2), every request
-   generating exactly `max_tokens` tokens (`ignore_eos`);
+   generating exactly `max_tokens` tokens (`ignore_eos`), the probe's parts interleaved with the runs
+   (`probe_and_drive`: the machine's speed drifts over minutes);
 3. replay each measured run through the simulation with the same send times and token counts (one class per
    temperature, its alpha measured on the speculative server's runs), and compare P50/P95/P99 of TTFT, TPOT
    and E2E.
