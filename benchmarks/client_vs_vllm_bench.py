@@ -75,18 +75,15 @@ SERVER_HISTOGRAMS = {  # vLLM's own per-request latency histograms (seconds), re
 }
 
 
-def server_histograms(base_url: str) -> dict[str, tuple[float, float]]:
-    """name -> (sum of seconds, count) of vLLM's own latency histograms (`SERVER_HISTOGRAMS`)."""
-    out = {name: (0.0, 0.0) for name in SERVER_HISTOGRAMS}
+def server_histograms(base_url: str) -> dict[str, list[float]]:
+    """name -> [sum of seconds, count] of vLLM's own latency histograms (`SERVER_HISTOGRAMS`)."""
+    out = {name: [0.0, 0.0] for name in SERVER_HISTOGRAMS}
     by_metric = {metric: name for name, metric in SERVER_HISTOGRAMS.items()}
     for fam in text_string_to_metric_families(requests.get(base_url + "/metrics", timeout=10).text):
         for s in fam.samples:
-            for suffix, i in (("_sum", 0), ("_count", 1)):
-                name = by_metric.get(s.name[: -len(suffix)]) if s.name.endswith(suffix) else None
-                if name:
-                    pair = list(out[name])
-                    pair[i] += s.value
-                    out[name] = (pair[0], pair[1])
+            metric, _, part = s.name.rpartition("_")
+            if part in ("sum", "count") and metric in by_metric:
+                out[by_metric[metric]][part == "count"] += s.value
     return out
 
 

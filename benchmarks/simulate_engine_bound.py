@@ -44,10 +44,7 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
                                     served_model_name="engine-target", extra_args=ev.SERVER_EXTRA_ARGS)
 
     def rates_from_probe(pr):
-        fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
-        cap = ev.capacity_qps(sim.AffineStepTime(**fitted), args.prompt_tokens, args.max_tokens)
-        print(f"[{kind}] calibrated capacity {cap:.2f} requests/s", flush=True)
-        return [round(f * cap, 3) for f in args.load_fractions]
+        return [round(r, 3) for r in ev.rates_from_probe(pr, args.load_fractions, args.prompt_tokens, args.max_tokens)]
 
     t0 = time.monotonic()
     with server:

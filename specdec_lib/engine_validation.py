@@ -26,6 +26,7 @@ import numpy as np
 from specdec_lib import loadtest, localserver, runs
 from specdec_lib import simulate as sim
 from specdec_lib.calibrate import probe
+from specdec_lib.calibrate.command import calibrate_endpoint
 
 ONE_CLASS_TEMPERATURES = (0.1,)
 MIX_TEMPERATURES = (0.1, 0.1, 0.1, 1.0, 1.0)  # the source's 60/40 structured / creative mix, cycled
@@ -76,6 +77,14 @@ def capacity_qps(step_time: sim.AffineStepTime, prompt_tokens: float, output_tok
     if per_request_s <= 0:
         raise ValueError("the calibrated step has no per-sequence or per-token cost; capacity is unbounded")
     return 1.0 / per_request_s
+
+
+def rates_from_probe(pr: probe.ProbeResult, fractions: Sequence[float], prompt_tokens: float,
+                     output_tokens: int) -> list[float]:
+    """Request rates at `fractions` of the capacity the probe calibrates (`capacity_qps` of its fitted step)."""
+    step = sim.AffineStepTime(**calibrate_endpoint(pr, replay_server=CPU_REPLAY_SERVER)["simulator"]["step_time"])
+    cap = capacity_qps(step, prompt_tokens, output_tokens)
+    return [f * cap for f in fractions]
 
 
 def drive(client, *, rates_qps: Sequence[float], requests_per_rate: int, temperatures: Sequence[float],

@@ -108,13 +108,12 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
     rng = random.Random(seed)
     bar = _progress(len(jobs), desc, progress)
     todo = deque(jobs)
-    lock = threading.RLock()
-    wake = threading.Condition(lock)
-    taken = 0  # jobs handed to a stream or a worker (under lock)
+    wake = threading.Condition()  # guards todo, taken and arrived; notified as a record arrives
+    taken = 0  # jobs handed to a stream or a worker
 
     def take() -> Job | None:
         nonlocal taken
-        with lock:
+        with wake:
             if stop_event.is_set() or not todo:
                 return None
             taken += 1
@@ -123,7 +122,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
     def run(job: Job) -> None:
         rec = _execute(client, job, model=model, api=api, k=k, run_t0=run_t0, timeout_s=timeout_s,
                        stop_event=stop_event, extra_body=extra_body)
-        with lock:
+        with wake:
             arrived.append(rec)
             wake.notify()
 
@@ -141,7 +140,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
                 bar.set_postfix_str(f"errors={sum(1 for r in records if r.get('error'))}")
 
     def wait_arrival(timeout: float) -> bool:  # True when every job taken is back and written, and no more will be
-        with lock:
+        with wake:
             if len(arrived) == len(records):
                 if (stop_event.is_set() or not todo) and len(arrived) == taken:
                     return True

@@ -54,15 +54,11 @@ def _measure(models, spec, out_dir, rates):
     server = localserver.VLLMServer(models.target, speculative_config=spec, extra_args=ev.SERVER_EXTRA_ARGS,
                                     log_path=out_dir / f"{kind}.log", served_model_name="engine-target")
 
-    def rates_from_probe(pr):
-        fitted = calibrate_endpoint(pr, replay_server=ev.CPU_REPLAY_SERVER)["simulator"]["step_time"]
-        step = sim.AffineStepTime(**fitted)
-        return [f * ev.capacity_qps(step, 40.0, MAX_TOKENS) for f in LOAD_FRACTIONS]
-
     with server:
         client = endpoint.EndpointClient(server.base_url, timeout_s=300)
         m = ev.probe_and_drive(client, workloads={"60/40 mix": ev.MIX_TEMPERATURES},
-                               rates_qps=rates if rates is not None else rates_from_probe,
+                               rates_qps=rates if rates is not None else
+                               (lambda pr: ev.rates_from_probe(pr, LOAD_FRACTIONS, 40.0, MAX_TOKENS)),
                                requests_per_rate=REQUESTS_PER_RATE, max_tokens=MAX_TOKENS,
                                runs_dir=out_dir / "runs", probe_options=PROBE)
         kv = localserver.kv_cache_tokens_from_log(server.log_text())
