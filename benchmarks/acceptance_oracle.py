@@ -8,7 +8,7 @@ predicted α with its bounds (a draft's vocabulary tail; n-gram/suffix: 95 % acr
 95 % interval across requests, the error, whether they agree
 (``prediction.AGREEMENT_ALPHA``), and the prediction's seconds. Writes the table as JSON beside the run folders.
 
-    /work/bin/vllm-slot .venv/bin/python benchmarks/acceptance_oracle.py [--prompts 8] [--max-tokens 48]
+    .venv/bin/python benchmarks/acceptance_oracle.py [--prompts 8] [--max-tokens 48]
     ... --drafts "" (the model-free rows only: n-gram and suffix, two speculative servers and the plain target)
 
 About 11 server starts (30-80 s each here) plus the requests.

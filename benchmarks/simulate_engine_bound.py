@@ -1,6 +1,6 @@
 """The simulator against a real vLLM server whose engine dominates: calibrate, drive, replay, compare.
 
-    /work/bin/vllm-slot .venv/bin/python benchmarks/simulate_engine_bound.py [--rates 0.2,0.4,0.6,0.8]
+    .venv/bin/python benchmarks/simulate_engine_bound.py [--rates 0.2,0.4,0.6,0.8]
 
 Builds the engine-bound pair (`tiny_models.build_engine_bound`: a 94 M-parameter Llama target, its 1-layer
 truncated draft), then for the baseline server and the speculative one (k = 4, greedy draft sampling), one at a
@@ -26,7 +26,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # this client process; the server has its own environment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from specdec_lib import endpoint, localserver  # noqa: E402
 from specdec_lib import engine_validation as ev  # noqa: E402
 from specdec_lib import simulate as sim  # noqa: E402
 from specdec_lib.calibrate.command import calibrate_endpoint, format_fit  # noqa: E402
@@ -36,30 +35,22 @@ K = 4
 
 
 def measure_server(models, spec, out_dir: Path, args) -> dict:
-    """Start one server, probe it and drive both workloads at every rate, the probe's parts interleaved with the
-    runs (`engine_validation.probe_and_drive`), stop it. Without `args.rates` (the first, baseline server) the rates
-    are `args.load_fractions` of the capacity its probe calibrates."""
-    kind = "speculative" if spec else "baseline"
-    server = localserver.VLLMServer(models.target, speculative_config=spec, log_path=out_dir / f"{kind}.log",
-                                    served_model_name="engine-target", extra_args=ev.SERVER_EXTRA_ARGS)
-
+    """One server probed and driven for both workloads at every rate (`engine_validation.measure_server`). Without
+    `args.rates` (the first, baseline server) the rates are `args.load_fractions` of the capacity its probe
+    calibrates; the second server is driven at the same rates."""
     def rates_from_probe(pr):
         return [round(r, 3) for r in ev.rates_from_probe(pr, args.load_fractions, args.prompt_tokens, args.max_tokens)]
 
     t0 = time.monotonic()
-    with server:
-        print(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}", flush=True)
-        client = endpoint.EndpointClient(server.base_url, timeout_s=600)
-        m = ev.probe_and_drive(client, workloads={"one class": ev.ONE_CLASS_TEMPERATURES,
-                                                  "60/40 mix": ev.MIX_TEMPERATURES},
-                               rates_qps=args.rates or rates_from_probe, requests_per_rate=args.requests,
-                               max_tokens=args.max_tokens, runs_dir=out_dir / "runs",
-                               probe_options=dict(concurrency=args.probe_concurrency,
-                                                  output_tokens=args.probe_output_tokens))
-        args.rates = list(m.rates_qps)
-        print(f"[{kind}] done at {time.monotonic() - t0:.0f} s; rates {args.rates}; order: {', '.join(m.order)}",
-              flush=True)
-        kv = localserver.kv_cache_tokens_from_log(server.log_text())
+    m, kv = ev.measure_server(models, spec, out_dir, workloads={"one class": ev.ONE_CLASS_TEMPERATURES,
+                                                                "60/40 mix": ev.MIX_TEMPERATURES},
+                              rates_qps=args.rates or rates_from_probe, requests_per_rate=args.requests,
+                              max_tokens=args.max_tokens,
+                              probe_options=dict(concurrency=args.probe_concurrency,
+                                                 output_tokens=args.probe_output_tokens),
+                              log=lambda line: print(line, flush=True))
+    args.rates = list(m.rates_qps)
+    print(f"done at {time.monotonic() - t0:.0f} s", flush=True)
     return {"measured": m, "kv_tokens": kv}
 
 

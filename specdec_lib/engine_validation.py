@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from specdec_lib import loadtest, localserver, runs
+from specdec_lib import endpoint, loadtest, localserver, runs
 from specdec_lib import simulate as sim
 from specdec_lib.calibrate import probe
 from specdec_lib.calibrate.command import calibrate_endpoint
@@ -171,6 +171,29 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
         records[workload] += drive(client, rates_qps=[rate], requests_per_rate=requests_per_rate,
                                    temperatures=workloads[workload], max_tokens=max_tokens, runs_dir=runs_dir)
     return Measured(_merged(parts), rates, records, tuple(order))
+
+
+def measure_server(models: EngineModels, spec: dict | None, out_dir: Path, *,
+                   workloads: Mapping[str, Sequence[float]],
+                   rates_qps: Sequence[float] | Callable[[probe.ProbeResult], Sequence[float]],
+                   requests_per_rate: int, max_tokens: int, probe_options: Mapping[str, Any] | None = None,
+                   timeout_s: float = 600.0, log: Callable[[str], None] | None = None) -> tuple[Measured, int]:
+    """Start the engine-bound target (with `spec`, a speculative config, or without: the baseline), probe and drive
+    it (`probe_and_drive`), stop it. Returns what was measured and the KV cache size (tokens) vLLM logged at
+    startup, which the replay's server needs. The server's log and the runs go under `out_dir`."""
+    kind = "speculative" if spec else "baseline"
+    server = localserver.VLLMServer(models.target, speculative_config=spec, extra_args=SERVER_EXTRA_ARGS,
+                                    log_path=Path(out_dir) / f"{kind}.log", served_model_name="engine-target")
+    with server:
+        if log:
+            log(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}")
+        m = probe_and_drive(endpoint.EndpointClient(server.base_url, timeout_s=timeout_s), workloads=workloads,
+                            rates_qps=rates_qps, requests_per_rate=requests_per_rate, max_tokens=max_tokens,
+                            runs_dir=Path(out_dir) / "runs", probe_options=probe_options)
+        if log:
+            log(f"[{kind}] rates {[round(r, 3) for r in m.rates_qps]}; order: {', '.join(m.order)}")
+        kv_tokens = localserver.kv_cache_tokens_from_log(server.log_text())
+    return m, kv_tokens
 
 
 def alpha_by_temperature(records: Iterable[Mapping[str, Any]], k: int) -> dict[float, float]:

@@ -33,7 +33,6 @@ from dataclasses import asdict
 
 import pytest
 
-from specdec_lib import endpoint, localserver
 from specdec_lib import engine_validation as ev
 from specdec_lib import simulate as sim
 from specdec_lib.calibrate.command import calibrate_endpoint, format_fit
@@ -47,21 +46,13 @@ PROBE = dict(concurrency=(1, 2, 4, 8), output_tokens=(16, 96))
 
 
 def _measure(models, spec, out_dir, rates):
-    """Start one server, probe and drive it (`engine_validation.probe_and_drive`: the probe's two output lengths
-    interleaved with the two rates), stop it. Without `rates` (the baseline) they are LOAD_FRACTIONS of the
-    capacity its own probe's first part calibrates."""
-    kind = "speculative" if spec else "baseline"
-    server = localserver.VLLMServer(models.target, speculative_config=spec, extra_args=ev.SERVER_EXTRA_ARGS,
-                                    log_path=out_dir / f"{kind}.log", served_model_name="engine-target")
-
-    with server:
-        client = endpoint.EndpointClient(server.base_url, timeout_s=300)
-        m = ev.probe_and_drive(client, workloads={"60/40 mix": ev.MIX_TEMPERATURES},
-                               rates_qps=rates if rates is not None else
-                               (lambda pr: ev.rates_from_probe(pr, LOAD_FRACTIONS, 40.0, MAX_TOKENS)),
-                               requests_per_rate=REQUESTS_PER_RATE, max_tokens=MAX_TOKENS,
-                               runs_dir=out_dir / "runs", probe_options=PROBE)
-        kv = localserver.kv_cache_tokens_from_log(server.log_text())
+    """One server probed and driven, the probe's two output lengths interleaved with the two rates. Without
+    `rates` (the baseline) they are LOAD_FRACTIONS of the capacity its own probe's first part calibrates."""
+    m, kv = ev.measure_server(models, spec, out_dir, workloads={"60/40 mix": ev.MIX_TEMPERATURES},
+                              rates_qps=rates if rates is not None else
+                              (lambda pr: ev.rates_from_probe(pr, LOAD_FRACTIONS, 40.0, MAX_TOKENS)),
+                              requests_per_rate=REQUESTS_PER_RATE, max_tokens=MAX_TOKENS, probe_options=PROBE,
+                              timeout_s=300)
     assert not any(r.get("error") for r in m.records["60/40 mix"])
     return m, kv
 
