@@ -209,9 +209,9 @@ class EndpointClient:
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
         if s is None:
-            s = transport.session()
+            s = transport.session(self.base_url)
             s.headers.update(self._headers())
-            s.auth = self._auth()
+            s.auth = self._auth() or s.auth  # the URL's credentials or the key; else what ~/.netrc says
             self._local.session = s
         return s
 
@@ -270,6 +270,16 @@ class EndpointClient:
         except ValueError:
             raise EndpointError(self.url(path), "bad_response",
                                 f"expected JSON, got {self.redact(text, BODY_EXCERPT_CHARS)!r}") from None
+
+    def open_connection(self, timeout_s: float = 5.0) -> bool:
+        """Open this thread's keep-alive connection with one cheap GET (``/v1/models``), so that the thread's next
+        request only writes to a socket. A load test's streams call it before they are released together. A
+        failure is not an error here (the request that follows reports it); returns whether it worked."""
+        try:
+            self.get_json("/v1/models", timeout_s=timeout_s)
+            return True
+        except EndpointError:
+            return False
 
     def post_json(self, path: str, body: dict, timeout_s: float | None = None) -> Any:
         """POST ``body`` as JSON and read the whole JSON answer under one wall-clock budget.
@@ -459,6 +469,7 @@ class EndpointClient:
             try:
                 for read_no, now, raw in transport.iter_lines(resp, deadline):
                     if state.feed(read_no, now, raw):
+                        transport.keep_alive_after_end(resp)  # [DONE]: the connection serves the next request
                         break
             except StreamError as exc:
                 raise EndpointError(url, exc.kind, exc.detail, status=exc.status) from None

@@ -150,6 +150,7 @@ def _drive(client: EndpointClient, jobs: list[Job], writer: runs.RunWriter, *, m
     start = threading.Barrier(min(concurrency, len(jobs)) + 1) if rate_qps is None and jobs else None
 
     def stream() -> None:
+        client.open_connection()  # before the release: the first requests then only write to their sockets
         try:
             start.wait()
         except threading.BrokenBarrierError:  # the caller was interrupted before the release

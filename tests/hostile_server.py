@@ -13,7 +13,8 @@ Every other test talks to a real vLLM server. This one looks like vLLM 0.32 (rea
     mid-stream error chunk quoting the caller's Authorization header), non_json_echo (a non-JSON data line quoting
     the key where a 300-character excerpt cuts it), http_401_echo, http_500, spec_nan, spec_missing (per-request
     metrics with NaN / without its counts), inf_tokens (usage completion_tokens Infinity), list_chunk (a JSON list
-    where an object belongs), gateway_503.
+    where an object belongs), gateway_503, stall_after_done (the body never ends after ``[DONE]``),
+    junk_after_done (another event after ``[DONE]``). ``srv.connections`` counts the TCP connections accepted.
 ``metrics`` (from scrape number ``metrics_fault_from`` on, counting from 0): ok, malformed, not_vllm, drip, stall,
     dup_same, dup_diff, inf_counter, nan_gauge, gauge_out_of_range.
 ``models``: ok, several, wrong_shape, version_echo (the key in /version's answer).  ``version``: ok, 404, 403,
@@ -40,7 +41,7 @@ TOKEN_GAP_S = 0.02  # between generated tokens of a well-behaved stream
 
 STREAM_FAULTS = ("ok", "cut", "drip", "stall", "http10_buffered", "http10_incremental", "error_chunk_echo",
                  "non_json_echo", "http_401_echo", "http_500", "spec_nan", "spec_missing", "inf_tokens", "list_chunk",
-                 "gateway_503")
+                 "gateway_503", "stall_after_done", "junk_after_done")
 METRICS_FAULTS = ("ok", "malformed", "not_vllm", "drip", "stall", "dup_same", "dup_diff", "inf_counter", "nan_gauge",
                   "gauge_out_of_range")
 MODELS_FAULTS = ("ok", "several", "wrong_shape")
@@ -238,6 +239,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunked(b"data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": tokens},
                                               "metrics": {"speculative_decoding": metrics}}).encode() + b"\n\n")
         self._chunked(b"data: [DONE]\n\n")
+        if fault == "stall_after_done":
+            return self._stall()
+        if fault == "junk_after_done":
+            self._chunked(b"data: {\"late\": true}\n\n")
         self._end_chunked()
 
     def _http10(self, chat: bool, tokens: int, *, buffered: bool) -> None:
@@ -261,6 +266,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    connections = 0
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
     def handle_error(self, request, client_address):
         """A client that hangs up (the point of several faults) is not an error; anything else is printed."""
@@ -295,6 +306,10 @@ class HostileServer:
     @property
     def posts(self) -> int:
         return self.httpd.posts
+
+    @property
+    def connections(self) -> int:
+        return self.httpd.connections
 
     def __enter__(self) -> "HostileServer":
         self._thread.start()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import threading
 import uuid
 
 import pytest
@@ -47,6 +48,30 @@ def test_stream_timing_and_per_request_acceptance(vllm_servers):
     est = request_acceptance(dataclasses.replace(res, spec_metrics=None), 4)
     assert est.source == "chunks" and est.draft_tokens == sm["num_draft_tokens"]
     assert 0 <= sm["num_accepted_draft_tokens"] - est.accepted_tokens <= 4
+
+
+def test_consecutive_streams_of_a_thread_share_one_connection(vllm_servers, monkeypatch):
+    """As `vllm bench serve`'s client does, a thread's streamed requests reuse one keep-alive connection to a real
+    vLLM server (before 7 Dec 2026 each stream closed its connection, so every request opened a new one: a connect
+    for the client and an accept for the server's API process at every request of a load test)."""
+    import urllib3.util.connection
+
+    opened = []
+    connect = urllib3.util.connection.create_connection
+    monkeypatch.setattr(urllib3.util.connection, "create_connection",
+                        lambda *a, **kw: opened.append(a[0]) or connect(*a, **kw))
+    server = vllm_servers.get_named("baseline")
+    client = EndpointClient(server.base_url)
+    results = [client.stream(model=server.model_name, prompt="The harbour at dawn", max_tokens=8, temperature=0.0)
+               for _ in range(3)]
+    assert [r.completion_tokens for r in results] == [8, 8, 8]
+    assert len(opened) == 1  # three streams, one TCP connection
+    other = []  # another thread opens its own (one session a thread)
+    worker = threading.Thread(target=lambda: other.append(client.stream(
+        model=server.model_name, prompt="The harbour at dawn", max_tokens=8, temperature=0.0)))
+    worker.start()
+    worker.join(timeout=60)
+    assert other and other[0].completion_tokens == 8 and len(opened) == 2
 
 
 def test_api_key_reaches_no_file_log_repr_or_exception(vllm_servers, test_output_dir, caplog, capsys):

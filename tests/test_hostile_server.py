@@ -386,3 +386,31 @@ def test_prompts_file_is_accepted_by_the_cli_as_the_help_offers(test_output_dir,
     assert code == cli.EXIT_OK, err
     run = runs.load_run(json.loads(out)["run_path"])
     assert sorted(r["prompt_id"] for r in run.records) == ["bad", "ok-1", "ok-2"]
+
+
+@pytest.mark.parametrize("fault", ["stall_after_done", "junk_after_done"])
+def test_a_body_that_does_not_end_cleanly_after_done_keeps_the_result_and_is_not_reused(fault):
+    """The connection of a finished stream is kept for the next request only when the body ends cleanly right after
+    [DONE] (transport.keep_alive_after_end); a server that stalls there costs at most KEEP_ALIVE_WAIT_S, not the
+    request's budget, and one that sends more gets a new connection for the next request."""
+    with HostileServer(stream=fault) as srv:
+        client = EndpointClient(srv.url, timeout_s=25)
+        started = time.monotonic()
+        results = [client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0) for _ in range(2)]
+        took_s = time.monotonic() - started
+        connections = srv.connections
+    assert [r.completion_tokens for r in results] == [6, 6] and all(r.finish_reason == "length" for r in results)
+    assert took_s < 25  # two requests, neither waited out its 25 s budget (a stall lasts MAX_SLOW_S = 30 s)
+    assert connections == 2  # one a request: neither connection was put back after a body that did not end
+
+
+def test_a_body_that_ends_cleanly_after_done_leaves_its_connection_for_the_next_request():
+    with HostileServer(stream="ok") as srv:
+        client = EndpointClient(srv.url)
+        results = [client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0) for _ in range(3)]
+        assert [r.completion_tokens for r in results] == [6, 6, 6]
+        assert srv.connections == 1
+        srv.set(stream="junk_after_done")  # the control: the same client, a body that does not end cleanly
+        client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0)
+        client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0)
+        assert srv.connections == 2  # the kept connection served the first of these, the second needed a new one
