@@ -93,6 +93,10 @@ def _explain_connection_error(url: str, exc: BaseException, redact) -> EndpointE
     text = " ".join(str(c) for c in chain)
     parsed = urlparse(url)
     host = parsed.hostname or "?"
+    if any(isinstance(c, requests.exceptions.ProxyError) for c in chain) or "ProxyError" in text:
+        return EndpointError(url, "connection_error", "could not connect through the proxy the environment names "
+                             "(HTTP_PROXY / HTTPS_PROXY; NO_PROXY lists hosts that bypass it): "
+                             f"{redact(str(exc), BODY_EXCERPT_CHARS)}")
     if any(isinstance(c, socket.gaierror) for c in chain) or "NameResolutionError" in text \
             or "Name or service not known" in text or "nodename nor servname" in text:
         return EndpointError(url, "dns_failure", f"DNS failure: the host name {host!r} could not be resolved")

@@ -414,3 +414,28 @@ def test_a_body_that_ends_cleanly_after_done_leaves_its_connection_for_the_next_
         client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0)
         client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0)
         assert srv.connections == 2  # the kept connection served the first of these, the second needed a new one
+
+
+def test_the_proxy_and_ca_environment_is_read_once_a_session_and_still_honoured(monkeypatch, tmp_path):
+    """requests re-reads the environment on every request unless told not to; the session reads it once
+    (transport.session) and must still honour it: a proxy, NO_PROXY, a CA bundle."""
+    from specdec_lib import transport
+
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    s = transport.session("http://vllm.example:8000")
+    assert s.trust_env is False and s.proxies.get("http") == "http://proxy.invalid:3128"
+    assert s.verify == str(tmp_path / "ca.pem")
+    monkeypatch.setenv("NO_PROXY", "vllm.example")
+    assert "http" not in transport.session("http://vllm.example:8000").proxies
+    # and a request really goes through the proxy it names: an unreachable one is a clear connection error
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    with HostileServer() as srv:
+        with pytest.raises(EndpointError) as err:
+            EndpointClient(srv.url, timeout_s=5).models()
+        assert srv.connections == 0  # the request never reached the server directly
+    assert err.value.kind == "connection_error" and "proxy" in str(err.value) and "HTTP_PROXY" in str(err.value)
+    assert "nothing is listening" not in str(err.value)  # the server was never tried: not its fault
