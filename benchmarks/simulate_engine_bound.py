@@ -48,7 +48,7 @@ def measure_server(models, spec, out_dir: Path, args) -> dict:
                               max_tokens=args.max_tokens,
                               probe_options=dict(concurrency=args.probe_concurrency,
                                                  output_tokens=args.probe_output_tokens),
-                              closing_part=True, log=lambda line: print(line, flush=True))
+                              log=lambda line: print(line, flush=True))
     args.rates = list(m.rates_qps)
     print(f"done at {time.monotonic() - t0:.0f} s", flush=True)
     return {"measured": m, "kv_tokens": kv}
@@ -88,18 +88,12 @@ def main() -> int:
     spec_records = [r for rs in spec["measured"].records.values() for r in rs]
     alphas = ev.alpha_by_temperature(spec_records, K)
     print("alpha by temperature (measured on the speculative server):", alphas)
-    rows, one_speed_rows = [], []
+    rows = []
     for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
-        common = dict(server=kind, server_config=sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS,
-                                                                  ev.CPU_MAX_NUM_BATCHED_TOKENS),
-                      step_time=step, request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
-        rows += ev.compare_measured(m["measured"], **common)
-        one_speed_rows += ev.compare_measured(m["measured"], local=False, **common)
-        print(f"[{kind}] local speed (measured / calibrated step in the probe parts around each run):",
-              {f"{w} at {r:.3g} qps": round(v, 3) for (w, r), v in ev.local_speed(m["measured"], step).items()})
+        rows += ev.compare_measured(m["measured"], server=kind, server_config=sim.ServerConfig(
+            m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=step,
+            request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print(ev.format_rows(rows))
-    inside_one = sum(r.within_band for r in one_speed_rows if r.stat in ("p50", "p99"))
-    print(f"with one speed for every run (no local scaling): {inside_one} of P50/P99 cells within the bands")
     signs = ev.mix_effect_signs(rows)
     for s in signs:
         print(f"mix effect {s['rate_qps']:.2f} qps {s['stat']}: measured {100 * s['measured']:+.1f} %, simulated "
@@ -109,8 +103,6 @@ def main() -> int:
     print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
     (out_dir / "rows.json").write_text(json.dumps({"rows": [{**asdict(r), "error": r.error} for r in rows],
                                                    "mix_effect": signs, "alphas": alphas,
-                                                   "rows_one_speed": [{**asdict(r), "error": r.error}
-                                                                      for r in one_speed_rows],
                                                    "order": {k: m["measured"].order for k, m in
                                                              (("baseline", base), ("speculative", spec))},
                                                    "args": {k: v for k, v in vars(args).items()}}, indent=1))

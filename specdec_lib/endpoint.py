@@ -470,10 +470,12 @@ class EndpointClient:
                 raise EndpointError(url, "cancelled", "cancelled by the caller (stop event set) before sending")
             state.t0 = time.perf_counter()
             resp = self._request("POST", path, deadline, json_body=body, stream=True)
+            done_at = None  # arrival of [DONE]: the request's end (not the body's end read after it)
             try:
                 for read_no, now, raw in transport.iter_lines(resp, deadline):
                     if state.feed(read_no, now, raw):
-                        transport.keep_alive_after_end(resp)  # [DONE]: the connection serves the next request
+                        done_at = now
+                        transport.keep_alive_after_end(resp)  # the connection serves the thread's next request
                         break
             except StreamError as exc:
                 raise EndpointError(url, exc.kind, exc.detail, status=exc.status) from None
@@ -487,6 +489,6 @@ class EndpointClient:
             if deadline.reason is not None and not state.done:
                 raise self._failure(url, RuntimeError(deadline.reason), deadline, total_s, mid_stream=state.progress())
         try:
-            return state.result(time.perf_counter())
+            return state.result(done_at if done_at is not None else time.perf_counter())
         except StreamError as exc:
             raise EndpointError(url, exc.kind, exc.detail, status=exc.status) from None

@@ -17,7 +17,7 @@ steps cannot be judged against them (docs/simulation.md). Here the target is `ti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -111,9 +111,6 @@ class Measured:
     rates_qps: tuple[float, ...]
     records: dict[str, list[dict]]  # workload -> the records of its runs at every rate
     order: tuple[str, ...]  # what ran, in order ("probe, 16 output tokens", "60/40 mix at 0.8 qps", ...)
-    parts: tuple[probe.ProbeResult, ...] = ()  # the probe's parts, in the order they ran
-    neighbours: Mapping[tuple[str, float], tuple[int, ...]] = field(default_factory=dict)
-    """(workload, rate) -> the indices in `parts` of the nearest part before its run and the nearest after it."""
 
 
 def _merged(parts: Sequence[probe.ProbeResult]) -> probe.ProbeResult:
@@ -140,7 +137,7 @@ def interleaved(lengths: Sequence[int], runs: int) -> list[tuple[str, int]]:
 def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
                     rates_qps: Sequence[float] | Callable[[probe.ProbeResult], Sequence[float]],
                     requests_per_rate: int, max_tokens: int, runs_dir: Path,
-                    probe_options: Mapping[str, Any] | None = None, closing_part: bool = False) -> Measured:
+                    probe_options: Mapping[str, Any] | None = None) -> Measured:
     """Probe one server as `specdec calibrate` does and drive it at each rate for each workload (name ->
     temperatures, `drive`), the probe's parts interleaved with the driven runs.
 
@@ -150,8 +147,7 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
     part per length, each all concurrencies) and the parts are spread over the runs: with two lengths and two
     rates, probe 16 tokens, drive the low rate, probe 96 tokens, drive the high rate. The calibration then sees
     the machine over the same minutes as the runs it predicts. `rates_qps` may be a function of the probe (the
-    first server's rates come from its own calibration): it gets the first part. `closing_part` probes the first
-    length once more after the last run, so every run has a part on each side (`local_speed`).
+    first server's rates come from its own calibration): it gets the first part.
     """
     options = dict(probe_options or {})
     lengths = [int(n) for n in options.pop("output_tokens", probe.DEFAULT_OUTPUT_TOKENS)]
@@ -166,8 +162,7 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
     rates = tuple(float(r) for r in (rates_qps(parts[0]) if callable(rates_qps) else rates_qps))
     runs_to_do = [(w, r) for w in workloads for r in rates]
     records: dict[str, list[dict]] = {w: [] for w in workloads}
-    plan = interleaved(lengths, len(runs_to_do)) + ([("probe", lengths[0])] if closing_part else [])
-    for kind, what in plan[1:]:
+    for kind, what in interleaved(lengths, len(runs_to_do))[1:]:
         if kind == "probe":
             probe_part(what)
             continue
@@ -175,58 +170,14 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
         order.append(f"{workload} at {rate:.3g} qps")
         records[workload] += drive(client, rates_qps=[rate], requests_per_rate=requests_per_rate,
                                    temperatures=workloads[workload], max_tokens=max_tokens, runs_dir=runs_dir)
-    neighbours = {runs_to_do[run]: parts_around for run, parts_around in run_neighbours(plan).items()}
-    return Measured(_merged(parts), rates, records, tuple(order), tuple(parts), neighbours)
-
-
-def run_neighbours(plan: Sequence[tuple[str, int]]) -> dict[int, tuple[int, ...]]:
-    """run index -> the indices (counting probe parts in `plan` order) of the nearest part before the run and the
-    nearest part after it (only the one before when no part follows)."""
-    out: dict[int, tuple[int, ...]] = {}
-    seen = 0  # probe parts so far
-    total = sum(1 for kind, _ in plan if kind == "probe")
-    for kind, what in plan:
-        if kind == "probe":
-            seen += 1
-        elif seen:
-            out[what] = (seen - 1,) + ((seen,) if seen < total else ())
-    return out
-
-
-def part_speed(part: probe.ProbeResult, step: sim.AffineStepTime) -> float:
-    """How slow the machine was during one probe part relative to a calibration: the median over the part's levels
-    of the measured mean step over the step `step` predicts for it (1.1: 10 % slower than the calibration)."""
-    from specdec_lib.calibrate import fit
-
-    k = int(part.num_speculative_tokens or 0)
-    levels = fit.level_observations(part.records, "speculative" if k else "baseline", k)
-    if not levels:
-        raise ValueError(f"probe part {part.run_paths}: no usable level")
-    return float(np.median([o.step_s / fit.predict_level(step, o) for o in levels]))
-
-
-def local_speed(measured: Measured, step: sim.AffineStepTime) -> dict[tuple[str, float], float]:
-    """(workload, rate) -> the machine's speed during that run relative to `step` (the calibration fitted on every
-    part): the mean `part_speed` of the probe parts just before and just after the run. On the shared two-core
-    machine the step drifts 10-20 % over minutes (docs/simulation.md); the calibration's shape comes from every
-    part, its level from the minutes around the run."""
-    speeds = [part_speed(p, step) for p in measured.parts]
-    return {key: float(np.mean([speeds[i] for i in idx])) for key, idx in measured.neighbours.items()}
-
-
-def scaled(step: sim.AffineStepTime, factor: float) -> sim.AffineStepTime:
-    """Every term of `step` times `factor` (a machine uniformly that much slower)."""
-    return replace(step, **{f: getattr(step, f) * factor for f in (
-        "fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
-        "draft_per_token_s")})
+    return Measured(_merged(parts), rates, records, tuple(order))
 
 
 def measure_server(models: EngineModels, spec: dict | None, out_dir: Path, *,
                    workloads: Mapping[str, Sequence[float]],
                    rates_qps: Sequence[float] | Callable[[probe.ProbeResult], Sequence[float]],
                    requests_per_rate: int, max_tokens: int, probe_options: Mapping[str, Any] | None = None,
-                   closing_part: bool = False, timeout_s: float = 600.0,
-                   log: Callable[[str], None] | None = None) -> tuple[Measured, int]:
+                   timeout_s: float = 600.0, log: Callable[[str], None] | None = None) -> tuple[Measured, int]:
     """Start the engine-bound target (with `spec`, a speculative config, or without: the baseline), probe and drive
     it (`probe_and_drive`), stop it. Returns what was measured and the KV cache size (tokens) vLLM logged at
     startup, which the replay's server needs. The server's log and the runs go under `out_dir`."""
@@ -238,8 +189,7 @@ def measure_server(models: EngineModels, spec: dict | None, out_dir: Path, *,
             log(f"[{kind}] ready in {server.startup_s:.0f} s at {server.base_url}")
         m = probe_and_drive(endpoint.EndpointClient(server.base_url, timeout_s=timeout_s), workloads=workloads,
                             rates_qps=rates_qps, requests_per_rate=requests_per_rate, max_tokens=max_tokens,
-                            runs_dir=Path(out_dir) / "runs", probe_options=probe_options,
-                            closing_part=closing_part)
+                            runs_dir=Path(out_dir) / "runs", probe_options=probe_options)
         if log:
             log(f"[{kind}] rates {[round(r, 3) for r in m.rates_qps]}; order: {', '.join(m.order)}")
         kv_tokens = localserver.kv_cache_tokens_from_log(server.log_text())
@@ -311,20 +261,12 @@ def compare_level(records: Sequence[Mapping[str, Any]], *, server: str, workload
     return rows
 
 
-def compare_measured(measured: Measured, *, step_time: sim.AffineStepTime, request_overhead_s: float,
-                     local: bool = True, **kwargs: Any) -> list[Row]:
-    """compare_level for every run of a server probed and driven (`probe_and_drive`). With `local` each run's step
-    and request overhead are scaled by the machine's speed in the probe parts around it (`local_speed`); without,
-    every run gets the one calibration. `kwargs`: compare_level's server, server_config, speculation, alphas."""
-    speed = local_speed(measured, step_time) if local else {}
-    rows = []
-    for workload, records in measured.records.items():
-        for rate in measured.rates_qps:
-            factor = speed.get((workload, rate), 1.0)
-            rows += compare_level([r for r in records if r["rate_qps"] == rate], workload=workload, rate_qps=rate,
-                                  step_time=scaled(step_time, factor), request_overhead_s=request_overhead_s * factor,
-                                  **kwargs)
-    return rows
+def compare_measured(measured: Measured, **kwargs: Any) -> list[Row]:
+    """compare_level for every run of a server probed and driven (`probe_and_drive`); `kwargs`: compare_level's
+    server, server_config, step_time, request_overhead_s, speculation, alphas."""
+    return [row for workload, records in measured.records.items() for rate in measured.rates_qps
+            for row in compare_level([r for r in records if r["rate_qps"] == rate], workload=workload,
+                                     rate_qps=rate, **kwargs)]
 
 
 def mix_effect_signs(rows: Sequence[Row], metric: str = "e2e", threshold: float = 0.05) -> list[dict[str, Any]]:

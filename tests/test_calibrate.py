@@ -24,14 +24,15 @@ OVERHEAD_S = 0.015
 
 def _records(k: int = 0, tokens_per_step: float = 1.0) -> list[dict]:
     """Closed-loop records whose steps follow TRUE exactly (hand arithmetic of the module docstring's model):
-    a step of level (c, N) computes c * (k + 1) decode tokens plus (c - 1) * P / steps amortised prefill tokens (P the
-    level's median prompt); a first token takes the overhead plus one step that prefills the request's prompt."""
+    a decode step of level (c, N) computes the c * (k + 1) decode tokens of its streams (which move in step, their
+    prefills in each wave's first step); a first token takes the overhead plus one step that prefills the
+    request's prompt."""
     out = []
     i = 0
     for n in (32, 128):
         for c in (1, 2, 4, 8):
             steps = round((n - 1) / tokens_per_step) + 1 if k else n
-            tokens = c * (k + 1) + (c - 1) * PROMPT / (n / tokens_per_step if k else n)
+            tokens = c * (k + 1)
             step = (TRUE.fixed_s + TRUE.per_token_s * tokens + TRUE.per_seq_s * c
                     + (k * (TRUE.draft_fixed_s + TRUE.draft_per_seq_s * c) if k else 0.0))
             for j, prompt in enumerate(PROMPTS):
@@ -89,39 +90,22 @@ def _simulated_probe():
     return server, records
 
 
-def test_a_per_sequence_cost_left_at_zero_is_found_only_from_a_start_that_matters():
-    """The staged fit leaves per_seq_s at 0 on a real server (in a decode step tokens = sequences). From there the
-    search over logarithms starts at the 1 us floor, where the replay does not feel it, and never moves it; started
-    at half the per-token cost (as `specdec calibrate` does) it climbs towards TRUE's 2 ms and the replay fits
-    better. (Not all the way here: fixed, per-token and per-sequence costs are partly interchangeable in these
-    quartiles; seen 0.3 ms, loss 0.028 -> 0.019.)"""
+def test_the_replay_loss_is_zero_for_the_step_that_made_the_probe_and_grows_away_from_it():
+    """Probe records produced by the simulator itself (a server whose steps follow TRUE, Poisson sends at three
+    loads): replayed with TRUE and the true overhead they match (loss ~0); with every target term 50 % off, or the
+    overhead doubled, they do not."""
     from dataclasses import replace
 
     from specdec_lib.calibrate import replay
 
     server, records = _simulated_probe()
-    staged = replace(TRUE, per_seq_s=0.0, draft_fixed_s=0.0, draft_per_seq_s=0.0)
-    stuck, _, _, stuck_loss = replay.refine(staged, OVERHEAD_S, records, names=replay.TARGET_PARAMS, server=server)
-    assert stuck.per_seq_s <= 10 * replay.FLOOR_S
-    freed, _, before, freed_loss = replay.refine(staged, OVERHEAD_S, records, names=replay.TARGET_PARAMS,
-                                                 server=server, start_at_least={"per_seq_s": 0.5 * TRUE.per_token_s})
-    assert freed.per_seq_s > 0.5 * TRUE.per_token_s  # above where it started, towards TRUE.per_seq_s
-    assert freed_loss < 0.8 * stuck_loss < before
-
-
-def test_replaying_the_probe_recovers_a_simulated_servers_step():
-    """Probe records produced by the simulator itself (a server whose steps follow TRUE exactly, Poisson sends at
-    three loads): from a start 50 % off on every target term, the replay refinement cuts the loss tenfold and moves
-    every term towards TRUE. (It does not reach TRUE: quartiles of TTFT and decode time leave the per-token cost
-    and the overhead partly interchangeable; seen: per_token_s 31 % low, per_seq_s 34 % high.)"""
-    from specdec_lib.calibrate import replay
-
-    server, records = _simulated_probe()
-    start = AffineStepTime(fixed_s=0.030, per_token_s=0.0002, per_seq_s=0.003)
-    step, overhead, before, after = replay.refine(start, 0.03, records, names=replay.TARGET_PARAMS, server=server)
-    assert after < 0.1 * before
-    for name in replay.TARGET_PARAMS:
-        assert abs(getattr(step, name) / getattr(TRUE, name) - 1) < abs(getattr(start, name) / getattr(TRUE, name) - 1)
+    exact = replay.replay_loss(TRUE, OVERHEAD_S, records, server=server)
+    assert exact < 1e-6
+    off = replace(TRUE, fixed_s=1.5 * TRUE.fixed_s, per_token_s=0.5 * TRUE.per_token_s, per_seq_s=1.5 * TRUE.per_seq_s)
+    assert replay.replay_loss(off, OVERHEAD_S, records, server=server) > 1e-3
+    assert replay.replay_loss(TRUE, 2 * OVERHEAD_S, records, server=server) > 1e-3
+    with pytest.raises(ValueError, match="no successful closed-loop level"):
+        replay.replay_loss(TRUE, OVERHEAD_S, [{**records[0], "error": "x"}], server=server)
 
 
 def _probe(kind: str, records: list[dict], k: int = 0) -> ProbeResult:

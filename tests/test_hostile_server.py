@@ -393,15 +393,22 @@ def test_a_body_that_does_not_end_cleanly_after_done_keeps_the_result_and_is_not
     """The connection of a finished stream is kept for the next request only when the body ends cleanly right after
     [DONE] (transport.keep_alive_after_end); a server that stalls there costs at most KEEP_ALIVE_WAIT_S, not the
     request's budget, and one that sends more gets a new connection for the next request."""
+    from specdec_lib import transport
+
     with HostileServer(stream=fault) as srv:
         client = EndpointClient(srv.url, timeout_s=25)
-        started = time.monotonic()
-        results = [client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0) for _ in range(2)]
-        took_s = time.monotonic() - started
+        results, calls_s = [], []
+        for _ in range(2):
+            started = time.monotonic()
+            results.append(client.stream(model=MODEL, prompt="hello", max_tokens=6, temperature=0.0))
+            calls_s.append(time.monotonic() - started)
         connections = srv.connections
     assert [r.completion_tokens for r in results] == [6, 6] and all(r.finish_reason == "length" for r in results)
-    assert took_s < 25  # two requests, neither waited out its 25 s budget (a stall lasts MAX_SLOW_S = 30 s)
+    assert sum(calls_s) < 25  # two requests, neither waited out its 25 s budget (a stall lasts MAX_SLOW_S = 30 s)
     assert connections == 2  # one a request: neither connection was put back after a body that did not end
+    if fault == "stall_after_done":  # each call waited KEEP_ALIVE_WAIT_S for the body's end; E2E ends at [DONE]
+        for r, call_s in zip(results, calls_s):
+            assert call_s >= transport.KEEP_ALIVE_WAIT_S and r.e2e_s <= call_s - 0.9 * transport.KEEP_ALIVE_WAIT_S
 
 
 def test_a_body_that_ends_cleanly_after_done_leaves_its_connection_for_the_next_request():

@@ -52,7 +52,7 @@ def _measure(models, spec, out_dir, rates):
                               rates_qps=rates if rates is not None else
                               (lambda pr: ev.rates_from_probe(pr, LOAD_FRACTIONS, 40.0, MAX_TOKENS)),
                               requests_per_rate=REQUESTS_PER_RATE, max_tokens=MAX_TOKENS, probe_options=PROBE,
-                              closing_part=True, timeout_s=300)
+                              timeout_s=300)
     assert not any(r.get("error") for r in m.records["60/40 mix"])
     return m, kv
 
@@ -66,28 +66,21 @@ def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_outp
     payload = calibrate_endpoint(base.probe, spec.probe, replay_server=ev.CPU_REPLAY_SERVER)
     cal = load_calibration(write_calibration(test_output_dir / "calibration.json", payload))
     alphas = ev.alpha_by_temperature(spec.records["60/40 mix"], K)
-    rows, one_speed_rows, speeds = [], [], {}
+    rows = []
     for kind, m, kv, speculation, overhead in (
         ("baseline", base, base_kv, None, cal.request_overhead_s),
         ("speculative", spec, spec_kv, sim.SpeculationConfig(K), cal.speculative_request_overhead_s),
     ):
-        common = dict(server=kind, server_config=sim.ServerConfig(kv, ev.CPU_MAX_NUM_SEQS,
-                                                                  ev.CPU_MAX_NUM_BATCHED_TOKENS),
-                      step_time=cal.step_time, request_overhead_s=overhead, speculation=speculation, alphas=alphas)
-        rows += ev.compare_measured(m, **common)
-        one_speed_rows += ev.compare_measured(m, local=False, **common)
-        speeds[kind] = {f"{w} at {r:.3g} qps": v for (w, r), v in ev.local_speed(m, cal.step_time).items()}
+        rows += ev.compare_measured(m, server=kind, server_config=sim.ServerConfig(
+            kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=cal.step_time,
+            request_overhead_s=overhead, speculation=speculation, alphas=alphas)
     (test_output_dir / "rows.json").write_text(json.dumps(
-        {"rates_qps": base.rates_qps, "alphas": alphas, "fit": format_fit(payload), "local_speed": speeds,
+        {"rates_qps": base.rates_qps, "alphas": alphas, "fit": format_fit(payload),
          "order": {"baseline": base.order, "speculative": spec.order},
-         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows),
-         "rows_one_speed": [{**asdict(r), "error": r.error} for r in one_speed_rows]},
+         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows)},
         indent=1))
     print(format_fit(payload))
-    print("local speed (measured step / calibrated step in the probe parts around each run):", speeds)
     print(ev.format_rows(rows))
-    print("with one speed for every run:")
-    print(ev.format_rows(one_speed_rows))
     assert alphas[0.1] > alphas[1.0], alphas
     e2e = [r for r in rows if r.metric == "e2e" and r.stat in ("p50", "p99")]
     assert len(e2e) == 2 * 2 * len(LOAD_FRACTIONS)

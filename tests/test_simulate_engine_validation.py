@@ -64,33 +64,3 @@ def test_the_probe_parts_are_spread_over_the_driven_runs():
     assert ev.interleaved([16, 96], 0) == [("probe", 16), ("probe", 96)]
     with pytest.raises(ValueError, match="at least one probe length"):
         ev.interleaved([], 2)
-
-
-def test_each_run_is_judged_by_the_probe_parts_around_it():
-    plan = ev.interleaved([16, 96], 2) + [("probe", 16)]  # the live test's order with its closing part
-    assert plan == [("probe", 16), ("run", 0), ("probe", 96), ("run", 1), ("probe", 16)]
-    assert ev.run_neighbours(plan) == {0: (0, 1), 1: (1, 2)}
-    assert ev.run_neighbours(ev.interleaved([16, 96], 2)) == {0: (0, 1), 1: (1,)}  # nothing after the last run
-    eight = ev.run_neighbours(ev.interleaved([16, 48], 8) + [("probe", 16)])
-    assert eight[0] == eight[3] == (0, 1) and eight[4] == eight[7] == (1, 2)
-
-
-def test_part_speed_reads_how_much_slower_the_machine_ran_than_the_calibration():
-    """Records whose every step took 1.2 x what a calibration predicts give a speed of 1.2 (hand arithmetic: a
-    request of N tokens at concurrency c spends (N - 1) steps after its first token)."""
-    from specdec_lib.calibrate import probe
-    from specdec_lib.calibrate.fit import level_observations, predict_level
-
-    step = sim.AffineStepTime(fixed_s=0.030, per_token_s=0.002, per_seq_s=0.004)
-    records = []
-    for c in (1, 2, 4):
-        for i in range(3):
-            records.append({"concurrency": c, "max_tokens": 16, "completion_tokens": 16, "prompt_tokens": 40,
-                            "ttft_s": 0.1, "e2e_s": None, "error": None, "index": len(records)})
-    for r in records:  # each level's step from the calibration's own prediction, times 1.2
-        (o,) = level_observations([{**r, "e2e_s": 1.0}] * 2, "baseline")
-        r["e2e_s"] = 0.1 + 15 * 1.2 * predict_level(step, o)
-    part = probe.ProbeResult("baseline", {}, 0, ("run-a",), tuple(records))
-    assert ev.part_speed(part, step) == pytest.approx(1.2)
-    assert ev.part_speed(part, ev.scaled(step, 1.2)) == pytest.approx(1.0)
-    assert ev.scaled(step, 2.0).fixed_s == pytest.approx(0.060) and ev.scaled(step, 2.0).per_seq_s == 0.008

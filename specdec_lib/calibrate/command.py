@@ -61,40 +61,19 @@ def hardware_spec(name_or_file: str) -> Any:
 REPLAY_SERVER = simulate.ServerConfig(kv_capacity_tokens=10**7, max_num_seqs=1024, max_num_batched_tokens=8192)
 
 
-def _refined(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
-             server: simulate.ServerConfig) -> tuple[fit.SimulatorFit, dict[str, Any]]:
-    """The staged fit refined by replaying the probe (`replay.refine`): target terms and overhead on the baseline
-    probe, then draft terms and the speculative overhead on the speculative probe (alpha measured on it).
-
-    per_seq_s starts the search at no less than half the per-token cost: a decoding sequence costs at least its
-    own token's compute, and on top of it whatever the server spends per sequence per step (sampling, the
-    sequence's bookkeeping, streaming its token); the staged fit cannot separate the two (in a decode step
-    tokens = sequences) and leaves per_seq_s at zero, where the search could never move it. On the engine-bound
-    validation server (docs/simulation.md) the refit finds 0.8-5 ms a sequence beside 2.8-3.9 ms a token, and
-    without it the simulation ran 10-13 % fast at the higher rate.
-
-    draft_per_token_s (the draft's compute per token of its first pass, which covers every prefill chunk and
-    verified position of the step) keeps the staged fit's value, measured on the idle first tokens (the draft's
-    prefill); refitted by the replay it traded off against draft_fixed_s and made the validation's predictions
-    worse (docs/simulation.md). The draft's per-sequence term is left where the staged fit puts it: the
-    speculative probe does not separate it (freed like per_seq_s, it made the speculative predictions 25-140 %
-    slow on the validation runs)."""
-    step, overhead, before, after = replay.refine(
-        sim.step_time, sim.request_overhead_s, base.records, names=replay.TARGET_PARAMS, server=server,
-        start_at_least={"per_seq_s": 0.5 * sim.step_time.per_token_s})
-    quality = {"baseline_replay_loss_staged": before, "baseline_replay_loss": after}
-    spec_overhead = sim.speculative_request_overhead_s
+def _replay_quality(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
+                    server: simulate.ServerConfig) -> dict[str, Any]:
+    """The fit's replay loss on each probe (`replay.replay_loss`: 0 when the replayed probe matches its quartiles),
+    and the alpha the speculative replay used (measured on the speculative probe)."""
+    quality: dict[str, Any] = {"baseline_replay_loss": replay.replay_loss(
+        sim.step_time, sim.request_overhead_s, base.records, server=server)}
     if spec is not None:
         k = spec.num_speculative_tokens
         alpha = simulate.alpha_from_records(spec.records, k)
-        step, spec_overhead, before, after = replay.refine(
-            step, spec_overhead or 0.0, spec.records, names=replay.DRAFT_PARAMS, server=server,
-            speculation=simulate.SpeculationConfig(k), alpha=alpha)
-        quality.update(speculative_replay_loss_staged=before, speculative_replay_loss=after, probe_alpha=alpha)
-    levels = sim.levels
-    refined = fit.SimulatorFit(step, overhead, spec_overhead, tuple(fit.predict_level(step, o) for o in levels),
-                               levels)
-    return refined, quality
+        quality.update(probe_alpha=alpha, speculative_replay_loss=replay.replay_loss(
+            sim.step_time, sim.speculative_request_overhead_s or 0.0, spec.records, server=server,
+            speculation=simulate.SpeculationConfig(k), alpha=alpha))
+    return quality
 
 
 def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None = None, *, model: Any = None,
@@ -103,9 +82,9 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
                        ) -> dict[str, Any]:
     """Fit both step models to probe results and return the calibration file's content (see `files.py`).
 
-    The simulator's step: the staged fit (`fit.fit_simulator_step`), refined by replaying the probe through the
-    simulator on `replay_server`'s limits (`replay.refine`). Without `model` and `hardware` the load model's
-    factors are not fitted (said in `load_model.skipped`).
+    The simulator's step: the staged fit (`fit.fit_simulator_step`); its quality also as the replay of the probe
+    through the simulator on `replay_server`'s limits (`replay.replay_loss`). Without `model` and `hardware` the
+    load model's factors are not fitted (said in `load_model.skipped`).
     """
     from specdec_lib import catalog
 
@@ -113,8 +92,8 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
     spec_levels = fit.level_observations(spec.records, "speculative", spec.num_speculative_tokens) if spec else []
     idle = [r for r in base.records if r.get("concurrency") == 1 and not r.get("error")]
     spec_idle = [r for r in spec.records if r.get("concurrency") == 1 and not r.get("error")] if spec else []
-    staged = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
-    sim, replay_quality = _refined(staged, base, spec, replay_server)
+    sim = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
+    replay_quality = _replay_quality(sim, base, spec, replay_server)
     load_part: dict[str, Any] = {"skipped": "no model architecture or hardware given"}
     load_fit = None
     if model is not None and hardware is not None:
@@ -142,7 +121,6 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
         "load_model": load_part,
         "fit_quality": {
             **replay_quality,
-            "staged_step_time": staged.step_time.__dict__,
             "simulator_median_abs_pct_error": sim.median_abs_pct_error,
             "load_model_median_abs_pct_error": load_fit.baseline_median_abs_pct_error if load_fit else None,
             "load_model_speculative_median_abs_pct_error": load_fit.speculative_median_abs_pct_error
@@ -184,12 +162,11 @@ def format_fit(payload: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "not fitted" if v is None else f"{100 * v:.1f} %"
 
-    lines.append("* the simulator's step at the level's mean composition (c decodes + amortised prefill): a rough "
-                 "reading of a closed loop; the replay below is the fit's measure")
-    lines.append(f"replay of the probe (mean squared log-ratio of TTFT and decode-time quartiles): baseline "
-                 f"{q['baseline_replay_loss_staged']:.3f} staged -> {q['baseline_replay_loss']:.3f} refined"
-                 + (f"; speculative {q['speculative_replay_loss_staged']:.3f} -> {q['speculative_replay_loss']:.3f}"
-                    if "speculative_replay_loss" in q else ""))
+    lines.append("* the simulator's step for the level's decode step (c sequences; the streams move in step, so "
+                 "their prefills are not in it)")
+    lines.append(f"replay of the probe through the simulation (mean squared log-ratio of TTFT and decode-time "
+                 f"quartiles, 0 = exact): baseline {q['baseline_replay_loss']:.3f}"
+                 + (f"; speculative {q['speculative_replay_loss']:.3f}" if "speculative_replay_loss" in q else ""))
     lines.append(f"median |error|: simulator {pct(q['simulator_median_abs_pct_error'])}; load model "
                  f"{pct(q['load_model_median_abs_pct_error'])} (baseline levels), "
                  f"{pct(q['load_model_speculative_median_abs_pct_error'])} (speculative levels, out of sample)")

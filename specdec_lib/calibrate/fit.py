@@ -7,10 +7,15 @@ of about c sequences, and its mean step is
     step = (E2E - TTFT) / (steps - 1)        steps = completion tokens (no speculation) or streamed chunks (vLLM
                                               sends one chunk per engine step with speculation)
 
-Per level the median over requests is one observation (`LevelObservation`). What a step of that level computes
-on average: c decoding sequences (1 token each, or k + 1 verified positions with speculation), plus the prefill of
-the requests that replace finished ones: each of the c streams injects its prompt (P tokens) once every N steps,
-c * P / N prefill tokens per step on average; and it reads the KV of c sequences at a mean context P + N / 2.
+Per level the median over requests is one observation (`LevelObservation`). What a step of that level computes:
+c decoding sequences (1 token each, or k + 1 verified positions with speculation) and nothing else. The load
+test's closed loop releases its c streams together and every request generates exactly N tokens (`ignore_eos`),
+so the streams stay in step: each wave's c prompts are prefilled together before its first tokens, and its
+decode steps hold no prefill. (Until 7 Dec 2026 the fit charged each decode step the amortised prefill of the
+replacement requests, c - 1 prompts every N steps, which was right for streams that drift apart; with the
+streams released together it made the 16-token levels' decode steps look prefill-heavy, the staged fit put the
+fixed cost near zero, and the replay refinement that repaired it traded the per-token cost for request overhead:
+docs/simulation.md, "engine-dominated validation".) It reads the KV of c sequences at a mean context P + N / 2.
 
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
@@ -57,15 +62,10 @@ class LevelObservation:
         return self.prompt_tokens + self.completion_tokens / 2
 
     @property
-    def steps_per_request(self) -> float:
-        return max(1.0, self.completion_tokens / self.tokens_per_step_emitted)
-
-    @property
     def tokens_in_step(self) -> float:
-        """Tokens computed in a mean step of a request's decode: c decodes plus the amortised prefill of the other
-        c - 1 streams' replacement requests (its own stream's next prefill comes after it has finished)."""
-        c = self.concurrency
-        return c * self.decode_tokens_per_seq + (c - 1) * self.prompt_tokens / self.steps_per_request
+        """Tokens computed in a decode step of the level: c sequences' decode positions (the streams move in step,
+        so their prefills fall in each wave's first step, not in the decode steps; see the module docstring)."""
+        return self.concurrency * self.decode_tokens_per_seq
 
     @property
     def kv_tokens(self) -> float:
@@ -197,7 +197,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
     intercept, per_token = _prefill_line(idle_records)
-    # a step shorter than its estimated prefill share (the amortisation is approximate) keeps a floor of 10 %
+    # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
     y = np.array([max(0.1 * o.step_s, o.step_s - per_token * o.tokens_in_step) for o in baseline])
     cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([float(o.concurrency) for o in baseline])}
     coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)")

@@ -1,29 +1,26 @@
-"""Refine a step-time fit by replaying the probe itself through the simulator (pure).
+"""How well a step-time fit replays the probe it came from (pure).
 
-The staged fit (`fit.fit_simulator_step`) reads each closed-loop level as a mean step of known composition,
-which is only approximately true: in a closed loop, when the prefills of replacement requests land depends on how the
-streams drift in and out of step. Replaying the probe's own requests (their measured send times and token
-counts, `simulate.requests_from_records`) through the simulation puts the prefills where the scheduler would, so
-the parameters can be chosen to make the replay match what was measured: per level, the quartiles (25th, 50th,
-75th percentiles) of the time from first token to last (E2E - TTFT) and of TTFT (its spread carries the prompt
-lengths, which separate the per-token cost from the overhead). The objective is the mean squared log-ratio of
-simulated to measured quartiles; it is minimised over the logarithms of the parameters by Nelder-Mead (Nelder
-and Mead 1965, the standard reflection 1, expansion 2, contraction 0.5, shrink 0.5), from the staged fit.
+The staged fit (`fit.fit_simulator_step`) reads each closed-loop level as a mean decode step. As a check of the
+whole fit, the probe's own requests (their measured send times and token counts, `simulate.requests_from_records`)
+are replayed through the simulation with the fitted step and overhead, and compared with what was measured: per
+level, the quartiles (25th, 50th, 75th percentiles) of TTFT and of the time from first token to last (E2E - TTFT).
+The figure is the mean squared log-ratio of simulated to measured quartiles (0: the replay matches).
+
+Until 7 Dec 2026 this loss was also minimised (Nelder-Mead over the step's parameters) to refine the staged fit.
+On the engine-bound validation server that refinement fitted the TTFT of waves of c prompts prefilled together
+(cheaper per token than one prompt alone on this CPU) by moving half the per-token cost into request overhead,
+outside the engine, and the simulation under Poisson load then ran 30-55 % fast; with the staged fit's decode steps
+read correctly (`fit.LevelObservation.tokens_in_step`) it is not needed (docs/simulation.md).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from specdec_lib import simulate as sim
-
-TARGET_PARAMS = ("fixed_s", "per_token_s", "per_seq_s")
-DRAFT_PARAMS = ("draft_fixed_s", "draft_per_seq_s")
-FLOOR_S = 1e-6  # a parameter the fit drives to zero stays at a microsecond (the search is over logarithms)
 
 
 def group_levels(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
@@ -63,69 +60,12 @@ def _loss(simulated: Sequence[tuple[float, ...]], measured: Sequence[tuple[float
     return float(np.mean(terms))
 
 
-def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.3, iterations: int = 120,
-                tolerance: float = 1e-5) -> tuple[np.ndarray, float]:
-    """Minimise f from x0 (standard Nelder-Mead; the initial simplex moves each coordinate by `step`)."""
-    n = x0.size
-    simplex = [x0.astype(float)] + [x0 + step * np.eye(n)[i] for i in range(n)]
-    values = [f(x) for x in simplex]
-    for _ in range(iterations):
-        order = np.argsort(values)
-        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
-        if values[-1] - values[0] < tolerance:
-            break
-        centroid = np.mean(simplex[:-1], axis=0)
-        reflected = centroid + (centroid - simplex[-1])
-        fr = f(reflected)
-        if fr < values[0]:
-            expanded = centroid + 2 * (centroid - simplex[-1])
-            fe = f(expanded)
-            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
-        elif fr < values[-2]:
-            simplex[-1], values[-1] = reflected, fr
-        else:
-            contracted = centroid + 0.5 * (simplex[-1] - centroid)
-            fc = f(contracted)
-            if fc < values[-1]:
-                simplex[-1], values[-1] = contracted, fc
-            else:
-                simplex = [simplex[0]] + [simplex[0] + 0.5 * (x - simplex[0]) for x in simplex[1:]]
-                values = [values[0]] + [f(x) for x in simplex[1:]]
-    best = int(np.argmin(values))
-    return simplex[best], values[best]
-
-
-def refine(step: sim.AffineStepTime, overhead_s: float, records: Sequence[Mapping[str, Any]], *,
-           names: Sequence[str], server: sim.ServerConfig, speculation: sim.SpeculationConfig | None = None,
-           alpha: float = 0.0, start_at_least: Mapping[str, float] | None = None
-           ) -> tuple[sim.AffineStepTime, float, float, float]:
-    """Adjust the parameters `names` of `step` and the request overhead so the replayed probe matches its
-    measurements. Returns (step, overhead_s, loss before, loss after).
-
-    The search is over logarithms, so a parameter that starts at the floor (1 us, where the staged fit left it at
-    zero) cannot leave it: at that size it does not change the replay, the loss is flat in its direction and
-    Nelder-Mead never moves it. `start_at_least` gives such parameters a starting value of a size that matters
-    (the search still takes it wherever the replay says; "loss before" is the staged fit's, unmodified)."""
+def replay_loss(step: sim.AffineStepTime, overhead_s: float, records: Sequence[Mapping[str, Any]], *,
+                server: sim.ServerConfig, speculation: sim.SpeculationConfig | None = None,
+                alpha: float = 0.0) -> float:
+    """The replay's mean squared log-ratio of simulated to measured TTFT and decode-time quartiles, over the probe's
+    levels (`records`: one server's probe)."""
     levels = group_levels(records)
     if not levels:
         raise ValueError("probe records: no successful closed-loop level to replay")
-    measured = measured_medians(levels)
-
-    def unpack(x: np.ndarray) -> tuple[sim.AffineStepTime, float]:
-        values = np.exp(x)
-        return replace(step, **dict(zip(names, values[:-1].tolist()))), float(values[-1])
-
-    def loss(x: np.ndarray) -> float:
-        s, ov = unpack(x)
-        return _loss(replay_medians(s, ov, levels, server, speculation, alpha), measured)
-
-    staged = np.log([max(FLOOR_S, getattr(step, n)) for n in names] + [max(FLOOR_S, overhead_s)])
-    before = loss(staged)
-    least = dict(start_at_least or {})
-    x0 = np.log([max(FLOOR_S, getattr(step, n), least.get(n, 0.0)) for n in names] + [max(FLOOR_S, overhead_s)])
-    x, after = nelder_mead(loss, x0, iterations=150)
-    x, after = nelder_mead(loss, x, step=0.1, iterations=100)  # a restart: Nelder-Mead can stall on a ridge
-    if after >= before:
-        return step, overhead_s, before, before
-    new_step, new_overhead = unpack(x)
-    return new_step, new_overhead, before, after
+    return _loss(replay_medians(step, overhead_s, levels, server, speculation, alpha), measured_medians(levels))
