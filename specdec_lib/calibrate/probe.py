@@ -1,8 +1,9 @@
 """The probe: a short set of closed-loop levels against a running endpoint, recorded as ordinary runs (I/O).
 
-Batch size is set through concurrency (c requests always in flight) and tokens per step through the output length
-(`max_tokens` with `ignore_eos`, so every request generates exactly that many tokens: the amortised prefill per
-step differs between two lengths) and, on a speculative server, through its k. Temperature 0, the workbook's
+Batch size is set through concurrency (c requests always in flight, released together, so they move in step:
+each wave's prompts prefill together and its decode steps hold only decodes) and the context through the output
+length (`max_tokens` with `ignore_eos`, so every request generates exactly that many tokens), and on a speculative
+server the verified positions through its k. Temperature 0, the workbook's
 built-in prompts, each made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by
 default, and a repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each
 (concurrency, output length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on
