@@ -439,10 +439,15 @@ def test_the_proxy_and_ca_environment_is_read_once_a_session_and_still_honoured(
     assert "http" not in transport.session("http://vllm.example:8000").proxies
     # and a request really goes through the proxy it names: an unreachable one is a clear connection error
     monkeypatch.delenv("NO_PROXY")
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing listens there
-    with HostileServer() as srv:
+    import socket
+
+    # the proxy's port is held bound but never listened on, so a connection to it is refused, on any machine
+    with socket.socket() as refusing, HostileServer() as srv:
+        refusing.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HTTP_PROXY", f"http://me:proxy-secret@127.0.0.1:{refusing.getsockname()[1]}")
         with pytest.raises(EndpointError) as err:
             EndpointClient(srv.url, timeout_s=5).models()
         assert srv.connections == 0  # the request never reached the server directly
     assert err.value.kind == "connection_error" and "proxy" in str(err.value) and "HTTP_PROXY" in str(err.value)
     assert "nothing is listening" not in str(err.value)  # the server was never tried: not its fault
+    assert "proxy-secret" not in str(err.value)  # the proxy's password stays in the process
