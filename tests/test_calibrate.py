@@ -15,7 +15,6 @@ from specdec_lib.calibrate.probe import ProbeResult
 from specdec_lib.cli import build_parser
 from specdec_lib.simulate import AffineStepTime
 
-PROMPT = 60
 TRUE = AffineStepTime(fixed_s=0.020, per_token_s=0.0004, per_seq_s=0.002, draft_fixed_s=0.004,
                       draft_per_seq_s=0.0005)
 PROMPTS = (20, 60, 200)  # three requests per level, of these prompt lengths (median 60)
