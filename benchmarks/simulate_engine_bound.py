@@ -94,6 +94,9 @@ def main() -> int:
             m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=step,
             request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print(ev.format_rows(rows))
+    checks = (ev.step_checks(base["measured"], server="baseline", step_time=step)
+              + ev.step_checks(spec["measured"], server="speculative", step_time=step, k=K))
+    print("the calibration's step against each run's own steps:\n" + ev.format_step_checks(checks))
     signs = ev.mix_effect_signs(rows)
     for s in signs:
         print(f"mix effect {s['rate_qps']:.2f} qps {s['stat']}: measured {100 * s['measured']:+.1f} %, simulated "
@@ -102,7 +105,7 @@ def main() -> int:
     total = sum(1 for r in rows if r.stat in ("p50", "p99"))
     print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
     (out_dir / "rows.json").write_text(json.dumps({"rows": [{**asdict(r), "error": r.error} for r in rows],
-                                                   "mix_effect": signs, "alphas": alphas,
+                                                   "mix_effect": signs, "alphas": alphas, "step_checks": checks,
                                                    "order": {k: m["measured"].order for k, m in
                                                              (("baseline", base), ("speculative", spec))},
                                                    "args": {k: v for k, v in vars(args).items()}}, indent=1))

@@ -25,7 +25,7 @@ import numpy as np
 
 from specdec_lib import endpoint, loadtest, localserver, runs
 from specdec_lib import simulate as sim
-from specdec_lib.calibrate import probe
+from specdec_lib.calibrate import fit, probe
 from specdec_lib.calibrate.command import calibrate_endpoint
 
 ONE_CLASS_TEMPERATURES = (0.1,)
@@ -267,6 +267,25 @@ def compare_measured(measured: Measured, **kwargs: Any) -> list[Row]:
     return [row for workload, records in measured.records.items() for rate in measured.rates_qps
             for row in compare_level([r for r in records if r["rate_qps"] == rate], workload=workload,
                                      rate_qps=rate, **kwargs)]
+
+
+def step_checks(measured: Measured, *, server: str, step_time: sim.AffineStepTime, k: int = 0) -> list[dict[str, Any]]:
+    """Per driven run, the calibration's step against the run's own observed steps (`fit.run_step_check`): where
+    the simulation misses, was the engine slower or faster than calibrated during that run, or is the miss the
+    simulation's own (queueing, batching)?"""
+    return [{"server": server, "workload": workload, "rate_qps": rate,
+             **fit.run_step_check([r for r in records if r["rate_qps"] == rate], step_time, k)}
+            for workload, records in measured.records.items() for rate in measured.rates_qps]
+
+
+def format_step_checks(checks: Sequence[Mapping[str, Any]]) -> str:
+    """One line per run: observed mean step (its batch and tokens) -> the calibration's step for it."""
+    lines = []
+    for c in checks:
+        lines.append(f"{c['server']:<12}{c['workload']:<11}{c['rate_qps']:>6.2f} qps  step "
+                     f"{1e3 * c['observed_step_s']:6.1f} ms (batch {c['batch_size']:.1f}, {c['tokens_in_step']:.0f} "
+                     f"tokens) -> calibrated {1e3 * c['predicted_step_s']:6.1f} ms ({100 * c['error']:+5.1f} %)")
+    return "\n".join(lines)
 
 
 def mix_effect_signs(rows: Sequence[Row], metric: str = "e2e", threshold: float = 0.05) -> list[dict[str, Any]]:

@@ -22,10 +22,11 @@ OVERHEAD_S = 0.015
 
 
 def _records(k: int = 0, tokens_per_step: float = 1.0) -> list[dict]:
-    """Closed-loop records whose steps follow TRUE exactly (hand arithmetic of the module docstring's model):
-    a decode step of level (c, N) computes the c * (k + 1) decode tokens of its streams (which move in step, their
-    prefills in each wave's first step); a first token takes the overhead plus one step that prefills the
-    request's prompt."""
+    """Closed-loop records whose steps follow TRUE exactly (hand arithmetic of the module docstring's model): each
+    level (c, N) runs three waves of c streams, released together 100 s apart, wave j's prompts PROMPTS[j] tokens,
+    so its streams decode in the same steps over the same span (a decode step computes the c * (k + 1) decode
+    tokens of c sequences; no prefill lands in it); a first token takes the overhead plus one step that prefills
+    the request's prompt."""
     out = []
     i = 0
     for n in (32, 128):
@@ -36,12 +37,13 @@ def _records(k: int = 0, tokens_per_step: float = 1.0) -> list[dict]:
                     + (k * (TRUE.draft_fixed_s + TRUE.draft_per_seq_s * c) if k else 0.0))
             for j, prompt in enumerate(PROMPTS):
                 ttft = OVERHEAD_S + TRUE.fixed_s + TRUE.per_token_s * prompt + TRUE.per_seq_s
-                out.append({"index": i, "concurrency": c, "max_tokens": n, "prompt_tokens": prompt,
-                            "sent_at_s": 100.0 * j, "accepted_tokens": (steps - 1) if k else None,
-                            "draft_tokens": k * (steps - 1) if k else None,
-                            "completion_tokens": n, "chunks": steps if k else n, "ttft_s": ttft,
-                            "e2e_s": ttft + step * (steps - 1), "error": None, "temperature": 0.0})
-                i += 1
+                for _ in range(c):
+                    out.append({"index": i, "concurrency": c, "max_tokens": n, "prompt_tokens": prompt,
+                                "sent_at_s": 100.0 * j, "accepted_tokens": (steps - 1) if k else None,
+                                "draft_tokens": k * (steps - 1) if k else None,
+                                "completion_tokens": n, "chunks": steps if k else n, "ttft_s": ttft,
+                                "e2e_s": ttft + step * (steps - 1), "error": None, "temperature": 0.0})
+                    i += 1
     return out
 
 
@@ -63,6 +65,58 @@ def test_draft_terms_come_from_the_speculative_levels():
     res = fit.fit_simulator_step(base, spec, [r for r in _records() if r["concurrency"] == 1])
     assert res.step_time.draft_fixed_s == pytest.approx(TRUE.draft_fixed_s, rel=0.05)
     assert res.step_time.draft_per_seq_s == pytest.approx(TRUE.draft_per_seq_s, rel=0.05)
+
+
+def test_a_prefill_landing_in_a_decode_span_is_counted_where_it_landed():
+    """Two streams that drifted apart (by hand): A's first token at 0.1 s, end 1.1 s, 10 decode steps; B (a 100-token
+    prompt) prefilled in one of A's steps, first token at 0.5 s, end 1.5 s, 10 decode steps. A's span holds B's
+    decoding for 0.6 of its 1.0 s (1.6 sequences a step) and B's prefill (one sequence, 100 tokens, once); B's span
+    holds A for 0.6 s and no prefill (A's came before it). Totals: 2.0 s over 20 steps, 10 * 1.6 + 1 + 10 * 1.6 = 33
+    sequence-steps, 16 + 100 + 16 = 132 tokens."""
+    a = {"sent_at_s": 0.0, "ttft_s": 0.1, "e2e_s": 1.1, "prompt_tokens": 40}
+    b = {"sent_at_s": 0.2, "ttft_s": 0.3, "e2e_s": 1.3, "prompt_tokens": 100}
+    span, steps, seq_steps, tokens = fit.step_composition([a, b], [11, 11], 0)
+    assert (span, steps) == pytest.approx((2.0, 20))
+    assert seq_steps == pytest.approx(33.0) and tokens == pytest.approx(132.0)
+    # with k = 4 each decoding sequence verifies 5 positions; the landed prompt is computed once
+    assert fit.step_composition([a, b], [11, 11], 4)[3] == pytest.approx(5 * 32 + 100)
+
+
+def test_a_level_recorded_twice_is_read_as_two_runs():
+    """A merged probe may hold one level from two runs whose send times both start near 0: the second run's
+    requests must not be read as overlapping the first's (the level's step and batch are those of one run)."""
+    one = [r for r in _records() if (r["concurrency"], r["max_tokens"]) == (2, 32)]
+    once = fit.level_observations(one, "baseline")[0]
+    twice = fit.level_observations(one + [{**r, "index": r["index"]} for r in one], "baseline")[0]
+    assert once.batch_size == pytest.approx(2.0)
+    assert (twice.step_s, twice.batch_size, twice.tokens_in_step) == pytest.approx(
+        (once.step_s, once.batch_size, once.tokens_in_step))
+
+
+def test_a_stalled_request_is_left_out_of_its_levels_mean_step():
+    """One request of a level whose decode span stalled for 60 s (once seen: a 40 s first step on the CPU server)
+    would alone multiply the level's pooled mean step; beyond STALL_FACTOR times the level's median it is left
+    out, counted, and the level reads as the clean one."""
+    level = [r for r in _records() if (r["concurrency"], r["max_tokens"]) == (4, 32)]
+    clean = fit.level_observations(level, "baseline")[0]
+    stalled = fit.level_observations([{**level[0], "e2e_s": level[0]["e2e_s"] + 60.0}, *level[1:]], "baseline")[0]
+    assert clean.stalled_requests == 0 and stalled.stalled_requests == 1
+    assert (stalled.step_s, stalled.batch_size, stalled.tokens_in_step) == pytest.approx(
+        (clean.step_s, clean.batch_size, clean.tokens_in_step))
+
+
+def test_a_runs_own_steps_check_the_calibration():
+    """`run_step_check` on a run made by TRUE (a closed-loop level of 4 streams, k = 4, 2 tokens a step): the step
+    it observes is TRUE's for 4 sequences of 5 positions, so the check reads 0 % with TRUE and +50 % with a step
+    whose every cost is 1.5 times TRUE's."""
+    run = [r for r in _records(k=4, tokens_per_step=2.0) if (r["concurrency"], r["max_tokens"]) == (4, 128)]
+    check = fit.run_step_check(run, TRUE, 4)
+    assert check["batch_size"] == pytest.approx(4.0) and check["tokens_in_step"] == pytest.approx(20.0)
+    assert check["error"] == pytest.approx(0.0, abs=1e-9)
+    slow = AffineStepTime(**{name: 1.5 * value for name, value in TRUE.__dict__.items()})
+    assert fit.run_step_check(run, slow, 4)["error"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no successful request"):
+        fit.run_step_check([{**run[0], "error": "HTTP 500"}], TRUE, 4)
 
 
 def test_levels_refuse_a_speculative_server_without_k():
@@ -136,9 +190,9 @@ def test_load_factors_fit_recovers_factors_of_a_roofline_made_sample(tmp_path):
                              overhead_s_per_layer=0.0)
     levels = []
     for c in (1, 16, 64, 256):
-        o = fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, 0.0, 1.0, 1.0, 0)
+        o = fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, 0.0, 1.0, 1.0, 0, c, c)
         step = load.step_time_s(model, prec, gpu, 1, c, 1, int(o.context_tokens), truth)
-        levels.append(fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, step, 1.0, 1.0, 0))
+        levels.append(fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, step, 1.0, 1.0, 0, c, c))
     res = fit.fit_load_factors(levels, [], model=model, precision=prec, hardware=gpu)
     assert res.factors.memory_efficiency == pytest.approx(0.6, abs=0.01)
     assert res.factors.overhead_s == pytest.approx(0.004, rel=0.05)

@@ -74,13 +74,16 @@ def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_outp
         rows += ev.compare_measured(m, server=kind, server_config=sim.ServerConfig(
             kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=cal.step_time,
             request_overhead_s=overhead, speculation=speculation, alphas=alphas)
+    checks = (ev.step_checks(base, server="baseline", step_time=cal.step_time)
+              + ev.step_checks(spec, server="speculative", step_time=cal.step_time, k=K))
     (test_output_dir / "rows.json").write_text(json.dumps(
         {"rates_qps": base.rates_qps, "alphas": alphas, "fit": format_fit(payload),
          "order": {"baseline": base.order, "speculative": spec.order},
-         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows)},
-        indent=1))
+         "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows),
+         "step_checks": checks}, indent=1))
     print(format_fit(payload))
     print(ev.format_rows(rows))
+    print("the calibration's step against each run's own steps:\n" + ev.format_step_checks(checks))
     assert alphas[0.1] > alphas[1.0], alphas
     e2e = [r for r in rows if r.metric == "e2e" and r.stat in ("p50", "p99")]
     assert len(e2e) == 2 * 2 * len(LOAD_FRACTIONS)

@@ -7,19 +7,23 @@ of about c sequences, and its mean step is
     step = (E2E - TTFT) / (steps - 1)        steps = completion tokens (no speculation) or streamed chunks (vLLM
                                               sends one chunk per engine step with speculation)
 
-Per level the median over requests is one observation (`LevelObservation`). What a step of that level computes:
-c decoding sequences (1 token each, or k + 1 verified positions with speculation) and nothing else. The load
-test's closed loop releases its c streams together and every request generates exactly N tokens (`ignore_eos`),
-so the streams stay in step: each wave's c prompts are prefilled together before its first tokens, and its
-decode steps hold no prefill. (Until 7 Dec 2026 the fit charged each decode step the amortised prefill of the
-replacement requests, c - 1 prompts every N steps, which was right for streams that drift apart; with the
-streams released together it made the 16-token levels' decode steps look prefill-heavy, the staged fit put the
-fixed cost near zero, and the replay refinement that repaired it traded the per-token cost for request overhead:
-docs/simulation.md, "engine-dominated validation".) It reads the KV of c sequences at a mean context P + N / 2.
+Per level the pooled mean over its requests (sum of decode time over sum of decode steps) is one observation
+(`LevelObservation`), with what its steps held read from the requests' own times (`step_composition`): the
+sequences decoding alongside (overlapping spans; 1 token each, or k + 1 verified positions with speculation) and
+the prompts of the requests whose first token arrived inside the span (their prefill ran in one of its steps).
+Nothing is assumed about how the streams move. Released together with equal outputs they mostly stay in step,
+but not exactly: the engine takes the first arrival alone and the rest of the wave one step later, inside the
+first one's decode (a 2 s step holding seven prompts, on the engine-bound CPU server); with speculation the steps
+per request vary with acceptance, the streams drift apart, and prefills land in most decode steps of a 16-token
+level. (Until 7 Dec 2026 the fit assumed a composition: first the amortised prefill of drifting streams, then no
+prefill at all; the second under-counted the speculative levels' prefills and put them in the draft's cost, the
+simulation 25-60 % slow at the higher rate; docs/simulation.md, "engine-dominated validation".) The KV read is
+that of the step's sequences at a mean context P + N / 2.
 
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
-built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels,
+built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels
+(after their tokens' cost),
 the draft terms from the speculative levels after subtracting the target's part. The per-request time outside
 engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond one step.
 
@@ -51,10 +55,13 @@ class LevelObservation:
     requests: int
     prompt_tokens: float
     completion_tokens: float
-    step_s: float  # median of (E2E - TTFT) / (steps - 1)
+    step_s: float  # the level's mean decode step: sum of (E2E - TTFT) over sum of (steps - 1)
     decode_tokens_per_seq: float  # 1 without speculation; k + 1 verified positions with it
     tokens_per_step_emitted: float  # completion tokens per step: 1, or more with speculation
     num_speculative_tokens: int  # 0 for the baseline
+    batch_size: float  # sequences in the mean decode step, as observed (`step_composition`)
+    tokens_in_step: float  # tokens computed in the mean decode step, as observed: decodes and prefills landing in it
+    stalled_requests: int = 0  # requests left out of the mean: a decode span stalled (`STALL_FACTOR`)
 
     @property
     def context_tokens(self) -> float:
@@ -62,14 +69,8 @@ class LevelObservation:
         return self.prompt_tokens + self.completion_tokens / 2
 
     @property
-    def tokens_in_step(self) -> float:
-        """Tokens computed in a decode step of the level: c sequences' decode positions (the streams move in step,
-        so their prefills fall in each wave's first step, not in the decode steps; see the module docstring)."""
-        return self.concurrency * self.decode_tokens_per_seq
-
-    @property
     def kv_tokens(self) -> float:
-        return self.concurrency * self.context_tokens
+        return self.batch_size * self.context_tokens
 
 
 def _median(values: Iterable[float]) -> float:
@@ -77,9 +78,65 @@ def _median(values: Iterable[float]) -> float:
     return float(np.median(v)) if v else math.nan
 
 
+# A request whose mean decode step is more than this many times its level's median is a stall, not a step, and is
+# left out of the level's mean (it still counts as a sequence in the steps it shared). Seen once: a 40 s first step
+# on the speculative CPU server, 50 times its level's median, which alone doubled the level's pooled mean. A
+# legitimate long step stays well below: the first stream of a wave carrying the rest's prefills, 3-6 times.
+STALL_FACTOR = 10.0
+
+
+def step_composition(records: Sequence[Mapping[str, Any]], steps: Sequence[int], k: int,
+                     counted: Sequence[bool] | None = None) -> tuple[float, float, float, float]:
+    """What the decode steps of one closed-loop run held, read from its requests' own times, as totals over its
+    requests: (decode seconds, decode steps, sequences summed over those steps, tokens computed in them). Pooled
+    (sums over sums) they give the mean step and its mean batch and tokens: the estimator an affine step model is
+    linear in.
+
+    Request r decodes from its first token to its end over steps_r - 1 steps. Sharing those steps: every other
+    request decoding over the same span (their overlap, as a fraction of r's span, each computing k + 1 positions),
+    and the prefill of every other request whose first token arrives inside r's span (its prompt was computed in
+    one of r's steps; half a step of slack at either edge, so a request prefilled in r's own first step is not
+    counted). Nothing is assumed about the streams moving in step: when they do (one wave's requests prefilled
+    together, none during decodes) no prefill is found; when they drift apart (speculation's steps per request
+    vary with acceptance) the prefills that land in decode steps are counted where they landed. `counted` (default
+    all) says whose spans are pooled; the others still count as sequences in the steps they shared.
+    """
+    first = np.array([float(r["sent_at_s"]) + float(r["ttft_s"]) for r in records])
+    end = np.array([float(r["sent_at_s"]) + float(r["e2e_s"]) for r in records])
+    prompt = np.array([float(r.get("prompt_tokens") or 0) for r in records])
+    n_steps = np.array([int(s) - 1 for s in steps], dtype=float)
+    span = end - first
+    pooled = np.ones(len(records), dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
+    seq_steps = tokens = 0.0
+    for i in np.flatnonzero(pooled):
+        others = np.arange(len(records)) != i
+        overlap = np.clip(np.minimum(end[others], end[i]) - np.maximum(first[others], first[i]), 0.0, None)
+        decoding = 1.0 + float(overlap.sum()) / span[i]
+        slack = 0.5 * span[i] / n_steps[i]
+        landed = others & (first > first[i] + slack) & (first <= end[i] + slack)
+        seq_steps += n_steps[i] * decoding + int(landed.sum())
+        tokens += n_steps[i] * decoding * (k + 1) + float(prompt[landed].sum())
+    return float(span[pooled].sum()), float(n_steps[pooled].sum()), seq_steps, tokens
+
+
+def _one_run_each(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Split a level's records into the runs they came from (a merged probe may hold a level twice; send times are
+    relative to each run's start): a new run begins where a record's index repeats."""
+    out: list[list[Mapping[str, Any]]] = []
+    seen: set[Any] = set()
+    for r in records:
+        if not out or r.get("index") in seen:
+            out.append([])
+            seen = set()
+        out[-1].append(r)
+        seen.add(r.get("index"))
+    return out
+
+
 def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_speculative_tokens: int = 0,
                        *, min_requests: int = 2) -> list[LevelObservation]:
-    """Group a probe's records (runs.py schema) by (concurrency, max_tokens) and reduce each group to one level.
+    """Group a probe's records (runs.py schema) by (concurrency, max_tokens) and reduce each group to one level
+    (its mean decode step and that step's observed composition, `step_composition`).
 
     Records with an error, without a concurrency, or with fewer than 3 steps are left out; a group with fewer
     than `min_requests` usable records is dropped.
@@ -89,33 +146,60 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
     k = int(num_speculative_tokens)
     if (server == "speculative") != (k > 0):
         raise ValueError(f"server = {server!r} with num_speculative_tokens = {k}; a speculative server needs k >= 1")
+
+    def steps_of(r: Mapping[str, Any]) -> int:
+        return int((r.get("chunks") if k else r.get("completion_tokens")) or 0)
+
     groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
     for r in records:
-        if r.get("error") or not r.get("concurrency") or r.get("e2e_s") is None or r.get("ttft_s") is None:
-            continue
-        steps = int((r.get("chunks") if k else r.get("completion_tokens")) or 0)
-        if steps < 3:
+        if r.get("error") or not r.get("concurrency") or r.get("e2e_s") is None or r.get("ttft_s") is None \
+                or r.get("sent_at_s") is None or steps_of(r) < 3:
             continue
         groups.setdefault((int(r["concurrency"]), int(r.get("max_tokens") or 0)), []).append(r)
     out = []
     for (c, n), rs in sorted(groups.items()):
         if len(rs) < min_requests:
             continue
-
-        def steps_of(r: Mapping[str, Any]) -> int:
-            return int(r["chunks"] if k else r["completion_tokens"])
-
+        totals, stalled = [], 0
+        for run in _one_run_each(rs):
+            steps = [steps_of(r) for r in run]
+            mean_step = np.array([(float(r["e2e_s"]) - float(r["ttft_s"])) / (s - 1) for r, s in zip(run, steps)])
+            counted = mean_step <= STALL_FACTOR * float(np.median(mean_step))
+            stalled += int((~counted).sum())
+            totals.append(step_composition(run, steps, k, counted))
+        span_s, n_steps, seq_steps, tokens = (sum(t) for t in zip(*totals))
         out.append(LevelObservation(
             server=server, concurrency=c, max_tokens=n, requests=len(rs),
             prompt_tokens=_median(r.get("prompt_tokens") or 0 for r in rs),
             completion_tokens=_median(r["completion_tokens"] for r in rs),
-            step_s=_median((float(r["e2e_s"]) - float(r["ttft_s"])) / (steps_of(r) - 1) for r in rs),
+            step_s=span_s / n_steps,
             decode_tokens_per_seq=float(k + 1),
             tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (steps_of(r) - 1) for r in rs)
             if k else 1.0,
-            num_speculative_tokens=k,
+            num_speculative_tokens=k, batch_size=seq_steps / n_steps, tokens_in_step=tokens / n_steps,
+            stalled_requests=stalled,
         ))
     return out
+
+
+def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k: int = 0) -> dict[str, float]:
+    """A calibration's step against the steps of any one run on the same server (a load test, Poisson or closed
+    loop): the run's mean decode step and its observed composition (`step_composition`), and the step the
+    calibration gives that composition. Their ratio separates the engine's speed during the run (did the server
+    run as calibrated?) from what the simulation adds on top (queueing, batching). Seconds; `error` is
+    predicted / observed - 1."""
+    ok = [r for r in records if not r.get("error") and r.get("e2e_s") is not None and r.get("ttft_s") is not None
+          and r.get("sent_at_s") is not None and int((r.get("chunks") if k else r.get("completion_tokens")) or 0) >= 3]
+    if not ok:
+        raise ValueError("run_step_check: no successful request with 3 or more steps")
+    steps = [int(r["chunks"] if k else r["completion_tokens"]) for r in ok]
+    span_s, n_steps, seq_steps, tokens = step_composition(ok, steps, k)
+    batch = seq_steps / n_steps
+    context = _median(float(r.get("prompt_tokens") or 0) + float(r["completion_tokens"]) / 2 for r in ok)
+    observed = span_s / n_steps
+    predicted = float(step(batch, tokens / n_steps, k, batch * context))
+    return {"observed_step_s": observed, "predicted_step_s": predicted, "batch_size": batch,
+            "tokens_in_step": tokens / n_steps, "error": predicted / observed - 1}
 
 
 def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
@@ -148,7 +232,7 @@ class SimulatorFit:
 
 def predict_level(step: AffineStepTime, o: LevelObservation) -> float:
     """The simulator's mean step for a level (see the module docstring for its tokens, batch and KV)."""
-    return float(step(o.concurrency, o.tokens_in_step, o.num_speculative_tokens, o.kv_tokens))
+    return float(step(o.batch_size, o.tokens_in_step, o.num_speculative_tokens, o.kv_tokens))
 
 
 def _prefill_line(idle_records: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
@@ -199,7 +283,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     intercept, per_token = _prefill_line(idle_records)
     # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
     y = np.array([max(0.1 * o.step_s, o.step_s - per_token * o.tokens_in_step) for o in baseline])
-    cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([float(o.concurrency) for o in baseline])}
+    cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([o.batch_size for o in baseline])}
     coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)")
     step = AffineStepTime(per_token_s=per_token, **coef)
     draft_per_token = _draft_per_token(per_token, speculative_idle_records) if speculative else 0.0
@@ -207,7 +291,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
         step = replace(step, draft_per_token_s=draft_per_token)
         residual = np.array([o.step_s - predict_level(step, o) for o in speculative])
         k = np.array([float(o.num_speculative_tokens) for o in speculative])
-        c = np.array([float(o.concurrency) for o in speculative])
+        c = np.array([o.batch_size for o in speculative])
         draft = {"draft_fixed_s": 0.0, "draft_per_seq_s": 0.0}
         if np.any(residual > 0):
             keep = residual > 0
@@ -264,7 +348,7 @@ def level_rows(levels: Sequence[LevelObservation], simulator: SimulatorFit | Non
     load_by = {id(o): p for o, p in zip(load_fit.levels, load_fit.predicted_s)} if load_fit else {}
     rows = []
     for o in levels:
-        row = {**asdict(o), "context_tokens": o.context_tokens, "tokens_in_step": o.tokens_in_step,
+        row = {**asdict(o), "context_tokens": o.context_tokens,
                "simulator_step_s": sim_by.get(id(o)), "load_model_step_s": load_by.get(id(o))}
         rows.append(row)
     return rows
