@@ -9,15 +9,18 @@ Without ``--base-url`` it starts one tiny local vLLM CPU server through ``specde
 levels (and stops it). At each level both tools send the same prompts in the same order (the built-in prompt sets,
 cycled; given to vllm bench as a ShareGPT-format file) to /v1/completions with ``ignore_eos`` and the same output
 length, temperature 0, that many requests in flight, all requests at once. ``--num-prompts`` is one count for every
-level or one per level; by default max(2 x level, 32). Each tool run is bounded by ``--run-timeout`` seconds (a run
-that does not finish in time is an error, not a truncated result).
+level or one per level; by default max(4 x level, 128): with two waves only (32 prompts at 16 streams, the former
+default) the median TTFT sat on the boundary between the first wave's burst and the second, and vllm bench's own
+median moved 154 -> 232 ms between two runs, far more than the 5 % being judged. Each tool run is bounded by
+``--run-timeout`` seconds (a run that does not finish in time is an error, not a truncated result).
 
 Prints one table: per level the median TTFT and TPOT of each tool, their ratios (workbook / vllm bench), whether
-both are within 5 %, the client-side overhead per request of each tool (the client's mean E2E minus the server's
-own mean E2E, from the ``vllm:e2e_request_latency_seconds`` sum/count delta over that tool's requests) and the
-workbook process's CPU seconds per request; then the server's own mean TTFT, TPOT and queue time over each tool's
-requests (its histograms' sum/count deltas), which say whether the two tools put the server in the same state or
-measure the same state differently. Writes the figures as JSON (``--out``).
+both are within 5 %, vllm bench against itself (the spread of its medians over the repeats, max / min - 1: the
+noise floor the 5 % is judged against), the client-side overhead per request of each tool (the client's mean E2E
+minus the server's own mean E2E, from the ``vllm:e2e_request_latency_seconds`` sum/count delta over that tool's
+requests) and the workbook process's CPU seconds per request; then the server's own mean TTFT, TPOT and queue
+time over each tool's requests (its histograms' sum/count deltas), which say whether the two tools put the server
+in the same state or measure the same state differently. Writes the figures as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def int_list(text: str) -> list[int]:
 
 def prompts_per_level(levels: list[int], num_prompts: list[int] | None) -> list[int]:
     if num_prompts is None:
-        return [max(2 * c, 32) for c in levels]
+        return [max(4 * c, 128) for c in levels]
     if len(num_prompts) == 1:
         return num_prompts * len(levels)
     if len(num_prompts) != len(levels):
@@ -215,6 +218,9 @@ def summarise(rows: dict) -> dict:
             values = [r["server_mean_s"][name] for r in rows[tool] if r["server_mean_s"][name] is not None]
             summary[f"{tool}_server_mean_{name}_s"] = statistics.median(values) if values else None
     summary["workbook_client_cpu_s_per_request"] = med("workbook", "client_cpu_s_per_request")
+    for key in ("median_ttft_s", "median_tpot_s"):  # vllm bench against itself over the repeats: the noise floor
+        values = [r[key] for r in rows["vllm_bench"]]
+        summary[key]["vllm_bench_spread"] = max(values) / min(values) - 1 if len(values) > 1 else None
     summary["within_goal"] = all(abs(summary[k]["ratio"] - 1) <= GOAL for k in ("median_ttft_s", "median_tpot_s"))
     return summary
 
@@ -223,19 +229,26 @@ def print_table(results: list[dict], info, args) -> None:
     print(f"\nserver: {info.base_url}  model: {info.served_model}  vLLM {info.vllm_version}  speculation: "
           f"{info.speculation} (k={info.num_speculative_tokens})  {args.output_len} output tokens, "
           f"{args.repeats} repeat(s); ratio = workbook / vllm bench; goal: both ratios within 1 +/- {GOAL:.0%}")
-    print(f"{'':16s}{'median TTFT (ms)':>28s}{'median TPOT (ms)':>28s}{'':9s}"
+    print(f"{'':16s}{'median TTFT (ms)':>28s}{'median TPOT (ms)':>28s}{'':9s}{'bench self':>12s}"
           f"{'overhead/request (ms)':>22s}{'workbook CPU':>14s}")
     print(f"{'streams':>8s}{'prompts':>8s}" + f"{'vllm bench':>11s}{'workbook':>10s}{'ratio':>7s}" * 2
-          + f"{'in 5 %':>9s}{'vllm bench':>12s}{'workbook':>10s}{'ms/request':>14s}")
+          + f"{'in 5 %':>9s}{'TTFT/TPOT':>12s}{'vllm bench':>12s}{'workbook':>10s}{'ms/request':>14s}")
+
+    def spread(value) -> str:
+        return "-" if value is None else f"{100 * value:.0f}%"
+
     for res in results:
         s = res["summary"]
         cells = "".join(f"{s[k]['vllm_bench'] * 1e3:11.2f}{s[k]['workbook'] * 1e3:10.2f}{s[k]['ratio']:7.3f}"
                         for k in ("median_ttft_s", "median_tpot_s"))
+        self_spread = "/".join(spread(s[k]["vllm_bench_spread"]) for k in ("median_ttft_s", "median_tpot_s"))
         print(f"{res['concurrency']:8d}{res['num_prompts']:8d}{cells}{'yes' if s['within_goal'] else 'no':>9s}"
+              f"{self_spread:>12s}"
               f"{s['vllm_bench_client_overhead_s_per_request'] * 1e3:12.2f}"
               f"{s['workbook_client_overhead_s_per_request'] * 1e3:10.2f}"
               f"{s['workbook_client_cpu_s_per_request'] * 1e3:14.2f}")
-    print("overhead = the client's mean E2E minus the server's own mean E2E over the same requests")
+    print("bench self = vllm bench's medians over the repeats, max / min - 1 (its own noise at that level); "
+          "overhead = the client's mean E2E minus the server's own mean E2E over the same requests")
 
     def ms(value) -> str:
         return f"{value * 1e3:10.2f}" if value is not None else f"{'-':>10s}"
@@ -253,7 +266,7 @@ def print_table(results: list[dict], info, args) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrency", type=int_list, default=[16, 64, 256], help="levels, comma-separated")
-    ap.add_argument("--num-prompts", type=int_list, help="one count, or one per level (default max(2 x level, 32))")
+    ap.add_argument("--num-prompts", type=int_list, help="one count, or one per level (default max(4 x level, 128))")
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="alternate the two tools this many times per level")
     ap.add_argument("--run-timeout", type=float, default=300.0, help="seconds allowed to each tool run")

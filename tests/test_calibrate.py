@@ -119,6 +119,37 @@ def test_a_runs_own_steps_check_the_calibration():
         fit.run_step_check([{**run[0], "error": "HTTP 500"}], TRUE, 4)
 
 
+def test_calibrate_check_puts_recorded_runs_next_to_a_calibration(tmp_path, capsys):
+    """`specdec calibrate --check RUN_DIR --calibration FILE`: a run folder written by the workbook's RunWriter
+    (records made by TRUE, speculative server with k = 4 in its metadata) against a calibration fitted from
+    TRUE-made probes reads about 0 %; against the same file with every step cost doubled, +100 %."""
+    from specdec_lib import runs
+    from specdec_lib.calibrate.command import check_runs
+    from specdec_lib.cli import EXIT_BAD_INPUT, main
+
+    writer = runs.RunWriter.create(tmp_path / "runs", "load", {"server": {"speculation": True,
+                                                                         "num_speculative_tokens": 4}})
+    blank = dict.fromkeys(("label", "prompt_set", "prompt_id", "rate_qps", "tpot_s", "itl_s", "acceptance_rate",
+                           "acceptance_source", "spec_metrics", "finish_reason", "error_kind", "status"))
+    for r in _records(k=4, tokens_per_step=2.0):
+        if (r["concurrency"], r["max_tokens"]) == (8, 128):
+            writer.append_request({**blank, **r, "label": "concurrency=8"})
+    writer.finish("complete")
+    payload = calibrate_endpoint(_probe("baseline", _records()), _probe("speculative", _records(4, 2.0), 4))
+    cal = write_calibration(tmp_path / "cal.json", payload)
+    (row,) = check_runs(cal, [writer.path])
+    assert row["num_speculative_tokens"] == 4 and row["batch_size"] == pytest.approx(8.0)
+    assert row["error"] == pytest.approx(0.0, abs=0.02)
+    doubled = json.loads(cal.read_text())
+    doubled["simulator"]["step_time"] = {k: 2 * v for k, v in doubled["simulator"]["step_time"].items()}
+    (tmp_path / "slow.json").write_text(json.dumps(doubled))
+    assert check_runs(tmp_path / "slow.json", [writer.path])[0]["error"] == pytest.approx(1.0, abs=0.04)
+    assert main(["calibrate", "--check", str(writer.path), "--calibration", str(cal)]) == 0
+    assert writer.path.name[:43] in capsys.readouterr().out
+    assert main(["calibrate", "--check", str(writer.path)]) == EXIT_BAD_INPUT
+    assert "--check needs --calibration FILE" in capsys.readouterr().err
+
+
 def test_levels_refuse_a_speculative_server_without_k():
     with pytest.raises(ValueError, match="k >= 1"):
         fit.level_observations(_records(), "speculative", 0)

@@ -193,7 +193,46 @@ def _ints(text: str, name: str) -> list[int]:
         raise ValueError(f"{name}={text!r} is not accepted: comma-separated integers, e.g. 1,2,4,8") from None
 
 
+def check_runs(calibration_path: str | Path, run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """A calibration file's step against the steps of recorded runs on the same server (`fit.run_step_check`): one
+    row per run, its folder, k (from the run's server info) and the check. Has the server kept the speed it was
+    calibrated at? A run of a speculative server is checked with its k and the calibration's draft terms."""
+    from specdec_lib import runs
+    from specdec_lib.calibrate.files import load_calibration
+
+    cal = load_calibration(calibration_path)
+    if cal.step_time is None:
+        raise ValueError(f"{calibration_path}: no simulator step in this calibration file (field "
+                         "'simulator.step_time'); check runs against a file written by `specdec calibrate`")
+    rows = []
+    for d in run_dirs:
+        run = runs.load_run(d)
+        server = run.metadata.get("server") or {}
+        k = int(server.get("num_speculative_tokens") or 0) if server.get("speculation") else 0
+        try:
+            check = fit.run_step_check(run.records, cal.step_time, k)
+        except ValueError as exc:
+            raise ValueError(f"run folder {d}: {exc}") from None
+        rows.append({"run": str(d), "num_speculative_tokens": k, **check})
+    return rows
+
+
+def _check(args) -> int:
+    if not args.calibration:
+        raise ValueError("--check needs --calibration FILE (the calibration to check the runs against)")
+    print(f"{'run':<44}{'k':>3}{'batch':>7}{'tokens':>8}{'step ms':>9}{'calibrated':>12}{'error':>9}")
+    for row in check_runs(args.calibration, args.check):
+        print(f"{Path(row['run']).name[:43]:<44}{row['num_speculative_tokens']:>3}{row['batch_size']:>7.2f}"
+              f"{row['tokens_in_step']:>8.1f}{row['observed_step_s'] * 1e3:>9.1f}{row['predicted_step_s'] * 1e3:>12.1f}"
+              f"{100 * row['error']:>+8.1f}%")
+    print("step ms: the run's mean decode step; calibrated: the calibration's step for the same batch and tokens "
+          "(error = calibrated / observed - 1)")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
+    if args.check:
+        return _check(args)
     if args.from_file:
         return _refit(args)
     if not args.url:
@@ -282,6 +321,10 @@ def register(subparsers) -> None:
                    help="calibration file (default data/calibration/endpoint-<model>-<utc>.json)")
     c.add_argument("--from-file", metavar="FILE", help="refit an existing calibration file's observations instead of "
                                                        "probing (e.g. with --hardware and --model)")
+    c.add_argument("--check", metavar="RUN_DIR", nargs="+", help="instead of probing: put these recorded runs' own "
+                   "decode steps next to --calibration's step for the same batch and tokens (is the server still "
+                   "as fast as when it was calibrated?)")
+    c.add_argument("--calibration", metavar="FILE", help="the calibration file --check uses")
     c.add_argument("--timeout-s", type=float, default=300.0, help="per request (default 300)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_calibrate)
