@@ -23,9 +23,9 @@ that of the step's sequences at a mean context P + N / 2.
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
 built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels
-(after their tokens' cost),
-the draft terms from the speculative levels after subtracting the target's part. The per-request time outside
-engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond one step.
+(after their tokens' cost), the draft terms from the speculative levels after subtracting the target's part. The
+per-request time outside engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond
+one step.
 
 The load model's `StepFactors` are fitted with `load.fit_step_factors` to the baseline levels read as decode steps
 (batch c, 1 token per sequence, context P + N / 2), the model's architecture and the hardware's peaks given by the
@@ -71,6 +71,17 @@ class LevelObservation:
     @property
     def kv_tokens(self) -> float:
         return self.batch_size * self.context_tokens
+
+
+def _steps(r: Mapping[str, Any], k: int) -> int:
+    """Engine steps of a request: its completion tokens, or with speculation (k >= 1) its streamed chunks."""
+    return int((r.get("chunks") if k else r.get("completion_tokens")) or 0)
+
+
+def _timed(r: Mapping[str, Any], k: int) -> bool:
+    """A successful request with the times a decode span needs and 3 or more steps."""
+    return not r.get("error") and all(r.get(f) is not None for f in ("e2e_s", "ttft_s", "sent_at_s")) \
+        and _steps(r, k) >= 3
 
 
 def _median(values: Iterable[float]) -> float:
@@ -146,14 +157,9 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
     k = int(num_speculative_tokens)
     if (server == "speculative") != (k > 0):
         raise ValueError(f"server = {server!r} with num_speculative_tokens = {k}; a speculative server needs k >= 1")
-
-    def steps_of(r: Mapping[str, Any]) -> int:
-        return int((r.get("chunks") if k else r.get("completion_tokens")) or 0)
-
     groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
     for r in records:
-        if r.get("error") or not r.get("concurrency") or r.get("e2e_s") is None or r.get("ttft_s") is None \
-                or r.get("sent_at_s") is None or steps_of(r) < 3:
+        if not r.get("concurrency") or not _timed(r, k):
             continue
         groups.setdefault((int(r["concurrency"]), int(r.get("max_tokens") or 0)), []).append(r)
     out = []
@@ -162,7 +168,7 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
             continue
         totals, stalled = [], 0
         for run in _one_run_each(rs):
-            steps = [steps_of(r) for r in run]
+            steps = [_steps(r, k) for r in run]
             mean_step = np.array([(float(r["e2e_s"]) - float(r["ttft_s"])) / (s - 1) for r, s in zip(run, steps)])
             counted = mean_step <= STALL_FACTOR * float(np.median(mean_step))
             stalled += int((~counted).sum())
@@ -174,7 +180,7 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
             completion_tokens=_median(r["completion_tokens"] for r in rs),
             step_s=span_s / n_steps,
             decode_tokens_per_seq=float(k + 1),
-            tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (steps_of(r) - 1) for r in rs)
+            tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (_steps(r, k) - 1) for r in rs)
             if k else 1.0,
             num_speculative_tokens=k, batch_size=seq_steps / n_steps, tokens_in_step=tokens / n_steps,
             stalled_requests=stalled,
@@ -188,12 +194,10 @@ def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k
     calibration gives that composition. Their ratio separates the engine's speed during the run (did the server
     run as calibrated?) from what the simulation adds on top (queueing, batching). Seconds; `error` is
     predicted / observed - 1."""
-    ok = [r for r in records if not r.get("error") and r.get("e2e_s") is not None and r.get("ttft_s") is not None
-          and r.get("sent_at_s") is not None and int((r.get("chunks") if k else r.get("completion_tokens")) or 0) >= 3]
+    ok = [r for r in records if _timed(r, k)]
     if not ok:
         raise ValueError("run_step_check: no successful request with 3 or more steps")
-    steps = [int(r["chunks"] if k else r["completion_tokens"]) for r in ok]
-    span_s, n_steps, seq_steps, tokens = step_composition(ok, steps, k)
+    span_s, n_steps, seq_steps, tokens = step_composition(ok, [_steps(r, k) for r in ok], k)
     batch = seq_steps / n_steps
     context = _median(float(r.get("prompt_tokens") or 0) + float(r["completion_tokens"]) / 2 for r in ok)
     observed = span_s / n_steps
