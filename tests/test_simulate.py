@@ -75,10 +75,12 @@ def test_full_acceptance_appends_k_plus_one_tokens_per_step():
     step = AffineStepTime(fixed_s=0.01, per_token_s=1e-4, draft_fixed_s=0.002)
     server = ServerConfig(kv_capacity_tokens=1000, max_num_seqs=4, max_num_batched_tokens=256)
     r = simulate(_one_request(prompt=100, output=10, alpha=1.0), server, step, SpeculationConfig(4))
-    # step 1: prefill 100 tokens, first token (no drafting yet): 0.01 + 0.01
+    # step 1: prefill 100 tokens, first token, and the drafter's 4 passes that propose step 2's drafts (vLLM
+    # drafts after every forward pass, a prefill-only one included): 0.01 + 0.01 + 4 * 0.002
     # steps 2-3: verify 5 positions (k=4 drafts + 1), 4 draft passes: 0.01 + 5e-4 + 4 * 0.002; 5 then 4 tokens
     assert r.num_steps == 3
-    assert r.e2e_s[0] == pytest.approx(0.02 + 2 * (0.01 + 5e-4 + 0.008))
+    assert r.ttft_s[0] == pytest.approx(0.02 + 0.008)
+    assert r.e2e_s[0] == pytest.approx(0.028 + 2 * (0.01 + 5e-4 + 0.008))
     assert r.generated_tokens[0] == 10
 
 

@@ -303,7 +303,9 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
                                    residual[keep], "fit_simulator_step (speculative levels)")
         step = AffineStepTime(per_token_s=per_token, draft_per_token_s=draft_per_token, **coef, **draft)
     overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
-    spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), 0, 0)) for r in speculative_idle_records
+    k_spec = speculative[0].num_speculative_tokens if speculative else 0  # the simulator drafts after a prefill too
+    spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), k_spec, 0))
+                 for r in speculative_idle_records
                  if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
     spec_overhead = max(0.0, _median(spec_gaps)) if spec_gaps else None
     levels = (*baseline, *speculative)

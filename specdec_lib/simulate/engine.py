@@ -26,10 +26,14 @@ What is modelled (read vLLM 0.32's `vllm/v1/core/sched/scheduler.py` beside this
   low-acceptance request pays the same verification and drafting time as a high-acceptance one but gains fewer
   tokens from it. That shared step is the mechanism behind the source's "P50 improves while P99 regresses".
 
-Not modelled: prefix caching, the draft's work in a step with no decoding sequence (the step-time function's draft
-terms apply when k >= 1; calibration folds an idle prefill's draft into the request overhead),
-priorities, pipeline parallelism, async scheduling overlap, detokenisation and network time, and requests longer
-than the KV capacity (rejected with a ValueError, as vLLM rejects a prompt longer than the model length).
+The drafter also runs in a step with no decoding sequence (vLLM drafts after every forward pass of a speculative
+server): such a step is charged the draft terms of the k its batch size gives, its first pass over the step's prompt
+tokens (until 7 Dec 2026 it was not, and the calibration folded an idle prefill's draft into the speculative
+server's request overhead, which over-charged short prompts).
+
+Not modelled: prefix caching, priorities, pipeline parallelism, async scheduling overlap, detokenisation and network
+time, and requests longer than the KV capacity (rejected with a ValueError, as vLLM rejects a prompt longer than the
+model length).
 
 Why a step loop and not an event heap or simpy: in a continuous-batching engine, nothing happens between step
 boundaries: the scheduler acts once per step, and every running sequence advances in lockstep. A discrete-event
@@ -356,7 +360,11 @@ class _Engine:
         k_step = min(p.k, self.k_list[min(batch_size, self.cap_seqs)]) if p.n_dec else 0
         if k_step != p.k:
             new_tokens -= p.n_dec * (p.k - k_step)
-        dt = float(self.step_time_fn(batch_size, new_tokens, k_step, p.kv0))
+        # the drafter runs after every forward pass of a speculative server, prefill-only ones included (vLLM 0.32
+        # `gpu_model_runner.execute_model` proposes the next step's drafts right after sampling): a step without
+        # decodes still pays the draft passes, the first over the step's prompt tokens
+        k_draft = k_step if p.n_dec else self.k_list[min(batch_size, self.cap_seqs)]
+        dt = float(self.step_time_fn(batch_size, new_tokens, k_draft, p.kv0))
         t, t1 = self.t, self.t + dt
         self.max_kv = max(self.max_kv, p.kv0 + new_tokens)
         self.steps_total += 1
