@@ -212,7 +212,7 @@ def live_validation(out_dir: Path, max_tokens: int, requests_per_level: int, spe
         spec_calib_records, spec_records, _ = _closed_and_open_runs(server, out_dir, max_tokens, requests_per_level,
                                                                    rates)
     spec_step = sim.calibrate_draft_from_records(spec_calib_records, step, k)
-    alpha = sim.alpha_from_records(spec_records, k)
+    alpha = sim.alpha_from_steps(spec_records, k)  # truncation at max_tokens counted once, by the replay
     print(f"  calibrated draft: {spec_step.draft_fixed_s * 1e3:.3f} ms + {spec_step.draft_per_seq_s * 1e3:.3f} ms/seq "
           f"per draft pass; measured alpha {alpha:.3f}; KV {kv_spec:,} tokens")
     spec_server = sim.ServerConfig(kv_spec, CPU_MAX_NUM_SEQS, CPU_MAX_NUM_BATCHED_TOKENS)

@@ -197,12 +197,14 @@ def measure_server(models: EngineModels, spec: dict | None, out_dir: Path, *,
 
 
 def alpha_by_temperature(records: Iterable[Mapping[str, Any]], k: int) -> dict[float, float]:
-    """Per temperature, alpha from the pooled accepted / draft tokens of a speculative server's records."""
+    """Per temperature, the alpha a replay needs: the one whose simulated decode steps, truncation at each request's
+    length included, match the speculative server's (`simulate.alpha_from_steps`; the chunk-counted accepted /
+    draft ratio under-reads requests cut by max_tokens)."""
     by_t: dict[float, list[Mapping[str, Any]]] = {}
     for r in records:
         if not r.get("error") and r.get("temperature") is not None:
             by_t.setdefault(float(r["temperature"]), []).append(r)
-    return {t: sim.alpha_from_records(rs, k) for t, rs in sorted(by_t.items())}
+    return {t: sim.alpha_from_steps(rs, k) for t, rs in sorted(by_t.items())}
 
 
 @dataclass(frozen=True)

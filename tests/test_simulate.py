@@ -561,6 +561,41 @@ def test_alpha_from_records_converts_vllm_v1_prefix_rate():
     assert alpha_from_records(records, 4) == pytest.approx(0.5, abs=1e-6)
 
 
+def test_expected_decode_steps_by_hand():
+    from specdec_lib.simulate import expected_decode_steps
+
+    assert expected_decode_steps(1.0, 10, 4) == pytest.approx(2.0)  # 5 tokens a step, ceil(10 / 5)
+    assert expected_decode_steps(0.0, 10, 4) == pytest.approx(10.0)  # 1 token a step
+    # k = 1, alpha 0.5: E1 = 1; E2 = 1 + 0.5 E1 + 0.5 E0 = 1.5; E3 = 1 + 0.5 E2 + 0.5 E1 = 2.25
+    assert expected_decode_steps(0.5, 3, 1) == pytest.approx(2.25)
+    with pytest.raises(ValueError, match="alpha"):
+        expected_decode_steps(1.5, 3, 1)
+
+
+def test_alpha_from_steps_recovers_the_acceptance_a_truncated_run_hides():
+    """Records drawn from the simulator's process by hand (4000 requests of 32 tokens, k = 4, alpha 0.8: each step
+    appends 1 + a geometric accepted prefix capped at 4, the surplus past the 32nd token dropped, one chunk a step):
+    the step-matching estimate finds 0.8; the chunk count (tokens - chunks) / (4 x decode steps) under-reads it."""
+    from specdec_lib.simulate import alpha_from_records, alpha_from_steps
+
+    rng = np.random.default_rng(7)
+    records = []
+    for _ in range(4000):
+        tokens, steps = 1, 0  # the first token comes from the prefill, in its own chunk
+        while tokens < 32:
+            accepted = 0
+            while accepted < 4 and rng.random() < 0.8:
+                accepted += 1
+            tokens = min(32, tokens + 1 + accepted)
+            steps += 1
+        records.append({"completion_tokens": 32, "chunks": steps + 1, "accepted_tokens": 32 - (steps + 1),
+                        "draft_tokens": 4 * steps, "error": None})
+    assert alpha_from_steps(records, 4) == pytest.approx(0.8, abs=0.01)
+    assert alpha_from_records(records, 4) < 0.78  # the cut last steps counted as rejections
+    with pytest.raises(ValueError, match="2 or more streamed chunks"):
+        alpha_from_steps([{"completion_tokens": 1, "chunks": 1}], 4)
+
+
 @pytest.mark.parametrize("trial", range(12))
 def test_invariants_hold_for_random_servers_and_workloads(trial):
     """Random class mixes (alpha 0, 1 or anything), lengths, caps, budgets, KV sizes, k schedules: every request

@@ -69,7 +69,7 @@ def _replay_quality(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.
         sim.step_time, sim.request_overhead_s, base.records, server=server)}
     if spec is not None:
         k = spec.num_speculative_tokens
-        alpha = simulate.alpha_from_records(spec.records, k)
+        alpha = simulate.alpha_from_steps(spec.records, k)
         quality.update(probe_alpha=alpha, speculative_replay_loss=replay.replay_loss(
             sim.step_time, sim.speculative_request_overhead_s or 0.0, spec.records, server=server,
             speculation=simulate.SpeculationConfig(k), alpha=alpha))

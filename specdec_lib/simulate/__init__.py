@@ -32,8 +32,10 @@ from specdec_lib.simulate.steptime import (
     Calibration,
     StepTimeFn,
     alpha_from_records,
+    alpha_from_steps,
     calibrate_draft_from_records,
     calibrate_from_records,
+    expected_decode_steps,
     fit_affine_step_time,
     step_time_from_load,
 )
@@ -55,8 +57,8 @@ __all__ = [
     "AffineStepTime", "BuiltinScenario", "Calibration", "Comparison", "LENGTH_SHAPES", "LatencySummary",
     "LengthDistribution", "Percentiles", "Requests", "ServerConfig", "SimulationResult", "SpeculationConfig",
     "StepTimeFn", "Summary", "Sweep", "Timeline", "TrafficClass", "Validation", "ValidationRow", "Workload",
-    "alpha_from_records", "calibrate_draft_from_records", "calibrate_from_records", "compare",
-    "fit_affine_step_time", "length_shape", "lengths_from_records", "make_requests", "poisson_arrivals_s",
-    "requests_from_records", "servers_from_memory_plan", "simulate", "source_mixed_example", "step_time_from_load",
-    "sweep_qps", "validate_against_run", "workload_from_scenario",
+    "alpha_from_records", "alpha_from_steps", "calibrate_draft_from_records", "calibrate_from_records", "compare",
+    "expected_decode_steps", "fit_affine_step_time", "length_shape", "lengths_from_records", "make_requests",
+    "poisson_arrivals_s", "requests_from_records", "servers_from_memory_plan", "simulate", "source_mixed_example",
+    "step_time_from_load", "sweep_qps", "validate_against_run", "workload_from_scenario",
 ]
