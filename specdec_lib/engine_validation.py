@@ -263,21 +263,25 @@ def compare_level(records: Sequence[Mapping[str, Any]], *, server: str, workload
     return rows
 
 
+def driven_runs(measured: Measured) -> list[tuple[str, float, list[dict]]]:
+    """(workload, rate, that run's records) for every run of a server probed and driven (`probe_and_drive`)."""
+    return [(workload, rate, [r for r in records if r["rate_qps"] == rate])
+            for workload, records in measured.records.items() for rate in measured.rates_qps]
+
+
 def compare_measured(measured: Measured, **kwargs: Any) -> list[Row]:
-    """compare_level for every run of a server probed and driven (`probe_and_drive`); `kwargs`: compare_level's
-    server, server_config, step_time, request_overhead_s, speculation, alphas."""
-    return [row for workload, records in measured.records.items() for rate in measured.rates_qps
-            for row in compare_level([r for r in records if r["rate_qps"] == rate], workload=workload,
-                                     rate_qps=rate, **kwargs)]
+    """compare_level for every driven run (`driven_runs`); `kwargs`: compare_level's server, server_config,
+    step_time, request_overhead_s, speculation, alphas."""
+    return [row for workload, rate, records in driven_runs(measured)
+            for row in compare_level(records, workload=workload, rate_qps=rate, **kwargs)]
 
 
 def step_checks(measured: Measured, *, server: str, step_time: sim.AffineStepTime, k: int = 0) -> list[dict[str, Any]]:
     """Per driven run, the calibration's step against the run's own observed steps (`fit.run_step_check`): where
     the simulation misses, was the engine slower or faster than calibrated during that run, or is the miss the
     simulation's own (queueing, batching)?"""
-    return [{"server": server, "workload": workload, "rate_qps": rate,
-             **fit.run_step_check([r for r in records if r["rate_qps"] == rate], step_time, k)}
-            for workload, records in measured.records.items() for rate in measured.rates_qps]
+    return [{"server": server, "workload": workload, "rate_qps": rate, **fit.run_step_check(records, step_time, k)}
+            for workload, rate, records in driven_runs(measured)]
 
 
 def format_step_checks(checks: Sequence[Mapping[str, Any]]) -> str:

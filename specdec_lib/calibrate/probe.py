@@ -1,10 +1,10 @@
 """The probe: a short set of closed-loop levels against a running endpoint, recorded as ordinary runs (I/O).
 
-Batch size is set through concurrency (c requests always in flight, released together, so they move in step:
-each wave's prompts prefill together and its decode steps hold only decodes) and the context through the output
-length (`max_tokens` with `ignore_eos`, so every request generates exactly that many tokens), and on a speculative
-server the verified positions through its k. Temperature 0, the workbook's
-built-in prompts, each made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by
+Batch size is set through concurrency (c requests always in flight, released together; what each level's steps
+then held, decodes and the prompts that landed in them, is read from the records by `fit.step_composition`) and
+the context through the output length (`max_tokens` with `ignore_eos`, so every request generates exactly that many
+tokens), and on a speculative server the verified positions through its k. Temperature 0, the workbook's built-in
+prompts, each made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by
 default, and a repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each
 (concurrency, output length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on
 disk and load back; a first level of a few requests warms the server up and is discarded.
