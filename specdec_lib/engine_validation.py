@@ -154,9 +154,13 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
     parts: list[probe.ProbeResult] = []
     order: list[str] = []
 
-    def probe_part(n: int) -> None:
+    classes = options.pop("prompt_classes", probe.PROMPT_CLASSES)
+
+    def probe_part(n: int) -> None:  # the n-th length's prompt class, as run_probe would give it
         order.append(f"probe, {n} output tokens")
-        parts.append(probe.run_probe(client, runs_dir=runs_dir, progress=False, output_tokens=(n,), **options))
+        sets = classes[lengths.index(n) % len(classes)]
+        parts.append(probe.run_probe(client, runs_dir=runs_dir, progress=False, output_tokens=(n,),
+                                     prompt_classes=(sets,), **options))
 
     probe_part(lengths[0])
     rates = tuple(float(r) for r in (rates_qps(parts[0]) if callable(rates_qps) else rates_qps))

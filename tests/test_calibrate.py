@@ -4,6 +4,7 @@ secrets are refused. The live calibration against a real vLLM server is in tests
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -21,22 +22,25 @@ PROMPTS = (20, 60, 200)  # three requests per level, of these prompt lengths (me
 OVERHEAD_S = 0.015
 
 
-def _records(k: int = 0, tokens_per_step: float = 1.0) -> list[dict]:
-    """Closed-loop records whose steps follow TRUE exactly (hand arithmetic of the module docstring's model): each
-    level (c, N) runs three waves of c streams, released together 100 s apart, wave j's prompts PROMPTS[j] tokens,
-    so its streams decode in the same steps over the same span (a decode step computes the c * (k + 1) decode
-    tokens of c sequences; no prefill lands in it); a first token takes the overhead plus one step that prefills
-    the request's prompt."""
+def _records(k: int = 0, tokens_per_step: float = 1.0, true: AffineStepTime = TRUE,
+             prompts: dict[int, tuple[int, ...]] | None = None) -> list[dict]:
+    """Closed-loop records whose steps follow `true` exactly (hand arithmetic of the module docstring's model): each
+    level (c, N) runs three waves of c streams, released together 100 s apart, wave j's prompts PROMPTS[j] tokens
+    (or prompts[N][j]), so its streams decode in the same steps over the same span (a decode step computes the
+    c * (k + 1) decode tokens of c sequences holding c * (prompt + N / 2) KV tokens on average; no prefill lands
+    in it); a first token takes the overhead plus one step that prefills the request's prompt."""
     out = []
     i = 0
     for n in (32, 128):
         for c in (1, 2, 4, 8):
             steps = round((n - 1) / tokens_per_step) + 1 if k else n
             tokens = c * (k + 1)
-            step = (TRUE.fixed_s + TRUE.per_token_s * tokens + TRUE.per_seq_s * c
-                    + (k * (TRUE.draft_fixed_s + TRUE.draft_per_seq_s * c) if k else 0.0))
-            for j, prompt in enumerate(PROMPTS):
-                ttft = OVERHEAD_S + TRUE.fixed_s + TRUE.per_token_s * prompt + TRUE.per_seq_s
+            for j, prompt in enumerate((prompts or {}).get(n, PROMPTS)):
+                kv = c * (prompt + n / 2)
+                step = (true.fixed_s + true.per_token_s * tokens + true.per_seq_s * c + true.per_kv_token_s * kv
+                        + (k * (true.draft_fixed_s + true.draft_per_seq_s * c + true.draft_per_kv_token_s * kv)
+                           if k else 0.0))
+                ttft = OVERHEAD_S + true.fixed_s + true.per_token_s * prompt + true.per_seq_s
                 for _ in range(c):
                     out.append({"index": i, "concurrency": c, "max_tokens": n, "prompt_tokens": prompt,
                                 "sent_at_s": 100.0 * j, "accepted_tokens": (steps - 1) if k else None,
@@ -67,19 +71,61 @@ def test_draft_terms_come_from_the_speculative_levels():
     assert res.step_time.draft_per_seq_s == pytest.approx(TRUE.draft_per_seq_s, rel=0.05)
 
 
+def test_kv_costs_come_from_probe_levels_of_short_and_long_prompts():
+    """The probe pairs its shorter output with short prompts and its longer with long ones (contexts 46 and 264
+    tokens here), which separates the cost of reading the context from the per-sequence cost: records made by a
+    step with both KV terms give them back, and the steps at a context the probe never held (a 30-token prompt
+    at 128 tokens out) are predicted exactly. With one context everywhere the KV terms stay 0."""
+    true = replace(TRUE, per_kv_token_s=4e-6, draft_per_kv_token_s=6e-6)
+    by_length = {32: (20, 30, 40), 128: (150, 200, 250)}
+    base = fit.level_observations(_records(true=true, prompts=by_length), "baseline")
+    spec = fit.level_observations(_records(4, 2.0, true, by_length), "speculative", 4)
+    idle = [r for r in _records(true=true, prompts=by_length) if r["concurrency"] == 1]
+    res = fit.fit_simulator_step(base, spec, idle)
+    for name in ("fixed_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
+                 "draft_per_kv_token_s"):
+        assert getattr(res.step_time, name) == pytest.approx(getattr(true, name), rel=0.02), name
+    short_context = fit.level_observations(_records(4, 2.0, true, {128: (30, 30, 30)}), "speculative", 4)[-1]
+    assert fit.predict_level(res.step_time, short_context) == pytest.approx(short_context.step_s, rel=0.01)
+    one_context = fit.fit_simulator_step(fit.level_observations(_records(true=true), "baseline"), [], idle)
+    assert one_context.step_time.per_kv_token_s == 0.0
+
+
 def test_a_prefill_landing_in_a_decode_span_is_counted_where_it_landed():
     """Two streams that drifted apart (by hand): A's first token at 0.1 s, end 1.1 s, 10 decode steps; B (a 100-token
     prompt) prefilled in one of A's steps, first token at 0.5 s, end 1.5 s, 10 decode steps. A's span holds B's
     decoding for 0.6 of its 1.0 s (1.6 sequences a step) and B's prefill (one sequence, 100 tokens, once); B's span
-    holds A for 0.6 s and no prefill (A's came before it). Totals: 2.0 s over 20 steps, 10 * 1.6 + 1 + 10 * 1.6 = 33
-    sequence-steps, 16 + 100 + 16 = 132 tokens."""
-    a = {"sent_at_s": 0.0, "ttft_s": 0.1, "e2e_s": 1.1, "prompt_tokens": 40}
-    b = {"sent_at_s": 0.2, "ttft_s": 0.3, "e2e_s": 1.3, "prompt_tokens": 100}
-    span, steps, seq_steps, tokens = fit.step_composition([a, b], [11, 11], 0)
-    assert (span, steps) == pytest.approx((2.0, 20))
-    assert seq_steps == pytest.approx(33.0) and tokens == pytest.approx(132.0)
+    holds A for 0.6 s and no prefill (A's came before it). KV: prompt + half of 20 output tokens, A 50, B 110.
+
+    Without chunk times each span is one piece: A's (a prompt landed in it) 1.0 s, 10 steps, 10 * 1.6 + 1 = 17
+    sequence-steps, 16 + 100 = 116 tokens, 10 * (50 + 0.6 * 110) = 1160 KV token-steps; B's (decode only) 1.0 s,
+    10 steps, 16, 16, 10 * (110 + 0.6 * 50) = 1400."""
+    a = {"sent_at_s": 0.0, "ttft_s": 0.1, "e2e_s": 1.1, "prompt_tokens": 40, "completion_tokens": 20}
+    b = {"sent_at_s": 0.2, "ttft_s": 0.3, "e2e_s": 1.3, "prompt_tokens": 100, "completion_tokens": 20}
+    parts = fit.step_composition([a, b], [11, 11], 0)
+    assert parts[True] == pytest.approx((1.0, 10, 17, 116, 1160))
+    assert parts[False] == pytest.approx((1.0, 10, 16, 16, 1400))
+    assert parts[False].composition == pytest.approx((1.6, 1.6, 140))
     # with k = 4 each decoding sequence verifies 5 positions; the landed prompt is computed once
-    assert fit.step_composition([a, b], [11, 11], 4)[3] == pytest.approx(5 * 32 + 100)
+    assert fit.step_composition([a, b], [11, 11], 4)[True].tokens == pytest.approx(10 * 1.6 * 5 + 100)
+
+
+def test_chunk_times_put_a_landed_prompt_in_its_own_step():
+    """The same two streams, A's 10 chunks recorded 0.1 s apart: B's first token (0.5 s) ends A's interval
+    (0.4, 0.5], which alone holds the prompt: 0.1 s, 1 step, A and B's prefill = 2 sequences, 1 + 100 tokens, A's
+    50 KV tokens (B's decoding starts after it). A's other 9 intervals only decode: 0.9 s, 9 steps, B decoding in 6
+    of them (9 + 6 = 15 sequence-steps and tokens, 9 * 50 + 6 * 110 = 1110 KV); with B's span (no chunk times,
+    decode only, as above): 1.9 s, 19 steps, 31, 31, 2510. The totals are those of the uncut spans."""
+    a = {"sent_at_s": 0.0, "ttft_s": 0.1, "e2e_s": 1.1, "prompt_tokens": 40, "completion_tokens": 20,
+         "itl_s": [0.1] * 10}
+    b = {"sent_at_s": 0.2, "ttft_s": 0.3, "e2e_s": 1.3, "prompt_tokens": 100, "completion_tokens": 20}
+    parts = fit.step_composition([a, b], [11, 11], 0)
+    assert parts[True] == pytest.approx((0.1, 1, 2, 101, 50))
+    assert parts[False] == pytest.approx((1.9, 19, 31, 31, 2510))
+    uncut = fit.step_composition([{**a, "itl_s": None}, b], [11, 11], 0)
+    assert [sum(v) for v in zip(*parts.values())] == pytest.approx([sum(v) for v in zip(*uncut.values())])
+    # chunk gaps that do not number the steps (a chunk carried two tokens) leave the span uncut
+    assert fit.step_composition([{**a, "itl_s": [0.1] * 9}, b], [11, 11], 0) == uncut
 
 
 def test_a_level_recorded_twice_is_read_as_two_runs():
@@ -221,9 +267,9 @@ def test_load_factors_fit_recovers_factors_of_a_roofline_made_sample(tmp_path):
                              overhead_s_per_layer=0.0)
     levels = []
     for c in (1, 16, 64, 256):
-        o = fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, 0.0, 1.0, 1.0, 0, c, c)
+        o = fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, 0.0, 1.0, 1.0, 0, c, c, 564.0 * c)
         step = load.step_time_s(model, prec, gpu, 1, c, 1, int(o.context_tokens), truth)
-        levels.append(fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, step, 1.0, 1.0, 0, c, c))
+        levels.append(fit.LevelObservation("baseline", c, 128, 4, 500.0, 128.0, step, 1.0, 1.0, 0, c, c, 564.0 * c))
     res = fit.fit_load_factors(levels, [], model=model, precision=prec, hardware=gpu)
     assert res.factors.memory_efficiency == pytest.approx(0.6, abs=0.01)
     assert res.factors.overhead_s == pytest.approx(0.004, rel=0.05)

@@ -150,13 +150,14 @@ def probes_from_payload(payload: dict[str, Any]) -> tuple[probe.ProbeResult, pro
 
 def format_fit(payload: dict[str, Any]) -> str:
     """The fit quality as a small table (ms), one line per probe level."""
-    lines = [f"{'server':<12}{'c':>4}{'N':>6}{'reqs':>6}{'batch*':>8}{'tokens*':>9}{'step ms':>10}{'simulator':>11}"
-             f"{'load model':>12}"]
+    lines = [f"{'server':<12}{'c':>4}{'N':>6}{'reqs':>6}{'steps':>9}{'batch*':>8}{'tokens*':>9}{'step ms':>10}"
+             f"{'simulator':>11}{'load model':>12}"]
     for row in payload["levels"]:
         sim = row["simulator_step_s"]
         lm = row["load_model_step_s"]
+        held = "+prompt" if row.get("prompt_in_step") else "decode"
         lines.append(f"{row['server']:<12}{row['concurrency']:>4}{row['max_tokens']:>6}{row['requests']:>6}"
-                     f"{row['batch_size']:>8.2f}{row['tokens_in_step']:>9.1f}"
+                     f"{held:>9}{row['batch_size']:>8.2f}{row['tokens_in_step']:>9.1f}"
                      f"{row['step_s'] * 1e3:>10.1f}{'' if sim is None else f'{sim * 1e3:.1f}':>11}"
                      f"{'' if lm is None else f'{lm * 1e3:.1f}':>12}")
     q = payload["fit_quality"]
@@ -164,8 +165,8 @@ def format_fit(payload: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "not fitted" if v is None else f"{100 * v:.1f} %"
 
-    lines.append("* the level's mean decode step as observed: sequences in it and tokens computed (decodes, and the "
-                 "prompts prefilled during the requests' decode spans)")
+    lines.append("* the mean step as observed, apart for the level's steps that only decoded and those a prompt "
+                 "landed in (+prompt): sequences in it and tokens computed (decodes, and prompts prefilled)")
     lines.append(f"replay of the probe through the simulation (mean squared log-ratio of TTFT and decode-time "
                  f"quartiles, 0 = exact): baseline {q['baseline_replay_loss']:.3f}"
                  + (f"; speculative {q['speculative_replay_loss']:.3f}" if "speculative_replay_loss" in q else ""))

@@ -20,11 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from specdec_lib import load
 from specdec_lib.simulate import AffineStepTime
+from specdec_lib.simulate.steptime import STEP_TIME_FIELDS
 
 FORMAT = "specdec-endpoint-calibration/1"
 RECORD_FIELDS_KEPT = (
     "index", "label", "temperature", "max_tokens", "concurrency", "sent_at_s", "ttft_s", "tpot_s", "e2e_s",
-    "prompt_tokens", "completion_tokens", "chunks", "accepted_tokens", "draft_tokens", "error_kind",
+    "prompt_tokens", "completion_tokens", "chunks", "accepted_tokens", "draft_tokens", "error_kind", "itl_s",
 )
 
 
@@ -38,7 +39,9 @@ def redact_url(url: str) -> str:
 
 
 def trimmed_records(records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{f: r.get(f) for f in RECORD_FIELDS_KEPT} for r in records]
+    """The fields the fit reads; the chunks' gaps (`itl_s`, which cut each decode span into its steps) to 1 us."""
+    return [{f: [round(float(x), 6) for x in r[f]] if f == "itl_s" and r.get(f) else r.get(f)
+             for f in RECORD_FIELDS_KEPT} for r in records]
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,11 @@ def _number(d: Mapping[str, Any], key: str, path: Path, where: str) -> float:
 def _step_time(d: Any, path: Path) -> AffineStepTime:
     if not isinstance(d, Mapping):
         raise _fail(path, "simulator.step_time", "an object of AffineStepTime fields (seconds)")
-    fields = ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
-              "draft_per_token_s")
-    unknown = set(d) - set(fields)
+    unknown = set(d) - set(STEP_TIME_FIELDS)
     if unknown:
-        raise _fail(path, "simulator.step_time", f"only {fields}, got unknown {sorted(unknown)}")
+        raise _fail(path, "simulator.step_time", f"only {STEP_TIME_FIELDS}, got unknown {sorted(unknown)}")
     try:
-        return AffineStepTime(**{f: _number(d, f, path, "simulator.step_time") for f in fields if f in d})
+        return AffineStepTime(**{f: _number(d, f, path, "simulator.step_time") for f in STEP_TIME_FIELDS if f in d})
     except ValueError as exc:
         raise ValueError(f"{path}: simulator.step_time: {exc}") from None
 

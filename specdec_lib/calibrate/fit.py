@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -47,7 +47,8 @@ from specdec_lib.simulate import AffineStepTime
 
 @dataclass(frozen=True)
 class LevelObservation:
-    """One closed-loop level of the probe reduced to the engine step it measures (medians over its requests)."""
+    """One closed-loop level of the probe reduced to the engine step it measures: a level gives one for its decode
+    steps and one for the steps a prompt landed in (`prompt_in_step`), each pooled over its requests."""
 
     server: str  # "baseline" or "speculative"
     concurrency: int
@@ -55,22 +56,21 @@ class LevelObservation:
     requests: int
     prompt_tokens: float
     completion_tokens: float
-    step_s: float  # the level's mean decode step: sum of (E2E - TTFT) over sum of (steps - 1)
+    step_s: float  # the mean step: its steps' seconds over their number, summed over the requests
     decode_tokens_per_seq: float  # 1 without speculation; k + 1 verified positions with it
     tokens_per_step_emitted: float  # completion tokens per step: 1, or more with speculation
     num_speculative_tokens: int  # 0 for the baseline
     batch_size: float  # sequences in the mean decode step, as observed (`step_composition`)
     tokens_in_step: float  # tokens computed in the mean decode step, as observed: decodes and prefills landing in it
+    kv_tokens: float  # context the mean decode step's sequences hold, as observed (`step_composition`)
     stalled_requests: int = 0  # requests left out of the mean: a decode span stalled (`STALL_FACTOR`)
+    prompt_in_step: bool = False  # True: the level's steps a prompt landed in; False: those that only decoded
+    steps: float = 0.0  # the steps pooled, summed over the requests (a step shared by c requests counts c times)
 
     @property
     def context_tokens(self) -> float:
-        """Mean KV per sequence during the level's decode steps: prompt + half the output."""
+        """Context per sequence during the level's decode steps: the median prompt + half the output."""
         return self.prompt_tokens + self.completion_tokens / 2
-
-    @property
-    def kv_tokens(self) -> float:
-        return self.batch_size * self.context_tokens
 
 
 def _steps(r: Mapping[str, Any], k: int) -> int:
@@ -96,38 +96,75 @@ def _median(values: Iterable[float]) -> float:
 STALL_FACTOR = 10.0
 
 
-def step_composition(records: Sequence[Mapping[str, Any]], steps: Sequence[int], k: int,
-                     counted: Sequence[bool] | None = None) -> tuple[float, float, float, float]:
-    """What the decode steps of one closed-loop run held, read from its requests' own times, as totals over its
-    requests: (decode seconds, decode steps, sequences summed over those steps, tokens computed in them). Pooled
-    (sums over sums) they give the mean step and its mean batch and tokens: the estimator an affine step model is
-    linear in.
+class StepTotals(NamedTuple):
+    """Totals over a run's decode steps (`step_composition`); each divided by `steps` is the mean step's."""
 
-    Request r decodes from its first token to its end over steps_r - 1 steps. Sharing those steps: every other
-    request decoding over the same span (their overlap, as a fraction of r's span, each computing k + 1 positions),
-    and the prefill of every other request whose first token arrives inside r's span (its prompt was computed in
-    one of r's steps; half a step of slack at either edge, so a request prefilled in r's own first step is not
-    counted). Nothing is assumed about the streams moving in step: when they do (one wave's requests prefilled
-    together, none during decodes) no prefill is found; when they drift apart (speculation's steps per request
-    vary with acceptance) the prefills that land in decode steps are counted where they landed. `counted` (default
-    all) says whose spans are pooled; the others still count as sequences in the steps they shared.
+    span_s: float  # decode seconds
+    steps: float  # decode steps
+    seq_steps: float  # sequences, summed over the steps
+    tokens: float  # tokens computed, summed over the steps
+    kv_token_steps: float  # context held by the steps' sequences, summed over the steps
+
+    @property
+    def composition(self) -> tuple[float, float, float]:
+        """(batch, tokens, KV tokens) of the mean step."""
+        return self.seq_steps / self.steps, self.tokens / self.steps, self.kv_token_steps / self.steps
+
+
+def _decode_intervals(r: Mapping[str, Any], first_s: float, end_s: float, n_steps: int) -> tuple[np.ndarray, ...]:
+    """A request's decode span cut where its chunks arrived, as (starts, ends, steps in each): one step per chunk
+    where the load test recorded the chunks' gaps (`itl_s`) and they number the steps; else the whole span, its
+    steps spread evenly (a baseline chunk that carried two tokens, or a record without chunk times)."""
+    gaps = r.get("itl_s")
+    if gaps is not None and len(gaps) == n_steps:
+        t = first_s + np.concatenate([[0.0], np.cumsum(np.asarray(gaps, dtype=float))])
+        return t[:-1], t[1:], np.ones(n_steps)
+    return np.array([first_s]), np.array([end_s]), np.array([float(n_steps)])
+
+
+def step_composition(records: Sequence[Mapping[str, Any]], steps: Sequence[int], k: int,
+                     counted: Sequence[bool] | None = None) -> dict[bool, StepTotals]:
+    """What the decode steps of one run held, read from its requests' own times, as totals over its requests
+    (`StepTotals`), apart for the steps a prompt landed in (key True) and those that only decoded (False). Pooled
+    (sums over sums) each gives a mean step and its mean batch, tokens and KV: the estimator an affine step model
+    is linear in.
+
+    Request r decodes from its first token to its end over steps_r - 1 steps, cut where its chunks arrived
+    (`_decode_intervals`). Sharing each interval's steps: every other request decoding over it (their overlap, as
+    a fraction of the interval, each computing k + 1 positions), and the prefill of every other request whose first
+    token arrived at the interval's end (its prompt was computed in that step; half a step of slack at either
+    edge, so a request prefilled in r's own first step is not counted). Nothing is assumed about the streams
+    moving in step: when they do (one wave's requests prefilled together) no prefill is found; when they drift
+    apart (the engine takes a wave's first arrival alone, and speculation's steps per request vary with
+    acceptance) the prefills are counted where they landed. Apart, because a step holding a prompt costs several
+    decode steps and a level's mean would otherwise be mostly its few prefills: fitted apart, the decode steps
+    (most of a loaded server's steps) are not traded against them. The KV a sequence holds is its prompt plus half
+    its output (its growing context's mean; a landed prompt's KV is computed in its step, charged per token, not
+    read there). `counted` (default all) says whose intervals are pooled; the others still count as sequences in
+    the steps they shared.
     """
     first = np.array([float(r["sent_at_s"]) + float(r["ttft_s"]) for r in records])
     end = np.array([float(r["sent_at_s"]) + float(r["e2e_s"]) for r in records])
     prompt = np.array([float(r.get("prompt_tokens") or 0) for r in records])
-    n_steps = np.array([int(s) - 1 for s in steps], dtype=float)
-    span = end - first
+    context = prompt + np.array([float(r.get("completion_tokens") or 0) for r in records]) / 2
     pooled = np.ones(len(records), dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
-    seq_steps = tokens = 0.0
+    sums = {held: np.zeros(5) for held in (False, True)}
     for i in np.flatnonzero(pooled):
+        n_steps = int(steps[i]) - 1
+        start, stop, in_step = _decode_intervals(records[i], first[i], end[i], n_steps)
         others = np.arange(len(records)) != i
-        overlap = np.clip(np.minimum(end[others], end[i]) - np.maximum(first[others], first[i]), 0.0, None)
-        decoding = 1.0 + float(overlap.sum()) / span[i]
-        slack = 0.5 * span[i] / n_steps[i]
-        landed = others & (first > first[i] + slack) & (first <= end[i] + slack)
-        seq_steps += n_steps[i] * decoding + int(landed.sum())
-        tokens += n_steps[i] * decoding * (k + 1) + float(prompt[landed].sum())
-    return float(span[pooled].sum()), float(n_steps[pooled].sum()), seq_steps, tokens
+        overlap = np.clip(np.minimum(end, stop[:, None]) - np.maximum(first, start[:, None]), 0.0, None) * others
+        share = overlap / (stop - start)[:, None]  # of each other sequence, in each interval's steps
+        decoding = 1.0 + share.sum(axis=1)
+        slack = 0.5 * (end[i] - first[i]) / n_steps
+        landed = others & (first > start[:, None] + slack) & (first <= stop[:, None] + slack)
+        rows = np.column_stack([stop - start, in_step, in_step * decoding + landed.sum(axis=1),
+                                in_step * decoding * (k + 1) + landed @ prompt,
+                                in_step * (context[i] + share @ context)])
+        held = landed.any(axis=1)
+        for key in (False, True):
+            sums[key] += rows[held == key].sum(axis=0)
+    return {key: StepTotals(*map(float, v)) for key, v in sums.items() if v[1] > 0}
 
 
 def _one_run_each(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
@@ -166,25 +203,31 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
     for (c, n), rs in sorted(groups.items()):
         if len(rs) < min_requests:
             continue
-        totals, stalled = [], 0
+        totals: dict[bool, list[StepTotals]] = {False: [], True: []}
+        stalled = 0
         for run in _one_run_each(rs):
             steps = [_steps(r, k) for r in run]
             mean_step = np.array([(float(r["e2e_s"]) - float(r["ttft_s"])) / (s - 1) for r, s in zip(run, steps)])
             counted = mean_step <= STALL_FACTOR * float(np.median(mean_step))
             stalled += int((~counted).sum())
-            totals.append(step_composition(run, steps, k, counted))
-        span_s, n_steps, seq_steps, tokens = (sum(t) for t in zip(*totals))
-        out.append(LevelObservation(
-            server=server, concurrency=c, max_tokens=n, requests=len(rs),
-            prompt_tokens=_median(r.get("prompt_tokens") or 0 for r in rs),
-            completion_tokens=_median(r["completion_tokens"] for r in rs),
-            step_s=span_s / n_steps,
-            decode_tokens_per_seq=float(k + 1),
-            tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (_steps(r, k) - 1) for r in rs)
-            if k else 1.0,
-            num_speculative_tokens=k, batch_size=seq_steps / n_steps, tokens_in_step=tokens / n_steps,
-            stalled_requests=stalled,
-        ))
+            for held, t in step_composition(run, steps, k, counted).items():
+                totals[held].append(t)
+        for held, parts in totals.items():
+            if not parts:
+                continue
+            pooled = StepTotals(*(sum(t) for t in zip(*parts)))
+            batch, tokens, kv = pooled.composition
+            out.append(LevelObservation(
+                server=server, concurrency=c, max_tokens=n, requests=len(rs), prompt_in_step=held,
+                prompt_tokens=_median(r.get("prompt_tokens") or 0 for r in rs),
+                completion_tokens=_median(r["completion_tokens"] for r in rs),
+                step_s=pooled.span_s / pooled.steps, steps=pooled.steps,
+                decode_tokens_per_seq=float(k + 1),
+                tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (_steps(r, k) - 1) for r in rs)
+                if k else 1.0,
+                num_speculative_tokens=k, batch_size=batch, tokens_in_step=tokens, kv_tokens=kv,
+                stalled_requests=stalled,
+            ))
     return out
 
 
@@ -197,19 +240,19 @@ def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k
     ok = [r for r in records if _timed(r, k)]
     if not ok:
         raise ValueError("run_step_check: no successful request with 3 or more steps")
-    span_s, n_steps, seq_steps, tokens = step_composition(ok, [_steps(r, k) for r in ok], k)
-    batch = seq_steps / n_steps
-    context = _median(float(r.get("prompt_tokens") or 0) + float(r["completion_tokens"]) / 2 for r in ok)
-    observed = span_s / n_steps
-    predicted = float(step(batch, tokens / n_steps, k, batch * context))
+    totals = StepTotals(*(sum(t) for t in zip(*step_composition(ok, [_steps(r, k) for r in ok], k).values())))
+    batch, tokens, kv = totals.composition
+    observed = totals.span_s / totals.steps
+    predicted = float(step(batch, tokens, k, kv))
     return {"observed_step_s": observed, "predicted_step_s": predicted, "batch_size": batch,
-            "tokens_in_step": tokens / n_steps, "error": predicted / observed - 1}
+            "tokens_in_step": tokens, "kv_tokens": kv, "error": predicted / observed - 1}
 
 
-def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
-    """Non-negative least squares on relative error (rows weighted by 1 / y): fit, drop the most negative
-    coefficient, refit (an active-set method, enough for a handful of unknowns)."""
-    w = 1.0 / y
+def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
+                   scale: np.ndarray | None = None) -> dict[str, float]:
+    """Non-negative least squares on relative error (rows weighted by 1 / scale, default 1 / y): fit, drop the most
+    negative coefficient, refit (an active-set method, enough for a handful of unknowns)."""
+    w = 1.0 / (y if scale is None else scale)
     active = [name for name in columns if np.any(columns[name] != 0)]
     while active:
         x = np.column_stack([columns[name] * w for name in active])
@@ -219,6 +262,18 @@ def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> 
             return {name: float(fitted.get(name, 0.0)) for name in columns}
         active.pop(int(np.argmin(sol)))
     raise ValueError(f"{what}: no non-negative fit exists for these measurements")
+
+
+# The KV terms are fitted only where the levels' contexts (KV per sequence) differ by this factor or more: below it
+# the KV column is nearly batch times a constant and cannot be told from the per-sequence cost. The probe pairs its
+# output lengths with short and long prompts (`probe.PROMPT_CLASSES`) to spread them (about 3.5x on the built-in
+# prompts).
+KV_SPREAD = 1.5
+
+
+def _context_spread(levels: Sequence[LevelObservation]) -> float:
+    context = [o.kv_tokens / o.batch_size for o in levels]
+    return max(context) / min(context)
 
 
 @dataclass(frozen=True)
@@ -270,38 +325,39 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     """Fit `AffineStepTime` in three stages, each on what identifies it:
 
     1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
-    2. fixed_s and per_seq_s: the baseline levels' mean steps after subtracting per_token_s x tokens in the step
-       (non-negative least squares on relative error);
+    2. fixed_s, per_seq_s and per_kv_token_s: the baseline levels' mean steps after subtracting per_token_s x
+       tokens in the step (non-negative least squares on each level's relative error);
     3. draft_per_token_s: the slope of the speculative server's idle first-token latency against prompt length
        beyond the baseline's (the draft prefills every prompt too: its first pass covers every token the target
-       scheduled); draft_fixed_s and draft_per_seq_s: the speculative levels' steps minus the target's part and
-       the draft's tokens.
+       scheduled); draft_fixed_s, draft_per_seq_s and draft_per_kv_token_s: the speculative levels' steps minus
+       the target's part and the draft's tokens.
 
-    The request overhead is the idle line's intercept minus one step's fixed and per-sequence cost. The speculative
-    server's overhead (from `speculative_idle_records`) is the median of its idle TTFT minus the predicted prefill
-    step: it also holds the draft's own prefill, which the simulator's step does not charge. per_kv_token_s is left
-    at 0: the probe's contexts (hundreds of tokens) do not separate it from per_seq_s.
+    The KV terms are fitted only where the levels' contexts differ by `KV_SPREAD` or more (else left at 0, their
+    cost inside the per-sequence terms at the probe's context). The request overhead is the idle line's intercept
+    minus one step's fixed and per-sequence cost. The speculative server's overhead (from
+    `speculative_idle_records`) is the median of its idle TTFT minus the predicted prefill step, which drafts too.
     """
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
     intercept, per_token = _prefill_line(idle_records)
+    step_s = np.array([o.step_s for o in baseline])
     # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
-    y = np.array([max(0.1 * o.step_s, o.step_s - per_token * o.tokens_in_step) for o in baseline])
+    y = np.maximum(0.1 * step_s, step_s - per_token * np.array([o.tokens_in_step for o in baseline]))
     cols = {"fixed_s": np.ones(len(baseline)), "per_seq_s": np.array([o.batch_size for o in baseline])}
-    coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)")
+    if _context_spread(baseline) >= KV_SPREAD:
+        cols["per_kv_token_s"] = np.array([o.kv_tokens for o in baseline])
+    coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)", step_s)
     step = AffineStepTime(per_token_s=per_token, **coef)
-    draft_per_token = _draft_per_token(per_token, speculative_idle_records) if speculative else 0.0
     if speculative:
-        step = replace(step, draft_per_token_s=draft_per_token)
-        residual = np.array([o.step_s - predict_level(step, o) for o in speculative])
+        step = replace(step, draft_per_token_s=_draft_per_token(per_token, speculative_idle_records))
+        spec_s = np.array([o.step_s for o in speculative])
+        residual = spec_s - np.array([predict_level(step, o) for o in speculative])
         k = np.array([float(o.num_speculative_tokens) for o in speculative])
-        c = np.array([o.batch_size for o in speculative])
-        draft = {"draft_fixed_s": 0.0, "draft_per_seq_s": 0.0}
+        draft = {"draft_fixed_s": k, "draft_per_seq_s": k * np.array([o.batch_size for o in speculative])}
+        if _context_spread(speculative) >= KV_SPREAD:
+            draft["draft_per_kv_token_s"] = k * np.array([o.kv_tokens for o in speculative])
         if np.any(residual > 0):
-            keep = residual > 0
-            draft = _nnls_relative({"draft_fixed_s": k[keep], "draft_per_seq_s": k[keep] * c[keep]},
-                                   residual[keep], "fit_simulator_step (speculative levels)")
-        step = AffineStepTime(per_token_s=per_token, draft_per_token_s=draft_per_token, **coef, **draft)
+            step = replace(step, **_nnls_relative(draft, residual, "fit_simulator_step (speculative levels)", spec_s))
     overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
     k_spec = speculative[0].num_speculative_tokens if speculative else 0  # the simulator drafts after a prefill too
     spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), k_spec, 0))
@@ -325,8 +381,11 @@ class LoadModelFit:
 def fit_load_factors(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation], *,
                      model: Any, precision: Any, hardware: Any, tp: int = 1, draft: Any = None,
                      draft_precision: Any = None, prior: load.StepFactors = load.DEFAULT_FACTORS) -> LoadModelFit:
-    """`load.fit_step_factors` on the baseline levels read as decode steps; speculative levels predicted with the
-    fitted factors (`load.spec_step_time` with the draft model, one draft step per speculative token)."""
+    """`load.fit_step_factors` on the baseline levels' decode steps (those no prompt landed in: batch c, one token
+    per sequence, context P + N / 2); speculative levels' decode steps predicted with the fitted factors
+    (`load.spec_step_time` with the draft model, one draft step per speculative token)."""
+    baseline = [o for o in baseline if not o.prompt_in_step]
+    speculative = [o for o in speculative if not o.prompt_in_step]
     obs = [load.StepObservation(model=model, precision=precision, gpu=hardware, tp=tp, batch_size=o.concurrency,
                                 tokens_per_seq=1, context_len=int(o.context_tokens), measured_s=o.step_s,
                                 label=f"c={o.concurrency} N={o.max_tokens}") for o in baseline]

@@ -1,13 +1,17 @@
 """The probe: a short set of closed-loop levels against a running endpoint, recorded as ordinary runs (I/O).
 
 Batch size is set through concurrency (c requests always in flight, released together; what each level's steps
-then held, decodes and the prompts that landed in them, is read from the records by `fit.step_composition`) and
-the context through the output length (`max_tokens` with `ignore_eos`, so every request generates exactly that many
-tokens), and on a speculative server the verified positions through its k. Temperature 0, the workbook's built-in
-prompts, each made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by
-default, and a repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each
-(concurrency, output length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on
-disk and load back; a first level of a few requests warms the server up and is discarded.
+then held, decodes and the prompts that landed in them, is read from the records by `fit.step_composition`), the
+output length through `max_tokens` with `ignore_eos` (every request generates exactly that many tokens), on a
+speculative server the verified positions through its k, and the context (the KV each step reads) through the
+prompts: the output lengths take the built-in short and long prompt sets in turn (`PROMPT_CLASSES`; contexts about
+50 + N / 2 and 190 + N / 2 tokens). Attention's cost grows with the context, and a probe of one context cannot
+tell it from the per-sequence cost (on the engine-bound CPU server a probe of ~150-token contexts predicted
+70-token ones 6 % slow on the speculative server; docs/simulation.md). Temperature 0, each
+prompt made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by default, and a
+repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each (concurrency, output
+length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on disk and load back; a
+first level of a few requests warms the server up and is discarded.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from specdec_lib.endpoint import EndpointClient
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
 DEFAULT_OUTPUT_TOKENS = (32, 128)
+# The built-in prompt sets by length (vLLM CPU server's tokenizer: ~45-60 and ~170-220 tokens): the i-th output
+# length takes PROMPT_CLASSES[i % 2], so the levels' contexts differ about 3.5x at equal lengths and more with them.
+PROMPT_CLASSES: tuple[tuple[str, ...], ...] = (("chat", "code"), ("summarisation", "json_extraction"))
 WARMUP_REQUESTS = 2
 
 
@@ -60,11 +67,13 @@ def requests_for_level(concurrency: int, requests_per_level: int | None) -> int:
 
 def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CONCURRENCY,
               output_tokens: Sequence[int] = DEFAULT_OUTPUT_TOKENS, requests_per_level: int | None = None,
+              prompt_classes: Sequence[Sequence[str]] = PROMPT_CLASSES,
               runs_dir: str | Path = "data/runs", request_timeout_s: float = 300.0,
               stop_event: threading.Event | None = None, progress: bool = True) -> ProbeResult:
     """Run the probe's levels in turn (lowest concurrency first) and return their records.
 
-    The server's kind is discovered: speculative when it exposes vLLM's spec-decode counters (k from them).
+    The server's kind is discovered: speculative when it exposes vLLM's spec-decode counters (k from them). The
+    i-th output length's levels take their prompts from prompt_classes[i % len(prompt_classes)] (built-in sets).
     """
     conc = [int(c) for c in concurrency]
     outs = [int(n) for n in output_tokens]
@@ -74,6 +83,8 @@ def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CO
         raise ValueError(f"concurrency = {list(concurrency)}; expected level 1 among them (the idle first token)")
     if not outs or any(n < 4 for n in outs):
         raise ValueError(f"output_tokens = {list(output_tokens)}; expected lengths >= 4 tokens")
+    if not prompt_classes or any(not sets for sets in prompt_classes):
+        raise ValueError(f"prompt_classes = {list(prompt_classes)}; expected one or more non-empty lists of sets")
     info = client.discover()
     k = int(info.num_speculative_tokens or 0) if info.speculation else 0
     common: dict[str, Any] = dict(temperatures=(0.0,), runs_dir=runs_dir, request_timeout_s=request_timeout_s,
@@ -82,11 +93,12 @@ def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CO
     loadtest.run_load_test(client, concurrency_levels=(1,), requests_per_level=WARMUP_REQUESTS,
                            max_tokens=min(outs), prompts=unique_prompt_file(prompt_dir, WARMUP_REQUESTS), **common)
     paths, records = [], []
-    for n in outs:
+    for i, n in enumerate(outs):
+        sets = tuple(prompt_classes[i % len(prompt_classes)])
         for c in sorted(conc):
             count = requests_for_level(c, requests_per_level)
             res = loadtest.run_load_test(client, concurrency_levels=(c,), requests_per_level=count, max_tokens=n,
-                                         prompts=unique_prompt_file(prompt_dir, count), **common)
+                                         prompts=unique_prompt_file(prompt_dir, count, sets), **common)
             paths.append(res.run_path)
             records += runs.load_run(res.run_path).records
             if res.interrupted:

@@ -8,6 +8,7 @@ seconds (`StepTimeFn`). `AffineStepTime` is the first-order model; `fit_affine_s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -25,12 +26,17 @@ class StepTimeFn(Protocol):
 @dataclass(frozen=True)
 class AffineStepTime:
     """Step time = fixed + per_token * tokens_in_step + per_seq * batch_size + per_kv_token * kv_tokens
-    + k * (draft_fixed + draft_per_seq * batch_size), in seconds.
+    + k * (draft_fixed + draft_per_seq * batch_size + draft_per_kv_token * kv_tokens), in seconds.
 
     A first-order model of a forward pass: `fixed_s` is reading the weights (memory-bound floor), `per_token_s`
     the compute per scheduled token (prefill chunks, and the k + 1 positions each speculative sequence verifies),
-    `per_kv_token_s` reading the KV cache in attention; the draft runs k sequential forward passes per step, each
-    `draft_fixed_s` + `draft_per_seq_s` per sequence. `draft_per_token_s` is the draft's compute per token it
+    `per_kv_token_s` reading the KV cache in attention (kv_tokens: the context the step's sequences hold); the
+    draft runs k sequential forward passes per step, each `draft_fixed_s` + `draft_per_seq_s` per sequence.
+    `draft_per_kv_token_s` is what each speculative token adds per KV token: the draft pass's attention and the
+    target's extra verified position attending the sequence's context. Where attention reads the KV once for all
+    k + 1 query positions (a memory-bound GPU kernel) it is near 0; where it computes per query position (vLLM's
+    CPU attention, measured on the engine-bound server: 4 us per KV token for one position, about 6 us more per
+    speculative token) it is as large as `per_kv_token_s`. `draft_per_token_s` is the draft's compute per token it
     processes: vLLM's draft-model proposer (`vllm/v1/spec_decode/llm_base_proposer.py`, `propose`) runs its first
     pass over every token the target scheduled in the step (prefill chunks and the k + 1 verified positions: the
     draft's KV cache follows the target's), then k - 1 passes of one token per sequence, so a step with k >= 1
@@ -46,10 +52,10 @@ class AffineStepTime:
     draft_fixed_s: float = 0.0
     draft_per_seq_s: float = 0.0
     draft_per_token_s: float = 0.0
+    draft_per_kv_token_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fixed_s", "per_token_s", "per_seq_s", "per_kv_token_s", "draft_fixed_s", "draft_per_seq_s",
-                     "draft_per_token_s"):
+        for name in STEP_TIME_FIELDS:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"AffineStepTime.{name} = {value!r}; expected a finite number >= 0 seconds")
@@ -62,10 +68,14 @@ class AffineStepTime:
             + self.per_token_s * tokens_in_step
             + self.per_seq_s * batch_size
             + self.per_kv_token_s * kv_tokens
-            + num_speculative_tokens * (self.draft_fixed_s + self.draft_per_seq_s * batch_size)
+            + num_speculative_tokens * (self.draft_fixed_s + self.draft_per_seq_s * batch_size
+                                        + self.draft_per_kv_token_s * kv_tokens)
             + (self.draft_per_token_s * (tokens_in_step + (num_speculative_tokens - 1) * batch_size)
                if num_speculative_tokens else 0.0)
         )
+
+
+STEP_TIME_FIELDS = tuple(f.name for f in dataclasses.fields(AffineStepTime))  # all seconds
 
 
 def _nonnegative_least_squares(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
