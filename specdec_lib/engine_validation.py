@@ -154,13 +154,10 @@ def probe_and_drive(client, *, workloads: Mapping[str, Sequence[float]],
     parts: list[probe.ProbeResult] = []
     order: list[str] = []
 
-    classes = options.pop("prompt_classes", probe.PROMPT_CLASSES)
-
-    def probe_part(n: int) -> None:  # the n-th length's prompt class, as run_probe would give it
+    def probe_part(n: int) -> None:  # its levels' prompts as in one probe of every length
         order.append(f"probe, {n} output tokens")
-        sets = classes[lengths.index(n) % len(classes)]
         parts.append(probe.run_probe(client, runs_dir=runs_dir, progress=False, output_tokens=(n,),
-                                     prompt_classes=(sets,), **options))
+                                     first_length_index=lengths.index(n), **options))
 
     probe_part(lengths[0])
     rates = tuple(float(r) for r in (rates_qps(parts[0]) if callable(rates_qps) else rates_qps))

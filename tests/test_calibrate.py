@@ -91,6 +91,18 @@ def test_kv_costs_come_from_probe_levels_of_short_and_long_prompts():
     assert one_context.step_time.per_kv_token_s == 0.0
 
 
+def test_the_probe_measures_every_concurrency_at_both_contexts():
+    """Short and long prompts alternate over the concurrencies and swap at the next output length: every
+    concurrency sees both classes over two lengths, and each length (a part of an interleaved probe) holds both,
+    so the machine's drift between parts is not read as a KV cost."""
+    from specdec_lib.calibrate.probe import PROMPT_CLASSES, level_prompt_sets
+
+    short, long = PROMPT_CLASSES
+    grid = [[level_prompt_sets(PROMPT_CLASSES, i, j) for j in range(4)] for i in range(2)]
+    assert grid == [[short, long, short, long], [long, short, long, short]]
+    assert level_prompt_sets((("chat",),), 1, 3) == ("chat",)
+
+
 def test_a_prefill_landing_in_a_decode_span_is_counted_where_it_landed():
     """Two streams that drifted apart (by hand): A's first token at 0.1 s, end 1.1 s, 10 decode steps; B (a 100-token
     prompt) prefilled in one of A's steps, first token at 0.5 s, end 1.5 s, 10 decode steps. A's span holds B's

@@ -56,3 +56,51 @@ def test_simulation_predicts_a_real_servers_latency_percentiles(vllm_servers, te
     )
     ratio = 1 + v.error("e2e", "p50")  # simulated / measured
     assert 1 / E2E_P50_FACTOR < ratio < E2E_P50_FACTOR, (ratio, v.rows)
+
+
+@pytest.mark.vllm
+def test_specdec_calibrate_probes_real_servers_and_its_file_feeds_the_plan(vllm_servers, test_output_dir, capsys):
+    """`specdec calibrate --url --spec-url` against the tiny baseline and draft servers (k = 4), with the CPU peaks
+    file for the load model: the file loads, the plan reads it and names it, and `--check` reads a probe run back.
+    Checked against the records on disk: each level's prompts came from the set `probe.level_prompt_sets` gives it
+    (the probe alternates short and long prompts), the chunk gaps are kept (one per step after the first), and a
+    level's observations, decode steps plus steps a prompt landed in, hold exactly its requests' decode steps."""
+    from specdec_lib import cli
+    from specdec_lib.calibrate import fit, load_calibration, probe
+
+    base = vllm_servers.get_named("baseline")
+    spec = vllm_servers.get_named("draft_copy_prob")
+    out = test_output_dir / "cal.json"
+    conc, lengths = (1, 2, 4), (16, 48)
+    assert cli.main(["calibrate", "--url", base.base_url, "--spec-url", spec.base_url, "--concurrency", "1,2,4",
+                     "--output-tokens", "16,48", "--hardware", "data/calibration/cpu-2core-epyc-peaks.json",
+                     "--precision", "fp32", "--runs-dir", str(test_output_dir / "runs"), "-o", str(out),
+                     "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "decode" in printed and f"calibration file: {out}" in printed
+    cal = load_calibration(out)
+    assert cal.num_speculative_tokens == 4 and cal.step_factors is not None and cal.step_time.fixed_s > 0
+    payload = json.loads(out.read_text())
+    for server, k in (("baseline", 0), ("speculative", 4)):
+        records = payload["observations"][server]
+        assert len(records) == 2 * (4 + 4 + 8)  # twice the concurrency, at least 4, at each length
+        for r in records:
+            assert len(r["itl_s"]) == (r["chunks"] if k else r["completion_tokens"]) - 1, r
+        for (c, n) in {(r["concurrency"], r["max_tokens"]) for r in records}:
+            level = [r for r in records if (r["concurrency"], r["max_tokens"]) == (c, n)]
+            rows = [row for row in payload["levels"]
+                    if (row["server"], row["concurrency"], row["max_tokens"]) == (server, c, n)]
+            assert sum(row["steps"] for row in rows) == pytest.approx(
+                sum(fit._steps(r, k) - 1 for r in level)), (server, c, n)
+    for run_dir in sorted((test_output_dir / "runs").glob("*-load")):
+        run = runs.load_run(run_dir)
+        if run.metadata["parameters"]["requests_per_level"] == probe.WARMUP_REQUESTS:
+            continue
+        c, n = run.records[0]["concurrency"], run.records[0]["max_tokens"]
+        expected = probe.level_prompt_sets(probe.PROMPT_CLASSES, lengths.index(n), conc.index(c))
+        assert {r["prompt_set"] for r in run.records} <= set(expected), (c, n, expected)
+    assert cli.main(["plan", "--json", "--calibration", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration"].startswith("cal.json (probe of")
+    probe_run = str(next((test_output_dir / "runs").glob("*-load")))
+    assert cli.main(["calibrate", "--check", probe_run, "--calibration", str(out)]) == 0
+    assert "calibrated" in capsys.readouterr().out

@@ -2,32 +2,33 @@
 
 A probe is a set of closed-loop levels (concurrency c, output length N, temperature 0) against one server. In a
 level, c requests are in flight all the time, so a request's life after its first token is spent in engine steps
-of about c sequences, and its mean step is
+of about c sequences: steps - 1 of them between its first token and its end (steps = completion tokens without
+speculation, streamed chunks with it: vLLM sends one chunk per engine step).
 
-    step = (E2E - TTFT) / (steps - 1)        steps = completion tokens (no speculation) or streamed chunks (vLLM
-                                              sends one chunk per engine step with speculation)
-
-Per level the pooled mean over its requests (sum of decode time over sum of decode steps) is one observation
-(`LevelObservation`), with what its steps held read from the requests' own times (`step_composition`): the
-sequences decoding alongside (overlapping spans; 1 token each, or k + 1 verified positions with speculation) and
-the prompts of the requests whose first token arrived inside the span (their prefill ran in one of its steps).
-Nothing is assumed about how the streams move. Released together with equal outputs they mostly stay in step,
-but not exactly: the engine takes the first arrival alone and the rest of the wave one step later, inside the
-first one's decode (a 2 s step holding seven prompts, on the engine-bound CPU server); with speculation the steps
-per request vary with acceptance, the streams drift apart, and prefills land in most decode steps of a 16-token
-level. (Until 7 Dec 2026 the fit assumed a composition: first the amortised prefill of drifting streams, then no
-prefill at all; the second under-counted the speculative levels' prefills and put them in the draft's cost, the
-simulation 25-60 % slow at the higher rate; docs/simulation.md, "engine-dominated validation".) The KV read is
-that of the step's sequences at a mean context P + N / 2.
+Each request's decode span is cut where its chunks arrived (the load test records their gaps), so each piece is
+one engine step, and what that step held is read from the requests' own times (`step_composition`): the sequences
+decoding alongside (overlapping spans; 1 token each, or k + 1 verified positions with speculation), the prompts of
+the requests whose first token ended it (their prefill ran in it) and the context the sequences hold. Per level
+the steps are pooled (seconds over steps) apart for those that only decoded and those a prompt landed in: two
+observations (`LevelObservation`). Nothing is assumed about how the streams move. Released together with equal
+outputs they mostly stay in step, but not exactly: the engine takes the first arrival alone and the rest of the
+wave one step later, inside the first one's decode (a 2 s step holding seven prompts, on the engine-bound CPU
+server); with speculation the steps per request vary with acceptance, the streams drift apart, and prefills land in
+most decode steps of a 16-token level. Why apart: a step holding a wave's prompts costs tens of decode steps (on
+that server 3.6 s against 53 ms at concurrency 8), so one mean per level was mostly its few prefills, and the fit
+that matched those means within 2 % charged the decode steps 6-8 % too much at batch 3-8, the steps a loaded
+server mostly runs (docs/simulation.md, "engine-dominated validation"). Records without chunk times (older files)
+give each span whole.
 
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
 built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels
-(after their tokens' cost), the draft terms from the speculative levels after subtracting the target's part. The
+(after their tokens' cost), the draft terms from the speculative levels after subtracting the target's part, the
+KV terms where the levels' contexts differ enough (the probe pairs its lengths with short and long prompts). The
 per-request time outside engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond
 one step.
 
-The load model's `StepFactors` are fitted with `load.fit_step_factors` to the baseline levels read as decode steps
+The load model's `StepFactors` are fitted with `load.fit_step_factors` to the baseline levels' decode steps
 (batch c, 1 token per sequence, context P + N / 2), the model's architecture and the hardware's peaks given by the
 caller; the speculative levels are then predicted with `load.spec_step_time` (out of sample) and their errors
 reported as the fit's quality on speculative steps.
@@ -43,6 +44,7 @@ import numpy as np
 
 from specdec_lib import load
 from specdec_lib.simulate import AffineStepTime
+from specdec_lib.simulate.steptime import nonnegative_least_squares
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ class LevelObservation:
     decode_tokens_per_seq: float  # 1 without speculation; k + 1 verified positions with it
     tokens_per_step_emitted: float  # completion tokens per step: 1, or more with speculation
     num_speculative_tokens: int  # 0 for the baseline
-    batch_size: float  # sequences in the mean decode step, as observed (`step_composition`)
-    tokens_in_step: float  # tokens computed in the mean decode step, as observed: decodes and prefills landing in it
-    kv_tokens: float  # context the mean decode step's sequences hold, as observed (`step_composition`)
+    batch_size: float  # sequences in the mean step, as observed (`step_composition`)
+    tokens_in_step: float  # tokens computed in the mean step, as observed: decodes and prompts landing in it
+    kv_tokens: float  # context the mean step's decoding sequences hold, as observed
     stalled_requests: int = 0  # requests left out of the mean: a decode span stalled (`STALL_FACTOR`)
     prompt_in_step: bool = False  # True: the level's steps a prompt landed in; False: those that only decoded
     steps: float = 0.0  # the steps pooled, summed over the requests (a step shared by c requests counts c times)
@@ -183,8 +185,9 @@ def _one_run_each(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str
 
 def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_speculative_tokens: int = 0,
                        *, min_requests: int = 2) -> list[LevelObservation]:
-    """Group a probe's records (runs.py schema) by (concurrency, max_tokens) and reduce each group to one level
-    (its mean decode step and that step's observed composition, `step_composition`).
+    """Group a probe's records (runs.py schema) by (concurrency, max_tokens) and reduce each group to its
+    observations (`step_composition`): the mean of the steps that only decoded and the mean of those a prompt
+    landed in, each with its observed composition (a level without one kind gives one observation).
 
     Records with an error, without a concurrency, or with fewer than 3 steps are left out; a group with fewer
     than `min_requests` usable records is dropped.
@@ -250,18 +253,8 @@ def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k
 
 def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
                    scale: np.ndarray | None = None) -> dict[str, float]:
-    """Non-negative least squares on relative error (rows weighted by 1 / scale, default 1 / y): fit, drop the most
-    negative coefficient, refit (an active-set method, enough for a handful of unknowns)."""
-    w = 1.0 / (y if scale is None else scale)
-    active = [name for name in columns if np.any(columns[name] != 0)]
-    while active:
-        x = np.column_stack([columns[name] * w for name in active])
-        sol, *_ = np.linalg.lstsq(x, y * w, rcond=None)
-        if np.all(sol >= 0):
-            fitted = dict(zip(active, sol.tolist()))
-            return {name: float(fitted.get(name, 0.0)) for name in columns}
-        active.pop(int(np.argmin(sol)))
-    raise ValueError(f"{what}: no non-negative fit exists for these measurements")
+    """Non-negative least squares on relative error: rows weighted by 1 / scale (default 1 / y)."""
+    return nonnegative_least_squares(columns, y, what, 1.0 / (y if scale is None else scale))
 
 
 # The KV terms are fitted only where the levels' contexts (KV per sequence) differ by this factor or more: below it

@@ -4,14 +4,16 @@ Batch size is set through concurrency (c requests always in flight, released tog
 then held, decodes and the prompts that landed in them, is read from the records by `fit.step_composition`), the
 output length through `max_tokens` with `ignore_eos` (every request generates exactly that many tokens), on a
 speculative server the verified positions through its k, and the context (the KV each step reads) through the
-prompts: the output lengths take the built-in short and long prompt sets in turn (`PROMPT_CLASSES`; contexts about
-50 + N / 2 and 190 + N / 2 tokens). Attention's cost grows with the context, and a probe of one context cannot
-tell it from the per-sequence cost (on the engine-bound CPU server a probe of ~150-token contexts predicted
-70-token ones 6 % slow on the speculative server; docs/simulation.md). Temperature 0, each
-prompt made unique by a random tag at its start (`unique_prompt_file`): vLLM caches prefixes by default, and a
-repeated prompt would prefill almost for free, hiding the per-token cost the fit needs. Each (concurrency, output
-length) level is its own `loadtest.run_load_test` run folder, so the raw records stay on disk and load back; a
-first level of a few requests warms the server up and is discarded.
+prompts: the levels take the built-in short and long prompt sets in turn (`PROMPT_CLASSES`, about 50 and 190
+tokens), alternating over the concurrencies and starting with the other set at the next output length, so every
+concurrency is measured at both contexts and each output length (or part of an interleaved probe) holds both.
+Attention's cost grows with the context, and a probe of one context cannot tell it from the per-sequence cost;
+a design that gave each output length one set would read the machine's drift between its parts as a KV cost
+(docs/simulation.md). Temperature 0, each prompt made unique by a random tag at its start
+(`unique_prompt_file`): vLLM caches prefixes by default, and a repeated prompt would prefill almost for free,
+hiding the per-token cost the fit needs. Each (concurrency, output length) level is its own
+`loadtest.run_load_test` run folder, so the raw records stay on disk and load back; a first level of a few
+requests warms the server up and is discarded.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from specdec_lib.endpoint import EndpointClient
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
 DEFAULT_OUTPUT_TOKENS = (32, 128)
-# The built-in prompt sets by length (vLLM CPU server's tokenizer: ~45-60 and ~170-220 tokens): the i-th output
-# length takes PROMPT_CLASSES[i % 2], so the levels' contexts differ about 3.5x at equal lengths and more with them.
+# The built-in prompt sets by length (vLLM CPU server's tokenizer: ~45-60 and ~170-220 tokens). Level (i-th output
+# length, j-th concurrency) takes PROMPT_CLASSES[(i + j) % 2] (`level_prompt_sets`).
 PROMPT_CLASSES: tuple[tuple[str, ...], ...] = (("chat", "code"), ("summarisation", "json_extraction"))
 WARMUP_REQUESTS = 2
 
@@ -60,6 +62,13 @@ def unique_prompt_file(directory: str | Path, count: int, sets: Sequence[str] = 
     return path
 
 
+def level_prompt_sets(prompt_classes: Sequence[Sequence[str]], length_index: int, concurrency_index: int
+                      ) -> tuple[str, ...]:
+    """The prompt sets of the probe level at the given output length and concurrency (indices in the probe's
+    sorted order): the classes in turn over the concurrencies, shifted by one at each output length."""
+    return tuple(prompt_classes[(length_index + concurrency_index) % len(prompt_classes)])
+
+
 def requests_for_level(concurrency: int, requests_per_level: int | None) -> int:
     """Requests in one level: given, or twice the concurrency with at least 4 (enough for a median step)."""
     return int(requests_per_level) if requests_per_level else max(4, 2 * int(concurrency))
@@ -67,13 +76,14 @@ def requests_for_level(concurrency: int, requests_per_level: int | None) -> int:
 
 def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CONCURRENCY,
               output_tokens: Sequence[int] = DEFAULT_OUTPUT_TOKENS, requests_per_level: int | None = None,
-              prompt_classes: Sequence[Sequence[str]] = PROMPT_CLASSES,
+              prompt_classes: Sequence[Sequence[str]] = PROMPT_CLASSES, first_length_index: int = 0,
               runs_dir: str | Path = "data/runs", request_timeout_s: float = 300.0,
               stop_event: threading.Event | None = None, progress: bool = True) -> ProbeResult:
     """Run the probe's levels in turn (lowest concurrency first) and return their records.
 
     The server's kind is discovered: speculative when it exposes vLLM's spec-decode counters (k from them). The
-    i-th output length's levels take their prompts from prompt_classes[i % len(prompt_classes)] (built-in sets).
+    levels' prompts: `level_prompt_sets` (built-in sets; `first_length_index` is the first output length's index
+    in a probe run in parts).
     """
     conc = [int(c) for c in concurrency]
     outs = [int(n) for n in output_tokens]
@@ -93,9 +103,9 @@ def run_probe(client: EndpointClient, *, concurrency: Sequence[int] = DEFAULT_CO
     loadtest.run_load_test(client, concurrency_levels=(1,), requests_per_level=WARMUP_REQUESTS,
                            max_tokens=min(outs), prompts=unique_prompt_file(prompt_dir, WARMUP_REQUESTS), **common)
     paths, records = [], []
-    for i, n in enumerate(outs):
-        sets = tuple(prompt_classes[i % len(prompt_classes)])
-        for c in sorted(conc):
+    for i, n in enumerate(outs, start=int(first_length_index)):
+        for j, c in enumerate(sorted(conc)):
+            sets = level_prompt_sets(prompt_classes, i, j)
             count = requests_for_level(c, requests_per_level)
             res = loadtest.run_load_test(client, concurrency_levels=(c,), requests_per_level=count, max_tokens=n,
                                          prompts=unique_prompt_file(prompt_dir, count, sets), **common)

@@ -78,13 +78,16 @@ class AffineStepTime:
 STEP_TIME_FIELDS = tuple(f.name for f in dataclasses.fields(AffineStepTime))  # all seconds
 
 
-def _nonnegative_least_squares(columns: dict[str, np.ndarray], y: np.ndarray, what: str) -> dict[str, float]:
-    """Least squares with non-negative coefficients: fit, drop the most negative, refit (an active-set method,
-    enough for a handful of unknowns). Returns name -> coefficient (0 for dropped columns)."""
-    active = list(columns)
+def nonnegative_least_squares(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
+                              weights: np.ndarray | None = None) -> dict[str, float]:
+    """Least squares with non-negative coefficients, rows weighted by `weights` (e.g. 1 / y for relative error;
+    default unweighted): fit, drop the most negative coefficient, refit (an active-set method, enough for a handful
+    of unknowns). Returns name -> coefficient (0 for dropped or all-zero columns)."""
+    w = np.ones_like(y, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+    active = [name for name in columns if np.any(columns[name] != 0)]
     while active:
-        x = np.column_stack([columns[n] for n in active])
-        sol, *_ = np.linalg.lstsq(x, y, rcond=None)
+        x = np.column_stack([columns[name] * w for name in active])
+        sol, *_ = np.linalg.lstsq(x, y * w, rcond=None)
         if np.all(sol >= 0):
             fitted = dict(zip(active, sol.tolist()))
             return {name: float(fitted.get(name, 0.0)) for name in columns}
@@ -115,7 +118,7 @@ def fit_affine_step_time(
         raise ValueError("fit_affine_step_time: inputs must be 1-D of equal length >= 2")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("fit_affine_step_time: step_time_s must be finite and > 0")
-    return AffineStepTime(**_nonnegative_least_squares(columns, y, "fit_affine_step_time"))
+    return AffineStepTime(**nonnegative_least_squares(columns, y, "fit_affine_step_time"))
 
 
 def step_time_from_load(deployment: Any, *, kv_bucket_tokens: int = 64) -> StepTimeFn:
@@ -207,7 +210,7 @@ def calibrate_from_records(records: Iterable[Mapping[str, Any]]) -> Calibration:
             raise ValueError(f"record {r.get('index')}: speculative; calibrate from a baseline (no draft) run")
     steps, ttft0 = _step_estimates(records, per_chunk=False)
     c = np.array(list(steps), dtype=np.float64)
-    coef = _nonnegative_least_squares(
+    coef = nonnegative_least_squares(
         {"fixed_s": np.ones(len(c)), "per_seq_s": c}, np.array(list(steps.values())), "calibrate_from_records"
     )
     step = AffineStepTime(fixed_s=coef["fixed_s"], per_seq_s=coef["per_seq_s"])
@@ -229,7 +232,7 @@ def calibrate_draft_from_records(
     steps, _ = _step_estimates(records, per_chunk=True)
     c_arr = np.array(list(steps), dtype=np.float64)
     residual = np.array([steps[int(c)] - float(target(c, c * (k + 1), 0, 0)) for c in c_arr])
-    coef = _nonnegative_least_squares(
+    coef = nonnegative_least_squares(
         {"draft_fixed_s": np.full(len(c_arr), float(k)), "draft_per_seq_s": k * c_arr},
         residual,
         "calibrate_draft_from_records",
