@@ -277,6 +277,18 @@ def compare_measured(measured: Measured, **kwargs: Any) -> list[Row]:
             for row in compare_level(records, workload=workload, rate_qps=rate, **kwargs)]
 
 
+def compare_at_run_speed(measured: Measured, *, step_time: sim.AffineStepTime, **kwargs: Any) -> list[Row]:
+    """`compare_measured` with the step scaled, run by run, to the speed the engine ran during that run
+    (`fit.at_run_speed`). A diagnostic, not a prediction (it reads each run's own mean step): what is left is the
+    simulation's own error, the machine's drift between the probe and the run taken out. On the shared two-core
+    machine the engine's speed moves 10-30 % within minutes (docs/simulation.md)."""
+    spec = kwargs.get("speculation")
+    k = spec.num_speculative_tokens if spec is not None else 0
+    return [row for workload, rate, records in driven_runs(measured)
+            for row in compare_level(records, workload=workload, rate_qps=rate,
+                                     step_time=fit.at_run_speed(records, step_time, k), **kwargs)]
+
+
 def step_checks(measured: Measured, *, server: str, step_time: sim.AffineStepTime, k: int = 0) -> list[dict[str, Any]]:
     """Per driven run, the calibration's step against the run's own observed steps (`fit.run_step_check`): where
     the simulation misses, was the engine slower or faster than calibrated during that run, or is the miss the

@@ -173,6 +173,9 @@ def test_a_runs_own_steps_check_the_calibration():
     assert check["error"] == pytest.approx(0.0, abs=1e-9)
     slow = AffineStepTime(**{name: 1.5 * value for name, value in TRUE.__dict__.items()})
     assert fit.run_step_check(run, slow, 4)["error"] == pytest.approx(0.5)
+    # the diagnostic "at the run's speed" scales a step back to the run's own: TRUE, every cost 1 / 1.5 of slow's
+    back = fit.at_run_speed(run, slow, 4)
+    assert back.__dict__ == pytest.approx(TRUE.__dict__)
     with pytest.raises(ValueError, match="no successful request"):
         fit.run_step_check([{**run[0], "error": "HTTP 500"}], TRUE, 4)
 

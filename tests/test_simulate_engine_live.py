@@ -1,10 +1,11 @@
 """The simulator against a real vLLM server whose engine dominates, calibrated by `specdec calibrate`'s probe.
 
-The engine-bound pair (`tiny_models.build_engine_bound`, served in float32: ~35-50 ms a step at batch 1 on two
-cores) is started twice, without and with speculation (k = 4, its 1-layer truncated draft, greedy draft
+The engine-bound pair (`tiny_models.build_engine_bound`, served in float32: ~28 ms a step at batch 1, ~50 ms at 8,
+on two cores) is started twice, without and with speculation (k = 4, its 1-layer truncated draft, greedy draft
 sampling), one server at a time. Each is probed as `specdec calibrate` does while it is driven
-(closed-loop levels at concurrency 1, 2, 4 and 8, the batch sizes the drive reaches, x 16 and 96 output tokens:
-the long level keeps decode steps, not the other streams' prefills, in the measured step) and driven with
+(closed-loop levels at concurrency 1, 2, 4 and 8, the batch sizes the drive reaches, x 16 and 96 output tokens,
+short and long prompts alternating: `probe.level_prompt_sets`; each level fitted apart for its decode steps and
+the steps a prompt landed in) and driven with
 Poisson arrivals of the source's 60/40 mix (temperatures 0.1 and 1.0), 50 requests at each of two rates: 0.2 and
 0.45 of the capacity the baseline's first probe part calibrates, the same rates for both servers. Each measured run is
 replayed through the simulation (same send times and token counts, alpha per temperature measured on the

@@ -44,7 +44,7 @@ import numpy as np
 
 from specdec_lib import load
 from specdec_lib.simulate import AffineStepTime
-from specdec_lib.simulate.steptime import nonnegative_least_squares
+from specdec_lib.simulate.steptime import STEP_TIME_FIELDS, nonnegative_least_squares
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,15 @@ def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k
     predicted = float(step(batch, tokens, k, kv))
     return {"observed_step_s": observed, "predicted_step_s": predicted, "batch_size": batch,
             "tokens_in_step": tokens, "kv_tokens": kv, "error": predicted / observed - 1}
+
+
+def at_run_speed(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k: int = 0) -> AffineStepTime:
+    """`step` with every cost scaled by one factor, so that it gives the run's own mean step for the run's
+    composition (`run_step_check` then reads 0): the calibration at the speed the engine ran during the run. For
+    diagnosis only: a simulation with it has read the run it predicts, and separates its own error (queueing,
+    batching) from the machine's drift since the calibration."""
+    scale = 1.0 / (1.0 + run_step_check(records, step, k)["error"])
+    return AffineStepTime(**{name: scale * getattr(step, name) for name in STEP_TIME_FIELDS})
 
 
 def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
