@@ -34,15 +34,15 @@ class AffineStepTime:
     draft runs k sequential forward passes per step, each `draft_fixed_s` + `draft_per_seq_s` per sequence.
     `draft_per_kv_token_s` is what each speculative token adds per KV token: the draft pass's attention and the
     target's extra verified position attending the sequence's context. Where attention reads the KV once for all
-    k + 1 query positions (a memory-bound GPU kernel) it is near 0; where it computes per query position (vLLM's
-    CPU attention, measured on the engine-bound server: 4 us per KV token for one position, about 6 us more per
-    speculative token) it is as large as `per_kv_token_s`. `draft_per_token_s` is the draft's compute per token it
-    processes: vLLM's draft-model proposer (`vllm/v1/spec_decode/llm_base_proposer.py`, `propose`) runs its first
-    pass over every token the target scheduled in the step (prefill chunks and the k + 1 verified positions: the
-    draft's KV cache follows the target's), then k - 1 passes of one token per sequence, so a step with k >= 1
-    adds draft_per_token * (tokens_in_step + (k - 1) * batch_size). Summing memory and compute time (rather than
-    taking the maximum, as a roofline would) overstates the step near the memory/compute crossover: calibrate from
-    your own measurements with `fit_affine_step_time`.
+    k + 1 query positions (a memory-bound GPU kernel) it is near 0; where it computes per query position it
+    approaches `per_kv_token_s` (on the engine-bound CPU server, with the probe's 60-250-token contexts, both came
+    out 0-5 us, no more than the machine's drift: docs/simulation.md). `draft_per_token_s` is the draft's compute
+    per token it processes: vLLM's draft-model proposer (`vllm/v1/spec_decode/llm_base_proposer.py`, `propose`)
+    runs its first pass over every token the target scheduled in the step (prefill chunks and the k + 1 verified
+    positions: the draft's KV cache follows the target's), then k - 1 passes of one token per sequence, so a step
+    with k >= 1 adds draft_per_token * (tokens_in_step + (k - 1) * batch_size). Summing memory and compute time
+    (rather than taking the maximum, as a roofline would) overstates the step near the memory/compute crossover:
+    calibrate from your own measurements with `fit_affine_step_time`.
     """
 
     fixed_s: float
