@@ -24,7 +24,10 @@ stay near 6 minutes on two cores).
 
 Asserted: issue 14's goal bands, E2E P50 within +-15 % and E2E P99 within +-25 % of the measured values for
 both servers at both rates, and a measured acceptance higher at temperature 0.1 than at
-1.0 (the mix has two acceptances). The bands are not widened.
+1.0 (the mix has two acceptances). The bands are not widened. Printed, not asserted: the calibration against each
+run's own steps (`step_checks`) and the replays at each run's own engine speed (`compare_at_run_speed`), which tell
+a miss caused by the machine's drift (this shared machine's speed moves 10-30 % within minutes at times: such a
+run can fail) from one of the simulation.
 """
 
 from __future__ import annotations
@@ -67,24 +70,28 @@ def test_simulated_percentiles_match_an_engine_bound_server(vllm_venv, test_outp
     payload = calibrate_endpoint(base.probe, spec.probe, replay_server=ev.CPU_REPLAY_SERVER)
     cal = load_calibration(write_calibration(test_output_dir / "calibration.json", payload))
     alphas = ev.alpha_by_temperature(spec.records["60/40 mix"], K)
-    rows = []
+    rows, at_speed = [], []
     for kind, m, kv, speculation, overhead in (
         ("baseline", base, base_kv, None, cal.request_overhead_s),
         ("speculative", spec, spec_kv, sim.SpeculationConfig(K), cal.speculative_request_overhead_s),
     ):
-        rows += ev.compare_measured(m, server=kind, server_config=sim.ServerConfig(
-            kv, ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=cal.step_time,
-            request_overhead_s=overhead, speculation=speculation, alphas=alphas)
+        common = dict(server=kind, server_config=sim.ServerConfig(kv, ev.CPU_MAX_NUM_SEQS,
+                                                                  ev.CPU_MAX_NUM_BATCHED_TOKENS),
+                      step_time=cal.step_time, request_overhead_s=overhead, speculation=speculation, alphas=alphas)
+        rows += ev.compare_measured(m, **common)
+        at_speed += ev.compare_at_run_speed(m, **common)  # printed to read a miss by, not asserted
     checks = (ev.step_checks(base, server="baseline", step_time=cal.step_time)
               + ev.step_checks(spec, server="speculative", step_time=cal.step_time, k=K))
     (test_output_dir / "rows.json").write_text(json.dumps(
         {"rates_qps": base.rates_qps, "alphas": alphas, "fit": format_fit(payload),
          "order": {"baseline": base.order, "speculative": spec.order},
          "rows": [{**asdict(r), "error": r.error} for r in rows], "mix_effect": ev.mix_effect_signs(rows),
-         "step_checks": checks}, indent=1))
+         "step_checks": checks, "at_run_speed": [{**asdict(r), "error": r.error} for r in at_speed]}, indent=1))
     print(format_fit(payload))
     print(ev.format_rows(rows))
     print("the calibration's step against each run's own steps:\n" + ev.format_step_checks(checks))
+    print("diagnostic, not asserted: the replays with the step scaled to each run's own engine speed (a miss that "
+          "is gone here was the machine's drift since the probe, not the simulation):\n" + ev.format_rows(at_speed))
     assert alphas[0.1] > alphas[1.0], alphas
     e2e = [r for r in rows if r.metric == "e2e" and r.stat in ("p50", "p99")]
     assert len(e2e) == 2 * 2 * len(LOAD_FRACTIONS)
