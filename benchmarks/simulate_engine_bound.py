@@ -88,11 +88,14 @@ def main() -> int:
     spec_records = [r for rs in spec["measured"].records.values() for r in rs]
     alphas = ev.alpha_by_temperature(spec_records, K)
     print("alpha by temperature (measured on the speculative server):", alphas)
-    rows = []
+    rows, at_speed = [], []
     for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
-        rows += ev.compare_measured(m["measured"], server=kind, server_config=sim.ServerConfig(
-            m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=step,
-            request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
+        common = dict(server=kind, server_config=sim.ServerConfig(m["kv_tokens"], ev.CPU_MAX_NUM_SEQS,
+                                                                  ev.CPU_MAX_NUM_BATCHED_TOKENS),
+                      step_time=step, request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
+        rows += ev.compare_measured(m["measured"], **common)
+        # diagnostic, printed below: the same replays with the step scaled to each run's own engine speed
+        at_speed += ev.compare_at_run_speed(m["measured"], **common)
     print(ev.format_rows(rows))
     checks = (ev.step_checks(base["measured"], server="baseline", step_time=step)
               + ev.step_checks(spec["measured"], server="speculative", step_time=step, k=K))
@@ -104,12 +107,6 @@ def main() -> int:
     inside = sum(r.within_band for r in rows if r.stat in ("p50", "p99"))
     total = sum(1 for r in rows if r.stat in ("p50", "p99"))
     print(f"within the goal bands (P50 +-15 %, P99 +-25 %): {inside} of {total}")
-    # Diagnostic: the same replays with the step scaled to each run's own engine speed (not a prediction).
-    at_speed = []
-    for kind, m, speculation in (("baseline", base, None), ("speculative", spec, sim.SpeculationConfig(K))):
-        at_speed += ev.compare_at_run_speed(m["measured"], server=kind, server_config=sim.ServerConfig(
-            m["kv_tokens"], ev.CPU_MAX_NUM_SEQS, ev.CPU_MAX_NUM_BATCHED_TOKENS), step_time=step,
-            request_overhead_s=overheads[kind], speculation=speculation, alphas=alphas)
     print("at each run's own engine speed (diagnostic: the step scaled to the run's mean step):\n"
           + ev.format_rows(at_speed))
     print(f"within the goal bands at each run's own engine speed: "

@@ -24,7 +24,7 @@ The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch +
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
 built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels
 (after their tokens' cost), the draft terms from the speculative levels after subtracting the target's part, the
-KV terms where the levels' contexts differ enough (the probe pairs its lengths with short and long prompts). The
+KV terms where the levels' contexts differ enough (the probe alternates short and long prompts). The
 per-request time outside engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond
 one step.
 
@@ -111,6 +111,11 @@ class StepTotals(NamedTuple):
     def composition(self) -> tuple[float, float, float]:
         """(batch, tokens, KV tokens) of the mean step."""
         return self.seq_steps / self.steps, self.tokens / self.steps, self.kv_token_steps / self.steps
+
+    @classmethod
+    def pooled(cls, parts: Iterable[StepTotals]) -> StepTotals:
+        """The totals of several runs' or kinds' steps together (field by field)."""
+        return cls(*(sum(t) for t in zip(*parts)))
 
 
 def _decode_intervals(r: Mapping[str, Any], first_s: float, end_s: float, n_steps: int) -> tuple[np.ndarray, ...]:
@@ -218,7 +223,7 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
         for held, parts in totals.items():
             if not parts:
                 continue
-            pooled = StepTotals(*(sum(t) for t in zip(*parts)))
+            pooled = StepTotals.pooled(parts)
             batch, tokens, kv = pooled.composition
             out.append(LevelObservation(
                 server=server, concurrency=c, max_tokens=n, requests=len(rs), prompt_in_step=held,
@@ -243,7 +248,7 @@ def run_step_check(records: Sequence[Mapping[str, Any]], step: AffineStepTime, k
     ok = [r for r in records if _timed(r, k)]
     if not ok:
         raise ValueError("run_step_check: no successful request with 3 or more steps")
-    totals = StepTotals(*(sum(t) for t in zip(*step_composition(ok, [_steps(r, k) for r in ok], k).values())))
+    totals = StepTotals.pooled(step_composition(ok, [_steps(r, k) for r in ok], k).values())
     batch, tokens, kv = totals.composition
     observed = totals.span_s / totals.steps
     predicted = float(step(batch, tokens, k, kv))
@@ -267,9 +272,9 @@ def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
 
 
 # The KV terms are fitted only where the levels' contexts (KV per sequence) differ by this factor or more: below it
-# the KV column is nearly batch times a constant and cannot be told from the per-sequence cost. The probe pairs its
-# output lengths with short and long prompts (`probe.PROMPT_CLASSES`) to spread them (about 3.5x on the built-in
-# prompts).
+# the KV column is nearly batch times a constant and cannot be told from the per-sequence cost. The probe
+# alternates short and long prompts over its levels (`probe.level_prompt_sets`) to spread them (about 4x on the
+# built-in prompts).
 KV_SPREAD = 1.5
 
 
