@@ -362,3 +362,40 @@ def test_the_drafts_per_token_cost_is_the_speculative_idle_slope_beyond_the_base
     assert res.step_time.draft_per_token_s == pytest.approx(0.0001, rel=1e-6)
     no_slope = fit.fit_simulator_step(base, spec, [r for r in _records() if r["concurrency"] == 1], [])
     assert no_slope.step_time.draft_per_token_s == 0.0
+
+
+def test_an_idle_line_that_does_not_rise_takes_the_token_cost_from_the_steps_a_prompt_landed_in():
+    """Idle first tokens that do not grow with their prompts (CI once: the fit then failed; a fresh server's first,
+    short-prompt level slowed is the likely cause) give no cost per token: here they fall 0.2 ms a token. Then the
+    steps a prompt landed in give it: here each such step computes 150 prompt tokens more than its level's decode
+    step and takes 150 x 0.4 ms = 60 ms more, so per_token_s = 0.4 ms, and the fixed and per-sequence costs come
+    back as they were made."""
+    base = fit.level_observations(_records(), "baseline")
+    assert not any(o.prompt_in_step for o in base)
+    landed = [replace(o, prompt_in_step=True, tokens_in_step=o.tokens_in_step + 150,
+                      step_s=o.step_s + 150 * TRUE.per_token_s) for o in base if o.concurrency > 1]
+    idle = [{"prompt_tokens": p, "ttft_s": 0.12 - 0.0002 * p, "concurrency": 1} for p in PROMPTS]
+    assert fit._prefill_line(idle)[1] == 0.0  # the premise: the idle line gives no slope
+    res = fit.fit_simulator_step(base + landed, [], idle)
+    for name in ("per_token_s", "fixed_s", "per_seq_s"):
+        assert getattr(res.step_time, name) == pytest.approx(getattr(TRUE, name), rel=1e-6), name
+
+
+def test_a_kv_term_that_would_take_the_whole_step_is_dropped():
+    """Steps that a line through the KV tokens alone fits better than any with a fixed cost (here 20 us a KV token
+    minus 1 ms, at contexts of 60 and 250 tokens; no idle slope, no prompt steps): a fit keeping the KV term would
+    leave the step no fixed, per-token or per-sequence cost, which is no step (the error CI once printed); every
+    step reads the weights, so a KV term that leaves no fixed cost is dropped and the rest refitted: a step that
+    takes time, no KV cost."""
+    def level(c: int, context: int) -> fit.LevelObservation:
+        return fit.LevelObservation(server="baseline", concurrency=c, max_tokens=16, requests=4 * c,
+                                    prompt_tokens=context - 8, completion_tokens=16, step_s=2e-5 * c * context - 1e-3,
+                                    decode_tokens_per_seq=1, tokens_per_step_emitted=1, num_speculative_tokens=0,
+                                    batch_size=c, tokens_in_step=c, kv_tokens=c * context)
+
+    levels = [level(c, context) for c in (1, 2, 4) for context in (60, 250)]
+    idle = [{"prompt_tokens": 52, "ttft_s": 0.08, "concurrency": 1},
+            {"prompt_tokens": 242, "ttft_s": 0.05, "concurrency": 1}]
+    step = fit.fit_simulator_step(levels, [], idle).step_time
+    assert step.per_kv_token_s == 0.0 and step.per_token_s == 0.0
+    assert step.fixed_s + step.per_seq_s > 0

@@ -118,32 +118,32 @@ def test_closed_loop_streams_do_not_wait_for_the_disk(vllm_servers, test_output_
     assert all(r["error"] is None for r in run.records) and not res.interrupted
 
 
-def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_output_dir):
+def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_output_dir, monkeypatch):
+    """A stop set as the third request comes back (deliberately, inside the stream that ran it, so the next
+    request is never taken, however fast the server): the three records stay on disk, the run is marked
+    "interrupted", and a resume sends only the five left."""
     server = vllm_servers.get_named("baseline")
     client = EndpointClient(server.base_url)
     stop = threading.Event()
     kw = dict(concurrency_levels=(1,), requests_per_level=8, max_tokens=48, runs_dir=test_output_dir, progress=False,
               request_timeout_s=60, max_duration_s=120)
-    holder = {}
+    real_execute, came_back = loadtest._execute, []
 
-    def stop_after_three():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not stop.is_set():
-            files = list(test_output_dir.glob("*-load/requests.jsonl"))
-            if files and len(files[0].read_text().splitlines()) >= 3:
-                stop.set()
-            time.sleep(0.005)
+    def stop_at_the_third(*args, **kwargs):
+        rec = real_execute(*args, **kwargs)
+        came_back.append(rec["index"])
+        if len(came_back) == 3:
+            stop.set()
+        return rec
 
-    watcher = threading.Thread(target=stop_after_three)
-    watcher.start()
-    holder["first"] = loadtest.run_load_test(client, stop_event=stop, **kw)
-    watcher.join()
-    first = holder["first"]
+    monkeypatch.setattr(loadtest, "_execute", stop_at_the_third)
+    first = loadtest.run_load_test(client, stop_event=stop, **kw)
+    monkeypatch.setattr(loadtest, "_execute", real_execute)
     assert first.interrupted
     run = runs.load_run(first.run_path)
     assert run.metadata["status"] == "interrupted"
     done = {r["index"] for r in run.records if r["error"] is None}
-    assert 3 <= len(done) < 8
+    assert len(came_back) == 3 and done == set(came_back)
     second = loadtest.run_load_test(client, resume=first.run_path, **kw)
     assert not second.interrupted and second.run_path == first.run_path
     run = runs.load_run(first.run_path)

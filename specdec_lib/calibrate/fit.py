@@ -22,7 +22,8 @@ give each span whole.
 
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
-built-in prompts run from tens to hundreds of tokens), the fixed and per-sequence costs from the baseline levels
+built-in prompts run from tens to hundreds of tokens; where that line does not rise, from the steps a prompt
+landed in), the fixed and per-sequence costs from the baseline levels
 (after their tokens' cost), the draft terms from the speculative levels after subtracting the target's part, the
 KV terms where the levels' contexts differ enough (the probe alternates short and long prompts). The
 per-request time outside engine steps (HTTP, tokenisation, the API process) is the idle line's intercept beyond
@@ -326,14 +327,31 @@ def _draft_per_token(per_token_s: float, speculative_idle_records: Iterable[Mapp
     return max(0.0, spec_slope - per_token_s)
 
 
+def _prompt_step_slope(levels: Sequence[LevelObservation]) -> float:
+    """The cost per token from the steps a prompt landed in: per level, what its mean such step takes beyond the
+    level's mean decode step over the tokens it computes beyond it; the median over the levels (0 where no level
+    has both kinds of step)."""
+    decode = {(o.concurrency, o.max_tokens): o for o in levels if not o.prompt_in_step}
+    slopes = [(o.step_s - d.step_s) / (o.tokens_in_step - d.tokens_in_step) for o in levels
+              if o.prompt_in_step and (d := decode.get((o.concurrency, o.max_tokens))) is not None
+              and o.tokens_in_step > d.tokens_in_step]
+    return max(0.0, _median(slopes)) if slopes else 0.0
+
+
 def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequence[LevelObservation],
                        idle_records: Iterable[Mapping[str, Any]],
                        speculative_idle_records: Iterable[Mapping[str, Any]] = ()) -> SimulatorFit:
     """Fit `AffineStepTime` in three stages, each on what identifies it:
 
     1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
+       where that line gives no positive slope (seen once, in CI: the idle first tokens did not grow with their
+       prompts, likely a fresh server's first, short-prompt level slowed), the slope of the steps a prompt landed
+       in over their level's decode steps (`_prompt_step_slope`; on the tiny CPU server within 10 % of the idle
+       slope);
     2. fixed_s, per_seq_s and per_kv_token_s: the baseline levels' mean steps after subtracting per_token_s x
-       tokens in the step (non-negative least squares on each level's relative error);
+       tokens in the step (non-negative least squares on each level's relative error); a KV term that leaves the
+       step no fixed cost (every step reads the weights: the contexts did not tell the costs apart) is dropped and
+       the rest refitted;
     3. draft_per_token_s: the slope of the speculative server's idle first-token latency against prompt length
        beyond the baseline's (the draft prefills every prompt too: its first pass covers every token the target
        scheduled); draft_fixed_s, draft_per_seq_s and draft_per_kv_token_s: the speculative levels' steps minus
@@ -347,6 +365,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
     intercept, per_token = _prefill_line(idle_records)
+    per_token = per_token or _prompt_step_slope(baseline)
     step_s = np.array([o.step_s for o in baseline])
     # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
     y = np.maximum(0.1 * step_s, step_s - per_token * np.array([o.tokens_in_step for o in baseline]))
@@ -354,6 +373,9 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if _context_spread(baseline) >= KV_SPREAD:
         cols["per_kv_token_s"] = np.array([o.kv_tokens for o in baseline])
     coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels)", step_s)
+    if coef.get("per_kv_token_s") and coef["fixed_s"] == 0:
+        del cols["per_kv_token_s"]
+        coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels, no KV term)", step_s)
     step = AffineStepTime(per_token_s=per_token, **coef)
     if speculative:
         step = replace(step, draft_per_token_s=_draft_per_token(per_token, speculative_idle_records))
