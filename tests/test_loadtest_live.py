@@ -285,36 +285,32 @@ def test_p50_improves_while_p99_regresses_is_flagged():
     assert not any(r.p50_improves_p99_regresses for r in loadtest.compare_load_tests(base, better))
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_records(vllm_servers, test_output_dir, ctrl_c_raises):
-    """KeyboardInterrupt in the thread running the load test (as Ctrl-C in a terminal or notebook)."""
+def test_ctrl_c_stops_cleanly_and_keeps_the_records(vllm_servers, test_output_dir, ctrl_c_raises, monkeypatch):
+    """KeyboardInterrupt in the thread running the load test (as Ctrl-C in a terminal or notebook), sent
+    deliberately as the second request comes back (from the stream that ran it, however fast the server)."""
     import _thread
 
     server = vllm_servers.get_named("baseline")
-    stop_watch = threading.Event()
+    real_execute, came_back = loadtest._execute, []
 
-    def interrupt_after_two():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not stop_watch.is_set():
-            files = list(test_output_dir.glob("*-load/requests.jsonl"))
-            if files and len(files[0].read_text().splitlines()) >= 2:
-                _thread.interrupt_main()
-                return
-            time.sleep(0.005)
+    def interrupt_at_the_second(*args, **kwargs):
+        rec = real_execute(*args, **kwargs)
+        came_back.append(rec["index"])
+        if len(came_back) == 2:
+            _thread.interrupt_main()
+        return rec
 
-    watcher = threading.Thread(target=interrupt_after_two)
-    watcher.start()
+    monkeypatch.setattr(loadtest, "_execute", interrupt_at_the_second)
     try:
         res = loadtest.run_load_test(EndpointClient(server.base_url), concurrency_levels=(1,), requests_per_level=12,
                                      max_tokens=64, runs_dir=test_output_dir, progress=False, max_duration_s=120)
     except KeyboardInterrupt:  # only if the interrupt landed outside the request loop
         res = None
-    finally:
-        stop_watch.set()
-        watcher.join()
     (folder,) = test_output_dir.glob("*-load")
     run = runs.load_run(folder)
     assert run.metadata["status"] == "interrupted"
     assert 2 <= len(run.records) < 12
+    assert set(came_back[:2]) <= {r["index"] for r in run.records if r["error"] is None}  # both came back, both kept
     if res is not None:
         assert res.interrupted
 
