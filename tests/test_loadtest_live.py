@@ -118,6 +118,22 @@ def test_closed_loop_streams_do_not_wait_for_the_disk(vllm_servers, test_output_
     assert all(r["error"] is None for r in run.records) and not res.interrupted
 
 
+def _on_the_nth_return(monkeypatch, n: int, action) -> list[int]:
+    """Make the load test's request runner call `action` as its n-th request comes back, in the stream that ran
+    it (a fault at a chosen point, whatever the server's speed); returns the indices as they come back."""
+    real_execute, came_back = loadtest._execute, []
+
+    def counted(*args, **kwargs):
+        rec = real_execute(*args, **kwargs)
+        came_back.append(rec["index"])
+        if len(came_back) == n:
+            action()
+        return rec
+
+    monkeypatch.setattr(loadtest, "_execute", counted)
+    return came_back
+
+
 def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_output_dir, monkeypatch):
     """A stop set as the third request comes back (deliberately, inside the stream that ran it, so the next
     request is never taken, however fast the server): the three records stay on disk, the run is marked
@@ -127,16 +143,8 @@ def test_cancel_keeps_records_and_resume_finishes_the_run(vllm_servers, test_out
     stop = threading.Event()
     kw = dict(concurrency_levels=(1,), requests_per_level=8, max_tokens=48, runs_dir=test_output_dir, progress=False,
               request_timeout_s=60, max_duration_s=120)
-    real_execute, came_back = loadtest._execute, []
-
-    def stop_at_the_third(*args, **kwargs):
-        rec = real_execute(*args, **kwargs)
-        came_back.append(rec["index"])
-        if len(came_back) == 3:
-            stop.set()
-        return rec
-
-    monkeypatch.setattr(loadtest, "_execute", stop_at_the_third)
+    real_execute = loadtest._execute
+    came_back = _on_the_nth_return(monkeypatch, 3, stop.set)
     first = loadtest.run_load_test(client, stop_event=stop, **kw)
     monkeypatch.setattr(loadtest, "_execute", real_execute)
     assert first.interrupted
@@ -291,16 +299,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_records(vllm_servers, test_output_di
     import _thread
 
     server = vllm_servers.get_named("baseline")
-    real_execute, came_back = loadtest._execute, []
-
-    def interrupt_at_the_second(*args, **kwargs):
-        rec = real_execute(*args, **kwargs)
-        came_back.append(rec["index"])
-        if len(came_back) == 2:
-            _thread.interrupt_main()
-        return rec
-
-    monkeypatch.setattr(loadtest, "_execute", interrupt_at_the_second)
+    came_back = _on_the_nth_return(monkeypatch, 2, _thread.interrupt_main)
     try:
         res = loadtest.run_load_test(EndpointClient(server.base_url), concurrency_levels=(1,), requests_per_level=12,
                                      max_tokens=64, runs_dir=test_output_dir, progress=False, max_duration_s=120)
