@@ -270,7 +270,10 @@ def test_calibration_file_round_trips_without_credentials(tmp_path):
     assert cal.num_speculative_tokens == 4 and cal.step_factors is None  # no architecture given: not fitted
     assert "cal.json" in cal.source and "127.0.0.1:8000" in cal.source
     assert len(json.loads(text)["observations"]["baseline"]) == len(_records())
-    assert "simulator" in format_fit(payload)
+    assert "simulator" in format_fit(payload) and "note:" not in format_fit(payload)
+    assert payload["fit_quality"]["simulator_fallbacks"] == []  # the fit identified every term its usual way
+    noted = {**payload, "fit_quality": {**payload["fit_quality"], "simulator_fallbacks": ["no KV cost: why"]}}
+    assert format_fit(noted).endswith("\nnote: no KV cost: why")
 
 
 def test_load_factors_fit_recovers_factors_of_a_roofline_made_sample(tmp_path):
@@ -379,6 +382,10 @@ def test_an_idle_line_that_does_not_rise_takes_the_token_cost_from_the_steps_a_p
     res = fit.fit_simulator_step(base + landed, [], idle)
     for name in ("per_token_s", "fixed_s", "per_seq_s"):
         assert getattr(res.step_time, name) == pytest.approx(getattr(TRUE, name), rel=1e-6), name
+    assert res.fallbacks == ("cost per token 0.4000 ms from the steps a prompt landed in: the idle first-token "
+                             "latency did not rise with prompt length",)
+    usual = fit.fit_simulator_step(base + landed, [], [r for r in _records() if r["concurrency"] == 1])
+    assert usual.fallbacks == () and usual.step_time.per_token_s == pytest.approx(TRUE.per_token_s, rel=1e-6)
 
 
 def test_a_kv_term_that_would_take_the_whole_step_is_dropped():
@@ -396,6 +403,9 @@ def test_a_kv_term_that_would_take_the_whole_step_is_dropped():
     levels = [level(c, context) for c in (1, 2, 4) for context in (60, 250)]
     idle = [{"prompt_tokens": 52, "ttft_s": 0.08, "concurrency": 1},
             {"prompt_tokens": 242, "ttft_s": 0.05, "concurrency": 1}]
-    step = fit.fit_simulator_step(levels, [], idle).step_time
+    res = fit.fit_simulator_step(levels, [], idle)
+    step = res.step_time
     assert step.per_kv_token_s == 0.0 and step.per_token_s == 0.0
     assert step.fixed_s + step.per_seq_s > 0
+    assert [text.split(":")[0] for text in res.fallbacks] == [
+        "no cost per token (no level's steps with a prompt gave one)", "no KV cost"]

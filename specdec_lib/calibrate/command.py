@@ -122,6 +122,7 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
         "fit_quality": {
             **replay_quality,
             "simulator_median_abs_pct_error": sim.median_abs_pct_error,
+            "simulator_fallbacks": list(sim.fallbacks),
             "load_model_median_abs_pct_error": load_fit.baseline_median_abs_pct_error if load_fit else None,
             "load_model_speculative_median_abs_pct_error": load_fit.speculative_median_abs_pct_error
             if load_fit else None,
@@ -173,6 +174,7 @@ def format_fit(payload: dict[str, Any]) -> str:
     lines.append(f"median |error|: simulator {pct(q['simulator_median_abs_pct_error'])}; load model "
                  f"{pct(q['load_model_median_abs_pct_error'])} (baseline levels), "
                  f"{pct(q['load_model_speculative_median_abs_pct_error'])} (speculative levels, out of sample)")
+    lines += [f"note: {text}" for text in q.get("simulator_fallbacks", ())]
     return "\n".join(lines)
 
 

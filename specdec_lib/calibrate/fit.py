@@ -291,6 +291,7 @@ class SimulatorFit:
     speculative_request_overhead_s: float | None  # the speculative server's (its draft's prefill included)
     predicted_s: tuple[float, ...]  # per level, in the order of `levels`
     levels: tuple[LevelObservation, ...]
+    fallbacks: tuple[str, ...] = ()  # where the measurements did not identify a term its usual way: what was done
 
     @property
     def median_abs_pct_error(self) -> float:
@@ -364,8 +365,13 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     """
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
+    fallbacks = []
     intercept, per_token = _prefill_line(idle_records)
-    per_token = per_token or _prompt_step_slope(baseline)
+    if not per_token:
+        per_token = _prompt_step_slope(baseline)
+        fallbacks.append((f"cost per token {per_token * 1e3:.4f} ms from the steps a prompt landed in" if per_token
+                          else "no cost per token (no level's steps with a prompt gave one)")
+                         + ": the idle first-token latency did not rise with prompt length")
     step_s = np.array([o.step_s for o in baseline])
     # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
     y = np.maximum(0.1 * step_s, step_s - per_token * np.array([o.tokens_in_step for o in baseline]))
@@ -376,6 +382,8 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if coef.get("per_kv_token_s") and coef["fixed_s"] == 0:
         del cols["per_kv_token_s"]
         coef = _nnls_relative(cols, y, "fit_simulator_step (baseline levels, no KV term)", step_s)
+        fallbacks.append("no KV cost: with one the baseline steps kept no fixed cost (the probe's contexts did not "
+                         "tell the KV cost from the others)")
     step = AffineStepTime(per_token_s=per_token, **coef)
     if speculative:
         step = replace(step, draft_per_token_s=_draft_per_token(per_token, speculative_idle_records))
@@ -394,7 +402,8 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
                  if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
     spec_overhead = max(0.0, _median(spec_gaps)) if spec_gaps else None
     levels = (*baseline, *speculative)
-    return SimulatorFit(step, overhead, spec_overhead, tuple(predict_level(step, o) for o in levels), tuple(levels))
+    return SimulatorFit(step, overhead, spec_overhead, tuple(predict_level(step, o) for o in levels), tuple(levels),
+                        tuple(fallbacks))
 
 
 @dataclass(frozen=True)
