@@ -383,7 +383,7 @@ def test_an_idle_line_that_does_not_rise_takes_the_token_cost_from_the_steps_a_p
     for name in ("per_token_s", "fixed_s", "per_seq_s"):
         assert getattr(res.step_time, name) == pytest.approx(getattr(TRUE, name), rel=1e-6), name
     assert res.fallbacks == ("cost per token 0.4000 ms from the steps a prompt landed in: the idle first-token "
-                             "latency did not rise with prompt length",)
+                             "latency gave no slope against prompt length",)
     usual = fit.fit_simulator_step(base + landed, [], [r for r in _records() if r["concurrency"] == 1])
     assert usual.fallbacks == () and usual.step_time.per_token_s == pytest.approx(TRUE.per_token_s, rel=1e-6)
 

@@ -371,7 +371,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
         per_token = _prompt_step_slope(baseline)
         fallbacks.append((f"cost per token {per_token * 1e3:.4f} ms from the steps a prompt landed in" if per_token
                           else "no cost per token (no level's steps with a prompt gave one)")
-                         + ": the idle first-token latency did not rise with prompt length")
+                         + ": the idle first-token latency gave no slope against prompt length")
     step_s = np.array([o.step_s for o in baseline])
     # a step shorter than its decode tokens' share at the idle prefill rate keeps a floor of 10 %
     y = np.maximum(0.1 * step_s, step_s - per_token * np.array([o.tokens_in_step for o in baseline]))
