@@ -64,14 +64,19 @@ REPLAY_SERVER = simulate.ServerConfig(kv_capacity_tokens=10**7, max_num_seqs=102
 def _replay_quality(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
                     server: simulate.ServerConfig) -> dict[str, Any]:
     """The fit's replay loss on each probe (`replay.replay_loss`: 0 when the replayed probe matches its quartiles),
-    and the alpha the speculative replay used (measured on the speculative probe)."""
+    and the alpha the speculative replay used (measured on the speculative probe). Requests whose chunks came in
+    one burst (`fit.burst_flags`) are not replayed: their times measure the held stream, not the engine."""
+    def streamed(pr: probe.ProbeResult) -> list[dict]:
+        k = pr.num_speculative_tokens
+        return [r for r, burst in zip(pr.records, fit.burst_flags(pr.records, k)) if not burst]
+
     quality: dict[str, Any] = {"baseline_replay_loss": replay.replay_loss(
-        sim.step_time, sim.request_overhead_s, base.records, server=server)}
+        sim.step_time, sim.request_overhead_s, streamed(base), server=server)}
     if spec is not None:
         k = spec.num_speculative_tokens
         alpha = simulate.alpha_from_steps(spec.records, k)
         quality.update(probe_alpha=alpha, speculative_replay_loss=replay.replay_loss(
-            sim.step_time, sim.speculative_request_overhead_s or 0.0, spec.records, server=server,
+            sim.step_time, sim.speculative_request_overhead_s or 0.0, streamed(spec), server=server,
             speculation=simulate.SpeculationConfig(k), alpha=alpha))
     return quality
 
@@ -90,9 +95,14 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
 
     base_levels = fit.level_observations(base.records, "baseline")
     spec_levels = fit.level_observations(spec.records, "speculative", spec.num_speculative_tokens) if spec else []
-    idle = [r for r in base.records if r.get("concurrency") == 1 and not r.get("error")]
-    spec_idle = [r for r in spec.records if r.get("concurrency") == 1 and not r.get("error")] if spec else []
+    idle = fit.idle_records(base.records)
+    spec_idle = fit.idle_records(spec.records, spec.num_speculative_tokens) if spec else []
     sim = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
+    notes = list(sim.fallbacks)
+    for server, pr, k in (("baseline", base, 0), ("speculative", spec, spec.num_speculative_tokens if spec else 0)):
+        if pr is not None and (bursts := sum(fit.burst_flags(pr.records, k))):
+            notes.append(f"left out: {bursts} {server} request(s) whose chunks came in one burst (a decode step "
+                         f"under 1/{fit.STALL_FACTOR:g} of the server's median: the stream was held, not computed)")
     replay_quality = _replay_quality(sim, base, spec, replay_server)
     load_part: dict[str, Any] = {"skipped": "no model architecture or hardware given"}
     load_fit = None
@@ -122,7 +132,7 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
         "fit_quality": {
             **replay_quality,
             "simulator_median_abs_pct_error": sim.median_abs_pct_error,
-            "simulator_fallbacks": list(sim.fallbacks),
+            "simulator_notes": notes,
             "load_model_median_abs_pct_error": load_fit.baseline_median_abs_pct_error if load_fit else None,
             "load_model_speculative_median_abs_pct_error": load_fit.speculative_median_abs_pct_error
             if load_fit else None,
@@ -174,7 +184,7 @@ def format_fit(payload: dict[str, Any]) -> str:
     lines.append(f"median |error|: simulator {pct(q['simulator_median_abs_pct_error'])}; load model "
                  f"{pct(q['load_model_median_abs_pct_error'])} (baseline levels), "
                  f"{pct(q['load_model_speculative_median_abs_pct_error'])} (speculative levels, out of sample)")
-    lines += [f"note: {text}" for text in q.get("simulator_fallbacks", ())]
+    lines += [f"note: {text}" for text in q.get("simulator_notes", ())]
     return "\n".join(lines)
 
 

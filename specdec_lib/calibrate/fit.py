@@ -18,7 +18,8 @@ most decode steps of a 16-token level. Why apart: a step holding a wave's prompt
 that server 3.6 s against 53 ms at concurrency 8), so one mean per level was mostly its few prefills, and the fit
 that matched those means within 2 % charged the decode steps 6-8 % too much at batch 3-8, the steps a loaded
 server mostly runs (docs/simulation.md, "engine-dominated validation"). Records without chunk times (older files)
-give each span whole.
+give each span whole. A request whose chunks came in one burst (a held stream, `burst_flags`) measures no steps
+and is left out.
 
 The simulator's `AffineStepTime` (fixed + per_token * tokens + per_seq * batch + k * (draft terms)) is fitted in
 stages (`fit_simulator_step`): the cost per token from the idle first-token latency against prompt length (the
@@ -67,6 +68,7 @@ class LevelObservation:
     tokens_in_step: float  # tokens computed in the mean step, as observed: decodes and prompts landing in it
     kv_tokens: float  # context the mean step's decoding sequences hold, as observed
     stalled_requests: int = 0  # requests left out of the mean: a decode span stalled (`STALL_FACTOR`)
+    burst_requests: int = 0  # requests left out of the mean: their chunks came in one burst (`burst_flags`)
     prompt_in_step: bool = False  # True: the level's steps a prompt landed in; False: those that only decoded
     steps: float = 0.0  # the steps pooled, summed over the requests (a step shared by c requests counts c times)
 
@@ -92,11 +94,37 @@ def _median(values: Iterable[float]) -> float:
     return float(np.median(v)) if v else math.nan
 
 
+def _mean_decode_step(r: Mapping[str, Any], k: int) -> float:
+    return (float(r["e2e_s"]) - float(r["ttft_s"])) / (_steps(r, k) - 1)
+
+
 # A request whose mean decode step is more than this many times its level's median is a stall, not a step, and is
 # left out of the level's mean (it still counts as a sequence in the steps it shared). Seen once: a 40 s first step
 # on the speculative CPU server, 50 times its level's median, which alone doubled the level's pooled mean. A
 # legitimate long step stays well below: the first stream of a wave carrying the rest's prefills, 3-6 times.
 STALL_FACTOR = 10.0
+
+
+def burst_flags(records: Sequence[Mapping[str, Any]], k: int = 0) -> list[bool]:
+    """Per record of one server: True where its chunks came in one burst, its mean decode step below 1 /
+    `STALL_FACTOR` of the median over the server's timed records (untimed records: False). Neither its first-token
+    time nor its decode span then measures the engine. Seen on the tiny CPU server in a full test run (other
+    servers of the pool alive on the two cores): a whole concurrency-1 level's 16 chunks arriving 0.02 ms apart
+    at the end, against 2.6 ms steps in the next level, each first token taking the whole request's 50 ms (the API
+    process, starved, held the stream). A real step at batch 1 is within 2x of the server's median, not 10x."""
+    timed = [_timed(r, k) for r in records]
+    steps = [_mean_decode_step(r, k) for r, t in zip(records, timed) if t]
+    if not steps:
+        return [False] * len(records)
+    floor = float(np.median(steps)) / STALL_FACTOR
+    return [t and _mean_decode_step(r, k) < floor for r, t in zip(records, timed)]
+
+
+def idle_records(records: Sequence[Mapping[str, Any]], k: int = 0) -> list[Mapping[str, Any]]:
+    """The records whose first token measures an idle prefill: concurrency 1, successful, not delivered in a burst
+    (`burst_flags`)."""
+    return [r for r, burst in zip(records, burst_flags(records, k))
+            if r.get("concurrency") == 1 and not r.get("error") and not burst]
 
 
 class StepTotals(NamedTuple):
@@ -203,22 +231,29 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
     k = int(num_speculative_tokens)
     if (server == "speculative") != (k > 0):
         raise ValueError(f"server = {server!r} with num_speculative_tokens = {k}; a speculative server needs k >= 1")
+    records = list(records)
     groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
-    for r in records:
+    bursts: set[int] = set()  # ids of the records whose chunks came in one burst
+    for r, burst in zip(records, burst_flags(records, k)):
         if not r.get("concurrency") or not _timed(r, k):
             continue
         groups.setdefault((int(r["concurrency"]), int(r.get("max_tokens") or 0)), []).append(r)
+        if burst:
+            bursts.add(id(r))
     out = []
     for (c, n), rs in sorted(groups.items()):
         if len(rs) < min_requests:
             continue
         totals: dict[bool, list[StepTotals]] = {False: [], True: []}
-        stalled = 0
+        stalled = burst = 0
         for run in _one_run_each(rs):
             steps = [_steps(r, k) for r in run]
-            mean_step = np.array([(float(r["e2e_s"]) - float(r["ttft_s"])) / (s - 1) for r, s in zip(run, steps)])
-            counted = mean_step <= STALL_FACTOR * float(np.median(mean_step))
-            stalled += int((~counted).sum())
+            mean_step = np.array([_mean_decode_step(r, k) for r in run])
+            in_burst = np.array([id(r) in bursts for r in run])
+            streamed = mean_step[~in_burst]
+            counted = ~in_burst & (mean_step <= STALL_FACTOR * float(np.median(streamed)) if streamed.size else False)
+            burst += int(in_burst.sum())
+            stalled += int((~counted & ~in_burst).sum())
             for held, t in step_composition(run, steps, k, counted).items():
                 totals[held].append(t)
         for held, parts in totals.items():
@@ -235,7 +270,7 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
                 tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (_steps(r, k) - 1) for r in rs)
                 if k else 1.0,
                 num_speculative_tokens=k, batch_size=batch, tokens_in_step=tokens, kv_tokens=kv,
-                stalled_requests=stalled,
+                stalled_requests=stalled, burst_requests=burst,
             ))
     return out
 
@@ -275,7 +310,8 @@ def _nnls_relative(columns: dict[str, np.ndarray], y: np.ndarray, what: str,
 # The KV terms are fitted only where the levels' contexts (KV per sequence) differ by this factor or more: below it
 # the KV column is nearly batch times a constant and cannot be told from the per-sequence cost. The probe
 # alternates short and long prompts over its levels (`probe.level_prompt_sets`) to spread them (about 4x on the
-# built-in prompts).
+# built-in prompts). The idle first-token line reads a slope by the same rule: only where its prompts' lengths
+# differ by this factor or more (over a narrow range the slope is mostly noise).
 KV_SPREAD = 1.5
 
 
@@ -303,16 +339,21 @@ def predict_level(step: AffineStepTime, o: LevelObservation) -> float:
     return float(step(o.batch_size, o.tokens_in_step, o.num_speculative_tokens, o.kv_tokens))
 
 
+def _idle_points(idle_records: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt tokens, first-token seconds) of the usable idle records."""
+    pts = [(float(r["prompt_tokens"]), float(r["ttft_s"])) for r in idle_records
+           if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
+    return (np.array([x for x, _ in pts]), np.array([t for _, t in pts]))
+
+
 def _prefill_line(idle_records: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
     """(intercept, slope) of the idle first-token latency against prompt tokens (non-negative least squares on
     relative error): slope = the cost per prefill token; intercept = one step's fixed part plus the time outside
-    engine steps."""
-    pts = [(float(r["prompt_tokens"]), float(r["ttft_s"])) for r in idle_records
-           if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
-    if len(pts) < 2:
-        raise ValueError(f"idle records: {len(pts)} usable; expected at least 2 concurrency-1 requests with a TTFT")
-    p, y = np.array(pts).T
-    if np.ptp(p) == 0:
+    engine steps. Prompts whose lengths differ less than `KV_SPREAD` times give no slope (0)."""
+    p, y = _idle_points(idle_records)
+    if len(p) < 2:
+        raise ValueError(f"idle records: {len(p)} usable; expected at least 2 concurrency-1 requests with a TTFT")
+    if p.max() < KV_SPREAD * p.min():  # prompts of about one length: no slope to read
         return float(np.median(y)), 0.0
     coef = _nnls_relative({"intercept": np.ones_like(p), "slope": p}, y, "idle TTFT against prompt tokens")
     return coef["intercept"], coef["slope"]
@@ -366,9 +407,12 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
     fallbacks = []
+    idle_records = list(idle_records)
     intercept, per_token = _prefill_line(idle_records)
     if not per_token:
         per_token = _prompt_step_slope(baseline)
+        prompts, ttft = _idle_points(idle_records)
+        intercept = float(np.median(ttft - per_token * prompts))  # the idle first token beyond its prefill
         fallbacks.append((f"cost per token {per_token * 1e3:.4f} ms from the steps a prompt landed in" if per_token
                           else "no cost per token (no level's steps with a prompt gave one)")
                          + ": the idle first-token latency gave no slope against prompt length")
