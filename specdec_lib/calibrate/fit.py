@@ -245,14 +245,14 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
         if len(rs) < min_requests:
             continue
         totals: dict[bool, list[StepTotals]] = {False: [], True: []}
-        stalled = burst = 0
+        stalled = bursts_left_out = 0
         for run in _one_run_each(rs):
             steps = [_steps(r, k) for r in run]
             mean_step = np.array([_mean_decode_step(r, k) for r in run])
             in_burst = np.array([id(r) in bursts for r in run])
             streamed = mean_step[~in_burst]
             counted = ~in_burst & (mean_step <= STALL_FACTOR * float(np.median(streamed)) if streamed.size else False)
-            burst += int(in_burst.sum())
+            bursts_left_out += int(in_burst.sum())
             stalled += int((~counted & ~in_burst).sum())
             for held, t in step_composition(run, steps, k, counted).items():
                 totals[held].append(t)
@@ -270,7 +270,7 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
                 tokens_per_step_emitted=_median((int(r["completion_tokens"]) - 1) / (_steps(r, k) - 1) for r in rs)
                 if k else 1.0,
                 num_speculative_tokens=k, batch_size=batch, tokens_in_step=tokens, kv_tokens=kv,
-                stalled_requests=stalled, burst_requests=burst,
+                stalled_requests=stalled, burst_requests=bursts_left_out,
             ))
     return out
 
@@ -386,8 +386,8 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     """Fit `AffineStepTime` in three stages, each on what identifies it:
 
     1. per_token_s: the slope of the idle (concurrency-1 baseline) first-token latency against prompt length;
-       where that line gives no positive slope (seen once, in CI: the idle first tokens did not grow with their
-       prompts, likely a fresh server's first, short-prompt level slowed), the slope of the steps a prompt landed
+       where that line gives no positive slope (in CI once, from first tokens of a held stream: those are now
+       left out, `idle_records`, but a line can still come out flat), the slope of the steps a prompt landed
        in over their level's decode steps (`_prompt_step_slope`; on the tiny CPU server within 10 % of the idle
        slope);
     2. fixed_s, per_seq_s and per_kv_token_s: the baseline levels' mean steps after subtracting per_token_s x
