@@ -62,21 +62,17 @@ REPLAY_SERVER = simulate.ServerConfig(kv_capacity_tokens=10**7, max_num_seqs=102
 
 
 def _replay_quality(sim: fit.SimulatorFit, base: probe.ProbeResult, spec: probe.ProbeResult | None,
-                    server: simulate.ServerConfig) -> dict[str, Any]:
+                    streamed: dict[str, list[dict]], server: simulate.ServerConfig) -> dict[str, Any]:
     """The fit's replay loss on each probe (`replay.replay_loss`: 0 when the replayed probe matches its quartiles),
-    and the alpha the speculative replay used (measured on the speculative probe). Requests whose chunks came in
-    one burst (`fit.burst_flags`) are not replayed: their times measure the held stream, not the engine."""
-    def streamed(pr: probe.ProbeResult) -> list[dict]:
-        k = pr.num_speculative_tokens
-        return [r for r, burst in zip(pr.records, fit.burst_flags(pr.records, k)) if not burst]
-
+    and the alpha the speculative replay used (measured on the speculative probe). Replayed: each server's
+    `streamed` records (those whose chunks came in one burst measure the held stream, not the engine)."""
     quality: dict[str, Any] = {"baseline_replay_loss": replay.replay_loss(
-        sim.step_time, sim.request_overhead_s, streamed(base), server=server)}
+        sim.step_time, sim.request_overhead_s, streamed["baseline"], server=server)}
     if spec is not None:
         k = spec.num_speculative_tokens
         alpha = simulate.alpha_from_steps(spec.records, k)
         quality.update(probe_alpha=alpha, speculative_replay_loss=replay.replay_loss(
-            sim.step_time, sim.speculative_request_overhead_s or 0.0, streamed(spec), server=server,
+            sim.step_time, sim.speculative_request_overhead_s or 0.0, streamed["speculative"], server=server,
             speculation=simulate.SpeculationConfig(k), alpha=alpha))
     return quality
 
@@ -98,12 +94,16 @@ def calibrate_endpoint(base: probe.ProbeResult, spec: probe.ProbeResult | None =
     idle = fit.idle_records(base.records)
     spec_idle = fit.idle_records(spec.records, spec.num_speculative_tokens) if spec else []
     sim = fit.fit_simulator_step(base_levels, spec_levels, idle, spec_idle)
-    notes = list(sim.fallbacks)
-    for server, pr, k in (("baseline", base, 0), ("speculative", spec, spec.num_speculative_tokens if spec else 0)):
-        if pr is not None and (bursts := sum(fit.burst_flags(pr.records, k))):
-            notes.append(f"left out: {bursts} {server} request(s) whose chunks came in one burst (a decode step "
+    notes, streamed = list(sim.fallbacks), {}
+    for server, pr in (("baseline", base), ("speculative", spec)):
+        if pr is None:
+            continue
+        held = fit.burst_flags(pr.records, pr.num_speculative_tokens)
+        streamed[server] = [r for r, burst in zip(pr.records, held) if not burst]
+        if any(held):
+            notes.append(f"left out: {sum(held)} {server} request(s) whose chunks came in one burst (a decode step "
                          f"under 1/{fit.STALL_FACTOR:g} of the server's median: the stream was held, not computed)")
-    replay_quality = _replay_quality(sim, base, spec, replay_server)
+    replay_quality = _replay_quality(sim, base, spec, streamed, replay_server)
     load_part: dict[str, Any] = {"skipped": "no model architecture or hardware given"}
     load_fit = None
     if model is not None and hardware is not None:

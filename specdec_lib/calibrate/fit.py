@@ -112,12 +112,14 @@ def burst_flags(records: Sequence[Mapping[str, Any]], k: int = 0) -> list[bool]:
     servers of the pool alive on the two cores): a whole concurrency-1 level's 16 chunks arriving 0.02 ms apart
     at the end, against 2.6 ms steps in the next level, each first token taking the whole request's 50 ms (the API
     process, starved, held the stream). A real step at batch 1 is within 2x of the server's median, not 10x."""
-    timed = [_timed(r, k) for r in records]
-    steps = [_mean_decode_step(r, k) for r, t in zip(records, timed) if t]
-    if not steps:
-        return [False] * len(records)
-    floor = float(np.median(steps)) / STALL_FACTOR
-    return [t and _mean_decode_step(r, k) < floor for r, t in zip(records, timed)]
+    floor = _burst_floor(records, k)
+    return [_timed(r, k) and _mean_decode_step(r, k) < floor for r in records]
+
+
+def _burst_floor(records: Sequence[Mapping[str, Any]], k: int) -> float:
+    """The mean decode step below which a record of this server came in a burst (0 without timed records)."""
+    steps = [_mean_decode_step(r, k) for r in records if _timed(r, k)]
+    return float(np.median(steps)) / STALL_FACTOR if steps else 0.0
 
 
 def idle_records(records: Sequence[Mapping[str, Any]], k: int = 0) -> list[Mapping[str, Any]]:
@@ -232,14 +234,12 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
     if (server == "speculative") != (k > 0):
         raise ValueError(f"server = {server!r} with num_speculative_tokens = {k}; a speculative server needs k >= 1")
     records = list(records)
+    burst_floor = _burst_floor(records, k)  # the server's, over all its levels (`burst_flags`)
     groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
-    bursts: set[int] = set()  # ids of the records whose chunks came in one burst
-    for r, burst in zip(records, burst_flags(records, k)):
+    for r in records:
         if not r.get("concurrency") or not _timed(r, k):
             continue
         groups.setdefault((int(r["concurrency"]), int(r.get("max_tokens") or 0)), []).append(r)
-        if burst:
-            bursts.add(id(r))
     out = []
     for (c, n), rs in sorted(groups.items()):
         if len(rs) < min_requests:
@@ -249,9 +249,10 @@ def level_observations(records: Iterable[Mapping[str, Any]], server: str, num_sp
         for run in _one_run_each(rs):
             steps = [_steps(r, k) for r in run]
             mean_step = np.array([_mean_decode_step(r, k) for r in run])
-            in_burst = np.array([id(r) in bursts for r in run])
+            in_burst = mean_step < burst_floor
             streamed = mean_step[~in_burst]
-            counted = ~in_burst & (mean_step <= STALL_FACTOR * float(np.median(streamed)) if streamed.size else False)
+            stall_limit = STALL_FACTOR * float(np.median(streamed)) if streamed.size else 0.0
+            counted = ~in_burst & (mean_step <= stall_limit)
             bursts_left_out += int(in_burst.sum())
             stalled += int((~counted & ~in_burst).sum())
             for held, t in step_composition(run, steps, k, counted).items():
@@ -407,7 +408,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
     if len(baseline) < 2:
         raise ValueError(f"baseline levels: {len(baseline)} given; expected at least 2 (two concurrencies)")
     fallbacks = []
-    idle_records = list(idle_records)
+    idle_records, speculative_idle_records = list(idle_records), list(speculative_idle_records)
     intercept, per_token = _prefill_line(idle_records)
     if not per_token:
         per_token = _prompt_step_slope(baseline)
@@ -441,9 +442,7 @@ def fit_simulator_step(baseline: Sequence[LevelObservation], speculative: Sequen
             step = replace(step, **_nnls_relative(draft, residual, "fit_simulator_step (speculative levels)", spec_s))
     overhead = max(0.0, intercept - coef["fixed_s"] - coef["per_seq_s"])
     k_spec = speculative[0].num_speculative_tokens if speculative else 0  # the simulator drafts after a prefill too
-    spec_gaps = [float(r["ttft_s"]) - float(step(1, int(r["prompt_tokens"]), k_spec, 0))
-                 for r in speculative_idle_records
-                 if not r.get("error") and r.get("ttft_s") is not None and r.get("prompt_tokens")]
+    spec_gaps = [float(t) - float(step(1, int(p), k_spec, 0)) for p, t in zip(*_idle_points(speculative_idle_records))]
     spec_overhead = max(0.0, _median(spec_gaps)) if spec_gaps else None
     levels = (*baseline, *speculative)
     return SimulatorFit(step, overhead, spec_overhead, tuple(predict_level(step, o) for o in levels), tuple(levels),
